@@ -1,0 +1,119 @@
+"""Typed, frozen parameters: one model per stage, one key per stage in params.yaml.
+
+A typo in params.yaml fails loudly (extra="forbid"). A component takes its own stage's
+params, never the whole file. Missing keys take the embedded defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeops.errors import ConfigError
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrepareParams(_Params):
+    image_size: int = Field(32, ge=8, le=512, description="height = width of the model input")
+    channels: Literal[1, 3] | None = Field(None, description="None: 1 if every image is grayscale, else 3")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    seed: int = 42
+    min_per_class: int = Field(10, ge=1)
+    max_imbalance: float = Field(10.0, ge=1, description="largest class / smallest class")
+    max_images: int | None = Field(None, description="cap for quick runs (stratified subset)")
+    fail_on_validation: bool = True
+
+
+class AugmentParams(_Params):
+    rotation_deg: float = Field(10.0, ge=0, le=180)
+    brightness: float = Field(0.1, ge=0, le=1, description="max additive change, fraction of range")
+    contrast: float = Field(0.1, ge=0, le=1, description="max relative contrast change")
+    blur_prob: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0, le=1)
+
+
+class DistillParams(_Params):
+    enabled: bool = False
+    temperature: float = Field(4.0, gt=0)
+    soft_weight: float = Field(0.7, ge=0, le=1, description="weight of the soft loss vs the hard loss")
+    teacher_alpha: float = Field(2.0, gt=0)
+    teacher_epochs: int = Field(20, ge=1)
+
+
+class TrainParams(_Params):
+    alpha: float = Field(1.0, gt=0, le=4, description="width multiplier")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    bn_momentum: float = Field(0.9, gt=0, lt=1)
+    seed: int = 42
+    augment: AugmentParams = AugmentParams()
+    distill: DistillParams = DistillParams()
+
+
+class ConvertParams(_Params):
+    targets: list[str] = ["tflite-f32", "tflite-int8"]
+    representative_samples: int = Field(200, ge=1)
+    min_agreement: float = Field(0.99, ge=0, le=1, description="top-1 agreement with the float model")
+    latency_runs: int = Field(50, ge=1)
+
+
+class EvaluateParams(_Params):
+    max_accuracy_drop: float = Field(0.02, ge=0, description="vs the float parent, absolute")
+    max_regression_vs_stable: float = Field(0.01, ge=0, description="vs what the cohort runs now")
+
+
+class PublishParams(_Params):
+    manifest_ttl_days: int = Field(30, ge=1)
+    encrypt: bool = False
+
+
+class FleetParams(_Params):
+    devices_per_cohort: int = Field(4, ge=1)
+    hours: float = Field(2.0, gt=0)
+    inferences_per_hour: int = Field(120, ge=1)
+    sample_rate: float = Field(0.5, gt=0, le=1)
+    buffer_size: int = Field(256, ge=1)
+    daily_upload_bytes: int = Field(2_000_000, ge=1)
+    seed: int = 7
+
+
+class MonitorParams(_Params):
+    drift_share: float = Field(0.5, gt=0, le=1, description="share of drifted features that means drift")
+    stattest_threshold: float = Field(0.05, gt=0, lt=1)
+    min_samples: int = Field(50, ge=1)
+    sustained_windows: int = Field(1, ge=1)
+    cooldown_hours: float = Field(6.0, ge=0)
+    max_retrains_per_day: int = Field(2, ge=0)
+
+
+class PipelineParams(_Params):
+    prepare: PrepareParams = PrepareParams()
+    train: TrainParams = TrainParams()
+    convert: ConvertParams = ConvertParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    publish: PublishParams = PublishParams()
+    fleet: FleetParams = FleetParams()
+    monitor: MonitorParams = MonitorParams()
+
+
+def load_params(path: Path | str | None) -> PipelineParams:
+    """Read params.yaml; a missing file means all embedded defaults."""
+    if path is None or not Path(path).exists():
+        return PipelineParams()
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        return PipelineParams.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file is not valid YAML: {exc}", where=str(path)) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"params key {loc}: {first['msg']}", where=str(path)) from exc
