@@ -1,0 +1,1 @@
+"""Prefect flows and tasks that wire components, registry and monitoring; MLflow logging lives here."""

@@ -1,0 +1,1 @@
+"""Telemetry ingestion and quarantine, drift (Evidently), rollout gates, retrain policy."""

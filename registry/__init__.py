@@ -1,0 +1,1 @@
+"""MLflow registration and lineage, bundles (sign, encrypt), manifests, cohorts and rollouts."""
