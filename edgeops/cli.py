@@ -1,0 +1,138 @@
+"""The `edgeops` command line. Every failure the project expects ends as one readable line and
+the exit code of its error class (see edgeops/errors.py); no tracebacks for user errors.
+
+Heavy imports (tensorflow, mlflow, prefect) happen inside commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from edgeops.errors import EdgeOpsError
+
+app = typer.Typer(
+    name="edgeops",
+    help="Release pipeline for on-device models: train, compress, convert, verify, register, "
+    "sign, roll out to device cohorts and watch them for drift.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Data sets: the bundled example, validation, versions.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="The release pipeline (Prefect flows tracked in MLflow).", no_args_is_help=True)
+stage_app = typer.Typer(
+    help="Single pipeline stages over local paths, as `dvc.yaml` calls them.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(stage_app, name="stage")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings():
+    from edgeops.settings import Settings
+
+    return Settings.from_env()
+
+
+@app.command("settings")
+def settings_cmd(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Show where state lives (EDGEOPS_HOME, MLflow, the object store, Prefect)."""
+    values = _settings().as_json_dict()
+    if as_json:
+        typer.echo(json.dumps(values, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("setting", "value", title="edgeops settings")
+    for key, value in values.items():
+        table.add_row(key, str(value) if value is not None else "[dim]not set (embedded default)[/]")
+    console.print(table)
+
+
+@data_app.command("example")
+def data_example(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write: one subfolder per class, PNG files.")],
+) -> None:
+    """Write scikit-learn's bundled digits (1,797 real 8x8 images) as an image folder."""
+    from components.data import write_example_digits
+
+    n = write_example_digits(out_dir)
+    console.print(f"wrote {n} images to {out_dir}")
+
+
+@data_app.command("version")
+def data_version(data_dir: Annotated[Path, typer.Argument(help="Image folder.")]) -> None:
+    """Print the DVC hash of a folder (what MLflow runs record as the data version)."""
+    from registry.data_versions import dvc_hash
+
+    v = dvc_hash(data_dir)
+    typer.echo(json.dumps({"path": v.path, "md5": v.md5, "nfiles": v.nfiles, "size": v.size}))
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    data: Annotated[Path, typer.Option("--data", help="Image folder: one subfolder per class.")],
+    params: Annotated[Path | None, typer.Option(help="params.yaml (default: ./params.yaml).")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name (default: the folder's name).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Prepare, validate, train, convert, verify, bless, register and publish, once."""
+    from flows.release import release_pipeline
+    from flows.report import print_release
+
+    result = release_pipeline(str(data), params_path=str(params) if params else None, model_name=name)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        print_release(console, result)
+
+
+@app.command("demo")
+def demo(
+    data: Annotated[Path, typer.Option(help="Where to write the example digits.")] = Path("data/digits"),
+    quick: Annotated[bool, typer.Option(help="Fewer epochs and devices (for tests).")] = False,
+) -> None:
+    """The whole loop twice on the bundled digits: once clean, once with injected drift."""
+    from flows.demo import run_demo
+
+    run_demo(data, console=console, quick=quick)
+
+
+def _register_subcommands() -> None:
+    """Sub-apps of the other packages; each keeps its heavy imports inside its commands."""
+    from edgeops.cli_fleet import fleet_app
+    from edgeops.cli_monitor import monitor_app
+    from edgeops.cli_release import cohorts_app, release_app
+    from edgeops.cli_stages import register_stage_commands
+
+    app.add_typer(release_app, name="release")
+    app.add_typer(cohorts_app, name="cohorts")
+    app.add_typer(fleet_app, name="fleet")
+    app.add_typer(monitor_app, name="monitor")
+    register_stage_commands(stage_app)
+
+
+def main() -> None:
+    """Console-script entry: one line and an exit code for every expected failure."""
+    _register_subcommands()
+    try:
+        rv = app(standalone_mode=False)
+    except EdgeOpsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
