@@ -36,7 +36,9 @@ _AAD = b"edgeops-model-v1"
 # --- canonical JSON, keys, envelopes ----------------------------------------------------------
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no spaces, UTF-8: the exact bytes a signature covers."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def public_key_id(public_key: Ed25519PublicKey) -> str:
@@ -46,7 +48,9 @@ def public_key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def load_public_key_pem(pem: bytes) -> Ed25519PublicKey:
@@ -59,10 +63,15 @@ def load_public_key_pem(pem: bytes) -> Ed25519PublicKey:
     return key
 
 
-def sign_envelope(signed: Mapping[str, Any], private_key: Ed25519PrivateKey, key_id: str) -> dict[str, Any]:
+def sign_envelope(
+    signed: Mapping[str, Any], private_key: Ed25519PrivateKey, key_id: str
+) -> dict[str, Any]:
     payload = dict(signed)
     sig = private_key.sign(canonical_json(payload))
-    return {"signed": payload, "signatures": [{"keyid": key_id, "sig": base64.b64encode(sig).decode()}]}
+    return {
+        "signed": payload,
+        "signatures": [{"keyid": key_id, "sig": base64.b64encode(sig).decode()}],
+    }
 
 
 def verify_envelope(
@@ -92,7 +101,9 @@ def verify_envelope(
             unknown.append(keyid or "?")
             continue
         try:
-            trusted[keyid].verify(base64.b64decode(str(entry.get("sig", "")), validate=True), message)
+            trusted[keyid].verify(
+                base64.b64decode(str(entry.get("sig", "")), validate=True), message
+            )
             good.add(keyid)
         except (InvalidSignature, binascii.Error, ValueError):
             bad.append(keyid)
@@ -100,7 +111,9 @@ def verify_envelope(
         return dict(envelope["signed"])
     if bad:
         raise IntegrityError(f"bad signature by key {', '.join(bad)}")
-    raise IntegrityError(f"unknown key id {', '.join(unknown)} (trusted: {', '.join(sorted(trusted)) or 'none'})")
+    raise IntegrityError(
+        f"unknown key id {', '.join(unknown)} (trusted: {', '.join(sorted(trusted)) or 'none'})"
+    )
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -157,7 +170,11 @@ class BundleRef:
     target: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"bundle_id": self.bundle_id, "model_version": self.model_version, "target": self.target}
+        return {
+            "bundle_id": self.bundle_id,
+            "model_version": self.model_version,
+            "target": self.target,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> BundleRef | None:
@@ -172,12 +189,16 @@ def bundle_id_of(metadata_envelope: Mapping[str, Any]) -> str:
 
 
 def verify_bundle_metadata(
-    envelope: Mapping[str, Any] | bytes, trusted: Mapping[str, Ed25519PublicKey], expected_bundle_id: str
+    envelope: Mapping[str, Any] | bytes,
+    trusted: Mapping[str, Ed25519PublicKey],
+    expected_bundle_id: str,
 ) -> BundleMetadata:
     signed = verify_envelope(envelope, trusted)
     actual = hashlib.sha256(canonical_json(signed)).hexdigest()
     if actual != expected_bundle_id:
-        raise IntegrityError(f"bundle id mismatch: manifest names {expected_bundle_id[:12]}, metadata hashes to {actual[:12]}")
+        raise IntegrityError(
+            f"bundle id mismatch: manifest names {expected_bundle_id[:12]}, metadata hashes to {actual[:12]}"
+        )
     return BundleMetadata.from_dict(signed)
 
 
@@ -187,10 +208,14 @@ def check_file(metadata: BundleMetadata, name: str, data: bytes) -> None:
     if info is None:
         raise IntegrityError(f"file {name!r} is not listed in the bundle metadata")
     if len(data) != int(info["size"]):
-        raise IntegrityError(f"size mismatch for {name}: {len(data)} bytes, metadata says {info['size']}")
+        raise IntegrityError(
+            f"size mismatch for {name}: {len(data)} bytes, metadata says {info['size']}"
+        )
     digest = hashlib.sha256(data).hexdigest()
     if digest != info["sha256"]:
-        raise IntegrityError(f"hash mismatch for {name}: sha256 {digest[:12]}, metadata says {str(info['sha256'])[:12]}")
+        raise IntegrityError(
+            f"hash mismatch for {name}: sha256 {digest[:12]}, metadata says {str(info['sha256'])[:12]}"
+        )
 
 
 # --- model encryption (AES-256-GCM; file = 12-byte nonce || ciphertext+tag) -------------------

@@ -118,7 +118,9 @@ class LocalStore:
             if current != etag:
                 want = "absent" if etag is None else f"etag {etag[:12]}"
                 have = "absent" if current is None else f"etag {current[:12]}"
-                raise ConflictError(f"stale write to {key!r}: expected {want}, found {have}", where=self.url)
+                raise ConflictError(
+                    f"stale write to {key!r}: expected {want}, found {have}", where=self.url
+                )
             self._write_atomic(path, data)
         return hashlib.sha256(data).hexdigest()
 
@@ -130,7 +132,9 @@ class LocalStore:
             return []
         keys = []
         for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not (d == _LOCK_DIR and dirpath == str(self.root))]
+            dirnames[:] = [
+                d for d in dirnames if not (d == _LOCK_DIR and dirpath == str(self.root))
+            ]
             for name in filenames:
                 if name.startswith(_TMP_PREFIX):
                     continue
@@ -212,7 +216,9 @@ class S3Store:
                 return MissingKeyError(f"no object {key!r}", where=self.url)
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
                 return ConflictError(f"stale write to {key!r}: {code or status}", where=self.url)
-            return StoreError(f"{action} {key!r} failed: {code} {err.get('Message', '')}".strip(), where=self.url)
+            return StoreError(
+                f"{action} {key!r} failed: {code} {err.get('Message', '')}".strip(), where=self.url
+            )
         return StoreError(f"{action} {key!r} failed, store unreachable: {exc}", where=self.url)
 
     def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
@@ -256,7 +262,9 @@ class S3Store:
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         try:
-            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            for page in self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            ):
                 keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "list", prefix or "/") from exc
@@ -269,7 +277,9 @@ class S3Store:
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
-        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD)
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
+        )
         try:
             self._client.upload_file(str(path), self.bucket, self._key(key), Config=config)
         except (ClientError, BotoCoreError) as exc:

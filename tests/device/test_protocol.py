@@ -41,7 +41,9 @@ def key() -> tuple[Ed25519PrivateKey, str]:
     return k, public_key_id(k.public_key())
 
 
-def _manifest(revision: int = 3, expires: datetime = NOW + timedelta(days=1), pct: float = 25.0) -> Manifest:
+def _manifest(
+    revision: int = 3, expires: datetime = NOW + timedelta(days=1), pct: float = 25.0
+) -> Manifest:
     return Manifest(
         cohort="pi-fleet-eu",
         revision=revision,
@@ -155,7 +157,9 @@ def test_buckets_are_uniform_and_sticky() -> None:
     assert share == pytest.approx(0.05, abs=0.01)
     for lo, hi in [(1, 5), (5, 25), (25, 50), (50, 100)]:
         assert all(in_canary(hi, d, "s") for d in ids if in_canary(lo, d, "s"))
-    assert bucket("dev-1", "s") != bucket("dev-1", "t") or bucket("dev-2", "s") != bucket("dev-2", "t")
+    assert bucket("dev-1", "s") != bucket("dev-1", "t") or bucket("dev-2", "s") != bucket(
+        "dev-2", "t"
+    )
     assert not any(in_canary(0, d, "s") for d in ids) and all(in_canary(100, d, "s") for d in ids)
 
 

@@ -71,7 +71,9 @@ def test_compare_and_swap(store: ObjectStore) -> None:
         store.put_if_match("missing.json", b"x", second)  # expected to exist
 
 
-def test_upload_file_multipart(store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_file_multipart(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import device.store as store_mod
 
     monkeypatch.setattr(store_mod, "MULTIPART_THRESHOLD", 5 * 1024 * 1024)  # S3's minimum part size
@@ -85,7 +87,9 @@ def test_upload_file_multipart(store: ObjectStore, tmp_path: Path, monkeypatch: 
 
 
 def test_unreachable_s3_names_the_url() -> None:
-    store = S3Store("bucket", "p", endpoint_url="http://127.0.0.1:9", max_attempts=1, connect_timeout=0.5)
+    store = S3Store(
+        "bucket", "p", endpoint_url="http://127.0.0.1:9", max_attempts=1, connect_timeout=0.5
+    )
     with pytest.raises(StoreError, match=r"unreachable.*s3://bucket/p at http://127.0.0.1:9"):
         store.get("k")
 
