@@ -1,0 +1,136 @@
+"""What a device keeps of its inferences: a sampling rate, a bounded reservoir, a daily byte budget.
+
+Practitioners' rule for edge telemetry: sample a few frames rather than every one, bound the
+buffer, mind bandwidth and connectivity. The reservoir holds a uniform sample of everything
+sampled since the last upload, whatever the offline stretch, in bounded memory; what it
+drops is counted (sampled out by design), never silently lost. Events (refusals, swaps,
+errors) are rare and matter more: they bypass the reservoir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SamplingPolicy:
+    sample_rate: float = 0.5  # share of inferences offered to the reservoir
+    buffer_size: int = 256  # reservoir capacity (records)
+    daily_upload_bytes: int = 2_000_000  # per device per UTC day
+    batch_records: int = 256  # most records in one uploaded batch
+    max_events: int = 1024  # events kept while offline (oldest dropped beyond, counted)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
+        if self.buffer_size < 1 or self.batch_records < 1 or self.daily_upload_bytes < 1:
+            raise ValueError("buffer_size, batch_records and daily_upload_bytes must be >= 1")
+
+
+class Reservoir(Generic[T]):
+    """Algorithm R: after n offers, each offered item is held with probability capacity/n."""
+
+    def __init__(self, capacity: int, rng: np.random.Generator) -> None:
+        self.capacity = capacity
+        self._rng = rng
+        self._items: list[T] = []
+        self._seen = 0
+        self.evicted = 0  # items offered since the last drain that were not kept
+
+    def offer(self, item: T) -> None:
+        self._seen += 1
+        if len(self._items) < self.capacity:
+            self._items.append(item)
+            return
+        j = int(self._rng.integers(0, self._seen))
+        if j < self.capacity:
+            self._items[j] = item
+        self.evicted += 1
+
+    def drain(self, limit: int | None = None) -> list[T]:
+        """Take up to `limit` items (a uniform subset, in arrival order); the rest stay."""
+        if limit is None or limit >= len(self._items):
+            taken, self._items = self._items, []
+            self._seen = 0
+            return taken
+        pick = np.sort(self._rng.choice(len(self._items), size=limit, replace=False))
+        keep = np.ones(len(self._items), dtype=bool)
+        keep[pick] = False
+        taken = [self._items[i] for i in pick]
+        self._items = [self._items[i] for i in np.flatnonzero(keep)]
+        self._seen = len(self._items)
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Sampler:
+    """The per-inference coin: which inferences are offered to the reservoir at all."""
+
+    def __init__(self, rate: float, rng: np.random.Generator) -> None:
+        self.rate = rate
+        self._rng = rng
+
+    def pick(self, n: int) -> np.ndarray:
+        """Boolean mask over a batch of n inferences."""
+        if self.rate >= 1:
+            return np.ones(n, dtype=bool)
+        return self._rng.random(n) < self.rate
+
+
+class DailyBudget:
+    """Bytes a device may upload per UTC day of its own clock (simulated or real)."""
+
+    def __init__(self, daily_bytes: int) -> None:
+        self.daily_bytes = daily_bytes
+        self._day: str | None = None
+        self.used = 0
+        self.total_used = 0
+        self.days: set[str] = set()
+
+    def _roll(self, now: datetime) -> None:
+        day = now.date().isoformat()
+        if day != self._day:
+            self._day, self.used = day, 0
+            self.days.add(day)
+
+    def remaining(self, now: datetime) -> int:
+        self._roll(now)
+        return max(0, self.daily_bytes - self.used)
+
+    def allows(self, nbytes: int, now: datetime) -> bool:
+        return nbytes <= self.remaining(now)
+
+    def spend(self, nbytes: int, now: datetime) -> None:
+        self._roll(now)
+        self.used += nbytes
+        self.total_used += nbytes
+
+
+class EventBuffer(Generic[T]):
+    """Bounded FIFO for events; beyond capacity the oldest go (counted in `dropped`)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: list[T] = []
+        self.dropped = 0
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        if len(self._items) > self.capacity:
+            self._items.pop(0)
+            self.dropped += 1
+
+    def drain(self) -> list[T]:
+        taken, self._items = self._items, []
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,147 @@
+"""The telemetry record: one row per sampled inference or event, written as Parquet (zstd).
+
+The schema is the wire contract between the agent and ingestion (docs/architecture.md):
+the agent validates every batch against it before spooling, so a malformed batch is caught
+on the device, and ingestion validates again with the same function.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from device.features import FEATURE_NAMES
+from edgeops.errors import TelemetryError
+
+EVENTS = ("inference", "refusal", "swap", "error")
+FEATURE_COLUMNS: tuple[str, ...] = tuple(f"f_{n}" for n in FEATURE_NAMES)
+
+_STRINGS = ("device_id", "cohort", "model_name", "model_version", "target", "bundle_id")
+SCHEMA = pa.schema(
+    [pa.field(n, pa.string(), nullable=False) for n in _STRINGS]
+    + [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("ts", pa.timestamp("ms", tz="UTC"), nullable=False),
+        pa.field("event", pa.string(), nullable=False),
+    ]
+    + [pa.field(c, pa.float32()) for c in FEATURE_COLUMNS]
+    + [
+        pa.field("probs", pa.list_(pa.float32())),
+        pa.field("top1", pa.int32()),
+        pa.field("confidence", pa.float32()),
+        pa.field("latency_ms", pa.float32()),
+        pa.field("memory_bytes", pa.int64()),
+        pa.field("energy_mj", pa.float32()),
+        pa.field("error", pa.string()),
+        pa.field("label", pa.int32()),
+        pa.field("thumb", pa.binary()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TelemetryRecord:
+    """One row. Model fields are empty strings when no model is loaded yet (e.g. a refusal
+    before the first install); features and outputs are None for non-inference events."""
+
+    device_id: str
+    cohort: str
+    model_name: str
+    model_version: str
+    target: str
+    bundle_id: str
+    seq: int
+    ts: datetime
+    event: str = "inference"
+    features: tuple[float, ...] | None = None
+    probs: tuple[float, ...] | None = None
+    top1: int | None = None
+    confidence: float | None = None
+    latency_ms: float | None = None
+    memory_bytes: int | None = None
+    energy_mj: float | None = None
+    error: str | None = None
+    label: int | None = None
+    thumb: bytes | None = field(default=None, repr=False)
+
+
+def records_to_table(records: Sequence[TelemetryRecord]) -> pa.Table:
+    """Rows -> a table in SCHEMA (columns built once, not row by row)."""
+    nf = len(FEATURE_COLUMNS)
+    cols: dict[str, list[object]] = {name: [] for name in SCHEMA.names}
+    feats = np.full((len(records), nf), np.nan, dtype=np.float32)
+    has_feats = np.zeros(len(records), dtype=bool)
+    for i, r in enumerate(records):
+        if r.event not in EVENTS:
+            raise TelemetryError(f"unknown telemetry event {r.event!r}", where=r.device_id)
+        for name in _STRINGS:
+            cols[name].append(getattr(r, name))
+        for name in ("seq", "ts", "event", "probs", "top1", "confidence", "latency_ms"):
+            cols[name].append(getattr(r, name))
+        for name in ("memory_bytes", "energy_mj", "error", "label", "thumb"):
+            cols[name].append(getattr(r, name))
+        if r.features is not None:
+            if len(r.features) != nf:
+                raise TelemetryError(
+                    f"record has {len(r.features)} features, the schema has {nf}", where=r.device_id
+                )
+            feats[i] = r.features
+            has_feats[i] = True
+    arrays: list[pa.Array] = []
+    for f in SCHEMA:
+        if f.name in FEATURE_COLUMNS:
+            j = FEATURE_COLUMNS.index(f.name)
+            arrays.append(pa.array(feats[:, j], type=pa.float32(), mask=~has_feats))
+        else:
+            arrays.append(pa.array(cols[f.name], type=f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
+def validate_batch(table: pa.Table, where: str = "telemetry batch") -> None:
+    """Raise TelemetryError unless `table` has exactly SCHEMA's columns and types and sane rows."""
+    if not table.schema.equals(SCHEMA, check_metadata=False):
+        missing = [n for n in SCHEMA.names if n not in table.schema.names]
+        extra = [n for n in table.schema.names if n not in SCHEMA.names]
+        wrong = [
+            n
+            for n in SCHEMA.names
+            if n in table.schema.names and table.schema.field(n).type != SCHEMA.field(n).type
+        ]
+        raise TelemetryError(
+            f"schema mismatch: missing {missing}, unexpected {extra}, wrong type {wrong}",
+            where=where,
+        )
+    for name in (*_STRINGS, "seq", "ts", "event"):
+        if table.column(name).null_count:
+            raise TelemetryError(f"column {name} has nulls", where=where)
+    if table.num_rows:
+        seq = table.column("seq").to_numpy()
+        if np.any(np.diff(seq) <= 0):
+            raise TelemetryError("seq is not strictly increasing within the batch", where=where)
+        events = set(table.column("event").to_pylist())
+        if not events <= set(EVENTS):
+            raise TelemetryError(f"unknown events {sorted(events - set(EVENTS))}", where=where)
+
+
+def write_batch(table: pa.Table) -> bytes:
+    """A validated table -> Parquet bytes (zstd): the unit the uploader spools and sends."""
+    validate_batch(table)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", use_dictionary=True)
+    return buf.getvalue()
+
+
+def read_batch(data: bytes, where: str = "telemetry batch") -> pa.Table:
+    """Parquet bytes -> a table, validated; TelemetryError if unreadable or off-schema."""
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise TelemetryError(f"not a readable Parquet batch: {exc}", where=where) from exc
+    validate_batch(table, where)
+    return table

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from device.sampling import DailyBudget, EventBuffer, Reservoir, Sampler, SamplingPolicy
+
+
+def test_reservoir_is_bounded_and_uniform():
+    counts = np.zeros(100)
+    for seed in range(400):
+        r: Reservoir[int] = Reservoir(10, np.random.default_rng(seed))
+        for i in range(100):
+            r.offer(i)
+        assert len(r) == 10 and r.evicted == 90
+        counts[r.drain()] += 1
+    # each item kept with probability 0.1: 40 expected per item
+    assert counts[:50].sum() == pytest.approx(counts[50:].sum(), rel=0.15)
+    assert counts.min() > 15
+
+
+def test_partial_drain_keeps_the_rest():
+    r: Reservoir[int] = Reservoir(8, np.random.default_rng(0))
+    for i in range(8):
+        r.offer(i)
+    taken = r.drain(limit=3)
+    assert len(taken) == 3 and len(r) == 5
+    assert sorted(taken + r.drain()) == list(range(8))
+
+
+def test_sampler_rate():
+    mask = Sampler(0.25, np.random.default_rng(0)).pick(20_000)
+    assert mask.mean() == pytest.approx(0.25, abs=0.02)
+    assert Sampler(1.0, np.random.default_rng(0)).pick(5).all()
+
+
+def test_daily_budget_rolls_over_at_midnight():
+    b = DailyBudget(1000)
+    t = datetime(2026, 1, 1, 23, tzinfo=UTC)
+    assert b.allows(1000, t) and not b.allows(1001, t)
+    b.spend(800, t)
+    assert not b.allows(300, t)
+    assert b.allows(300, t + timedelta(hours=2))
+    assert b.total_used == 800 and len(b.days) == 2
+
+
+def test_event_buffer_and_policy_checks():
+    e: EventBuffer[int] = EventBuffer(2)
+    for i in range(3):
+        e.add(i)
+    assert e.drain() == [1, 2] and e.dropped == 1
+    with pytest.raises(ValueError):
+        SamplingPolicy(sample_rate=0)
