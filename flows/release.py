@@ -1,0 +1,164 @@
+"""The release pipeline: prepare -> validate -> train -> convert+verify (per target, concurrently)
+-> bless per profile -> register per target -> publish per cohort.
+
+Thin wiring: every step is a component or registry function; this module adds the Prefect
+tasks (states, retries, concurrency), one MLflow parent run with a child per stage or variant,
+and the rule that nothing is registered as releasable or published from a failed or unblessed
+run (every step before `register` runs first; publishing only takes blessed variants).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows import stages
+from flows import release_logging
+from flows.tracking import child_run, configure_mlflow, flatten, log_batch
+
+
+@task(name="prepare", cache_policy=NO_CACHE)
+def prepare_task(data_dir: str, params: Any, work: Path) -> Any:
+    return stages.prepare(data_dir, params, work / "prepared")
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_task(prepared: Any, params: Any, work: Path) -> Any:
+    return stages.validate(prepared, params, work / "validation")
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train_task(prepared: Any, params: Any, work: Path) -> Any:
+    return stages.train(prepared, params, work / "model")
+
+
+@task(name="convert", cache_policy=NO_CACHE, task_run_name="convert-{target}")
+def convert_task(model: Any, target: str, prepared: Any, params: Any, work: Path) -> Any:
+    return stages.convert(model, target, prepared, params, work / "variants")
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+@flow(name="release-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+def release_pipeline(
+    data_dir: str,
+    params_path: str | None = None,
+    model_name: str | None = None,
+    trigger: str = "manual",
+    rollout: bool = True,
+) -> dict[str, Any]:
+    """Run the whole release once and return a JSON-able summary.
+
+    The first release of a model makes each cohort's chosen variant its stable bundle; later
+    releases start a staged rollout (canary) instead, never going straight to 100%.
+    """
+    from edgeops.settings import Settings
+    from registry.data_versions import dvc_hash
+
+    settings = Settings.from_env()
+    params = settings.params() if params_path is None else _load(params_path)
+    catalog = settings.devices()
+    name = model_name or Path(data_dir).resolve().name
+    data_version = dvc_hash(data_dir)
+    client, experiment_id = configure_mlflow(settings)
+    timings: dict[str, float] = {}
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"release-{name}-{data_version.short}",
+        tags={"edgeops.kind": "release", "edgeops.trigger": trigger, "edgeops.model_name": name,
+              "edgeops.data_version": data_version.md5, "edgeops.git_commit": _git_commit()},
+    )
+    run_id = parent.info.run_id
+    work = settings.home / "runs" / run_id
+    status = "FAILED"
+    try:
+        log_batch(client, run_id, params=flatten("", params.model_dump()))
+        release_logging.log_data_version(run_id, data_version, name)
+
+        t0 = time.perf_counter()
+        with child_run(client, experiment_id, run_id, "prepare") as rid:
+            prepared = prepare_task(data_dir, params.prepare, work)
+            validation = validate_task(prepared, params.prepare, work)
+            release_logging.log_prepare(client, rid, prepared, validation, data_version, name)
+            stages.raise_if_invalid(validation, params.prepare)
+        timings["prepare"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with child_run(client, experiment_id, run_id, "train") as rid:
+            trained = train_task(prepared, params.train, work)
+            float_model_uri = release_logging.log_training(client, rid, trained, prepared, work / "model")
+        timings["train"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        targets = stages.targets_for(params.convert, catalog)
+        futures = {t: convert_task.submit(trained.model, t, prepared, params.convert, work) for t in targets}
+        variants, failures = {}, {}
+        for target, fut in futures.items():
+            with child_run(client, experiment_id, run_id, f"convert-{target}", {"edgeops.target": target}) as rid:
+                fut.wait()
+                outcome = fut.result(raise_on_failure=False)
+                if isinstance(outcome, BaseException):
+                    failures[target] = str(outcome)
+                    log_batch(client, rid, tags={"edgeops.conversion_error": failures[target]})
+                else:
+                    variants[target] = outcome
+                    release_logging.log_variant(client, rid, outcome)
+        timings["convert"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with child_run(client, experiment_id, run_id, "bless") as rid:
+            selection = stages.bless_and_select(
+                client, rid, variants, trained, catalog, params.evaluate, settings, name, work / "blessing"
+            )
+        timings["bless"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with child_run(client, experiment_id, run_id, "register") as rid:
+            registered = stages.register(
+                client, rid, run_id, name, variants, selection, prepared, data_version, float_model_uri
+            )
+        timings["register"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        with child_run(client, experiment_id, run_id, "publish") as rid:
+            published = stages.publish(
+                client, rid, settings, catalog, name, registered, selection, prepared, params, rollout
+            )
+        timings["publish"] = time.perf_counter() - t0
+
+        log_batch(client, run_id, metrics={f"time_{k}_s": v for k, v in timings.items()})
+        status = "FINISHED"
+        return {
+            "model_name": name,
+            "run_id": run_id,
+            "experiment_id": experiment_id,
+            "data_version": data_version.md5,
+            "work_dir": str(work),
+            "float": {"test_accuracy": trained.test_accuracy, "params": trained.params_count,
+                      "macs": trained.macs, "train_seconds": trained.train_seconds},
+            "validation": {"success": validation.success, "failures": list(validation.failures)},
+            "variants": {t: v.to_dict() for t, v in variants.items()},
+            "conversion_failures": failures,
+            "selection": selection,
+            "registered": registered,
+            "published": published,
+            "timings": timings,
+        }
+    finally:
+        client.set_terminated(run_id, status=status)
+
+
+def _load(params_path: str) -> Any:
+    from edgeops.params import load_params
+
+    return load_params(Path(params_path))

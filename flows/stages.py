@@ -1,0 +1,87 @@
+"""Stage steps over local paths: the one implementation behind both adapters.
+
+The Prefect tasks in flows/release.py and the `edgeops stage ...` commands that dvc.yaml runs
+call these same functions; they call the pure components and write each stage's outputs
+(atomically where a component provides it) under the directory they are given.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from components.conversion import Variant
+    from components.prepare import PreparedData
+    from components.profiles import DeviceCatalog
+    from components.training import TrainResult
+    from components.validation import ValidationResult
+    from edgeops.params import ConvertParams, PrepareParams, TrainParams
+
+
+def prepare(data_dir: str | Path, params: PrepareParams, out: Path) -> PreparedData:
+    from components.prepare import prepare as prepare_data
+
+    prepared = prepare_data(data_dir, params)
+    prepared.save(out)
+    return prepared
+
+
+def validate(prepared: PreparedData, params: PrepareParams, report_dir: Path) -> ValidationResult:
+    from components.validation import validate_prepared
+
+    return validate_prepared(prepared, params, report_dir)
+
+
+def raise_if_invalid(result: ValidationResult, params: PrepareParams) -> None:
+    from components.validation import raise_if_failed
+
+    raise_if_failed(result, params.fail_on_validation)
+
+
+def train(prepared: PreparedData, params: TrainParams, out: Path) -> TrainResult:
+    from components.training import train as train_model
+
+    result = train_model(prepared, params)
+    save_model(result.model, out)
+    return result
+
+
+def save_model(model: Any, out: Path) -> Path:
+    """Keras 2 HDF5 in a temp name, then renamed: a reader never sees half a model."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".model.h5.tmp"
+    model.save(tmp, save_format="h5")
+    tmp.replace(out / "model.h5")
+    return out / "model.h5"
+
+
+def load_model(out: Path) -> Any:
+    from components.keras import keras
+    from edgeops.errors import TrainingError
+
+    path = out / "model.h5" if out.is_dir() else out
+    if not path.exists():
+        raise TrainingError("trained model not found", where=str(path))
+    return keras.models.load_model(path, compile=False)
+
+
+def targets_for(params: ConvertParams, catalog: DeviceCatalog) -> list[str]:
+    """The targets to build: those params ask for, or else every target some profile runs."""
+    return list(params.targets) if params.targets else catalog.targets()
+
+
+def convert(model: Any, target: str, prepared: PreparedData, params: ConvertParams, out: Path) -> Variant:
+    from components.conversion import convert_and_verify
+
+    return convert_and_verify(model, target, prepared, params, out)
+
+
+def write_json(path: Path, payload: Any) -> Path:
+    """Metrics files for DVC (`metrics:` entries), written via a temp file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+    return path
