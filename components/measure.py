@@ -1,0 +1,210 @@
+"""What a variant costs: bytes, weights, parameters, MACs, host latency, arena memory.
+
+TFLite variants are measured from the file alone (the flatbuffer's graph and constants, LiteRT
+for latency). ONNX and SavedModel variants take parameters, MACs and activations from the Keras
+model they came from. The on-device latency is an ESTIMATE (MACs / the profile's throughput),
+never a measurement, and says so in its name.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from components.conversion import Variant
+    from components.keras import keras
+    from components.profiles import DeviceProfile
+
+ARENA_TFLITE = (
+    "liveness of activation tensors in execution order, batch 1 (excludes kernel scratch)"
+)
+ARENA_KERAS = "largest layer input + output activations, batch 1 (Keras graph)"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    target: str
+    bytes: int
+    gzip_bytes: int
+    weight_bytes: int
+    parameters: int
+    macs: int
+    host_latency_ms: float  # median, one thread, batch 1
+    host_latency_p90_ms: float
+    latency_runs: int
+    arena_bytes: int  # peak activation memory, an estimate: see arena_method
+    arena_method: str
+
+    def estimated_latency_ms(self, profile: DeviceProfile) -> float:
+        """On-device latency ESTIMATE: MACs over the profile's throughput figure."""
+        return 1000.0 * self.macs / profile.throughput_macs_per_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _tflite_graph(
+    data: bytes,
+) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], set[int], list[int]]:
+    """(ops, tensors by index, constant tensor indices, graph outputs) at batch 1, no delegate."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(
+        model_content=data,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+    interp.allocate_tensors()
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    model = schema.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    const = set()
+    for i in range(graph.TensorsLength()):
+        buf = model.Buffers(graph.Tensors(i).Buffer())
+        if buf is not None and (buf.DataLength() > 0 or buf.Size() > 0):
+            const.add(i)
+    outputs = [int(o["index"]) for o in interp.get_output_details()]
+    return interp._get_ops_details(), tensors, const, outputs
+
+
+def _nbytes(t: dict[str, Any]) -> int:
+    return (
+        int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
+        if len(t["shape"])
+        else np.dtype(t["dtype"]).itemsize
+    )
+
+
+def _op_macs(op: dict[str, Any], tensors: dict[int, dict[str, Any]]) -> int:
+    name, ins, outs = op["op_name"], list(op["inputs"]), list(op["outputs"])
+    if name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(ins) < 2:
+        return 0
+    w, out = tensors[ins[1]]["shape"], tensors[outs[0]]["shape"]
+    if name == "CONV_2D":  # filter [Cout, kh, kw, Cin]
+        return int(np.prod(out)) * int(w[1] * w[2] * w[3])
+    if name == "DEPTHWISE_CONV_2D":  # filter [1, kh, kw, Cout]
+        return int(np.prod(out)) * int(w[1] * w[2])
+    return int(np.prod(out)) * int(w[-1])  # FULLY_CONNECTED: filter [out, in]
+
+
+def tflite_costs(data: bytes) -> dict[str, Any]:
+    """Parameters, weight bytes, MACs and peak activation memory from a .tflite file."""
+    ops, tensors, const, outputs = _tflite_graph(data)
+    params = sum(int(np.prod(tensors[i]["shape"])) for i in const if i in tensors)
+    weight_bytes = sum(_nbytes(tensors[i]) for i in const if i in tensors)
+    last_use: dict[int, int] = {}
+    for step, op in enumerate(ops):
+        for i in op["inputs"]:
+            last_use[int(i)] = step
+    for i in outputs:
+        last_use[i] = len(ops)
+    live: dict[int, int] = {}
+    graph_inputs = [
+        i for i in last_use if i not in const and all(i not in op["outputs"] for op in ops)
+    ]
+    for i in graph_inputs:
+        live[i] = _nbytes(tensors[i])
+    peak = sum(live.values())
+    for step, op in enumerate(ops):
+        for i in op["outputs"]:
+            if int(i) in tensors:
+                live[int(i)] = _nbytes(tensors[int(i)])
+        peak = max(peak, sum(live.values()))
+        for i in list(live):
+            if last_use.get(i, -1) <= step:
+                del live[i]
+    macs = sum(_op_macs(op, tensors) for op in ops)
+    return {"parameters": params, "weight_bytes": weight_bytes, "macs": macs, "arena_bytes": peak}
+
+
+def keras_costs(model: keras.Model) -> dict[str, Any]:
+    """The same figures from the Keras graph, for targets whose files we cannot walk."""
+    macs, arena = 0, 0
+    for layer in model.layers:
+        w = layer.get_weights()
+        out = np.prod(layer.output_shape[1:]) if not isinstance(layer.output_shape, list) else 0
+        ins = np.prod(layer.input_shape[1:]) if not isinstance(layer.input_shape, list) else 0
+        arena = max(arena, int(4 * (ins + out)))
+        kind = type(layer).__name__
+        if kind in ("Conv2D", "Dense") and w:
+            macs += int(out) * int(np.prod(w[0].shape[:-1]))
+        elif kind == "DepthwiseConv2D" and w:
+            macs += int(out) * int(np.prod(w[0].shape[:2]))
+        elif kind == "SeparableConv2D" and w:
+            hw = int(out) // layer.output_shape[-1]
+            macs += hw * int(np.prod(w[0].shape[:3])) + int(out) * int(w[1].shape[2])
+    weights = model.get_weights()
+    return {
+        "parameters": int(sum(v.size for v in weights)),
+        "weight_bytes": int(sum(v.nbytes for v in weights)),
+        "macs": macs,
+        "arena_bytes": arena,
+    }
+
+
+def _runner(variant: Variant) -> Any:
+    if variant.target.startswith("tflite"):
+        from device.runtime import TFLiteRunner
+
+        return TFLiteRunner(Path(variant.path), num_threads=1)
+    if variant.target == "onnx":
+        from components.convert.onnx import OnnxRunner
+
+        return OnnxRunner(Path(variant.path), num_threads=1)
+    from components.convert.savedmodel import SavedModelRunner
+
+    return SavedModelRunner(Path(variant.path))
+
+
+def host_latency(
+    variant: Variant, sample: np.ndarray, runs: int, warmup: int = 5
+) -> tuple[float, float]:
+    """(median, p90) milliseconds for one batch-1 inference on one thread, in its runtime."""
+    runner = _runner(variant)
+    x = np.asarray(sample, np.float32).reshape(1, *sample.shape[-3:])
+    if hasattr(runner, "invoke_raw"):
+        runner.prepare_single(x)
+        call = runner.invoke_raw
+    else:
+
+        def call() -> None:
+            runner.predict(x)
+
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        call()
+        times.append(1000.0 * (time.perf_counter() - t0))
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def measure_variant(
+    variant: Variant, sample: np.ndarray, runs: int = 50, model: keras.Model | None = None
+) -> Measurement:
+    """Measure one verified variant; `model` (its Keras source) is needed for non-TFLite targets."""
+    if variant.target.startswith("tflite"):
+        costs, method = tflite_costs(Path(variant.path).read_bytes()), ARENA_TFLITE
+    elif model is not None:
+        costs, method = keras_costs(model), ARENA_KERAS
+    else:
+        raise ValueError(f"measuring {variant.target} needs the Keras model it came from")
+    median, p90 = host_latency(variant, sample, runs)
+    return Measurement(
+        target=variant.target,
+        bytes=variant.bytes,
+        gzip_bytes=variant.gzip_bytes,
+        host_latency_ms=median,
+        host_latency_p90_ms=p90,
+        latency_runs=runs,
+        arena_method=method,
+        **costs,
+    )

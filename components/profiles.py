@@ -1,0 +1,110 @@
+"""Device profiles and cohorts from devices.yaml: what each class of device can run.
+
+Release managers edit devices.yaml; a typo fails loudly (extra="forbid") as a ConfigError that
+names the file and the key. Blessing, selection and the latency estimate read these budgets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeops.errors import ConfigError
+
+Target = Literal["tflite-f32", "tflite-f16", "tflite-dynamic", "tflite-int8", "onnx", "savedmodel"]
+KNOWN_TARGETS: tuple[str, ...] = Target.__args__  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceProfile(_Strict):
+    """What one class of device can run, and the budgets a variant must meet there."""
+
+    name: str = ""
+    description: str = ""
+    targets: tuple[Target, ...] = Field(min_length=1, description="artifact kinds, best first")
+    int8_only: bool = Field(False, description="every op and tensor must be integer")
+    max_model_bytes: int = Field(gt=0)
+    arena_bytes: int = Field(gt=0, description="memory for activations (the tensor arena)")
+    latency_budget_ms: float = Field(gt=0)
+    throughput_macs_per_s: float = Field(gt=0, description="for the latency estimate only")
+
+    @model_validator(mode="after")
+    def _int8_targets(self) -> DeviceProfile:
+        if self.int8_only and any(t != "tflite-int8" for t in self.targets):
+            raise ValueError("an int8_only profile can only list tflite-int8")
+        return self
+
+    def allows(self, target: str) -> bool:
+        return target in self.targets
+
+
+class Cohort(_Strict):
+    """A named group of real devices that share a profile; rollouts target cohorts."""
+
+    name: str = ""
+    profile: str
+    encrypt: bool = False
+    description: str = ""
+
+
+class DeviceCatalog(_Strict):
+    profiles: dict[str, DeviceProfile]
+    cohorts: dict[str, Cohort]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names(cls, data: dict) -> dict:
+        """Fill each entry's name from its key, so profiles travel with their own name."""
+        if not isinstance(data, dict):
+            return data
+        for key in ("profiles", "cohorts"):
+            entries = data.get(key)
+            if isinstance(entries, dict):
+                data[key] = {
+                    n: ({**v, "name": n} if isinstance(v, dict) else v) for n, v in entries.items()
+                }
+        return data
+
+    @model_validator(mode="after")
+    def _cohorts_known(self) -> DeviceCatalog:
+        for cohort in self.cohorts.values():
+            if cohort.profile not in self.profiles:
+                raise ValueError(f"cohort {cohort.name} names unknown profile {cohort.profile}")
+        return self
+
+    def profile_for(self, cohort: str) -> DeviceProfile:
+        if cohort not in self.cohorts:
+            raise ConfigError(f"unknown cohort {cohort!r}; known: {sorted(self.cohorts)}")
+        return self.profiles[self.cohorts[cohort].profile]
+
+    def targets(self) -> list[str]:
+        """Every target some profile needs, in a stable order."""
+        wanted = {t for p in self.profiles.values() for t in p.targets}
+        return [t for t in KNOWN_TARGETS if t in wanted]
+
+
+def load_devices(path: Path | str) -> DeviceCatalog:
+    """Read devices.yaml into a typed catalog; ConfigError names the file and the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError("devices file not found", where=str(path)) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"devices file is not valid YAML: {exc}", where=str(path)) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            "devices file must be a mapping with profiles and cohorts", where=str(path)
+        )
+    try:
+        return DeviceCatalog.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"devices key {loc}: {first['msg']}", where=str(path)) from exc

@@ -1,0 +1,146 @@
+"""The one TFLite runner: evaluation, the MLflow pyfunc and the device agent all call this.
+
+numpy + ai_edge_litert only (it runs on a Raspberry Pi). Full-integer models take int8/uint8
+inputs and give int8/uint8 outputs; the runner quantises and dequantises with the tensor's own
+scale and zero point so every caller passes normalized float32 and gets float32 probabilities.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+from edgeops.errors import EdgeOpsError
+
+_QUANTIZED = (np.int8, np.uint8, np.int16)
+
+
+class RuntimeLoadError(EdgeOpsError):
+    """The model file cannot be loaded or run by the LiteRT interpreter."""
+
+    exit_code = 14
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if scale == 0:
+        raise RuntimeLoadError(f"input tensor {detail['name']!r} is {dtype} but has no scale")
+    info = np.iinfo(dtype)
+    q = np.round(x / scale + zero)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if scale == 0:
+        return q.astype(np.float32)
+    return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+class TFLiteRunner:
+    """A loaded .tflite model. Safe to share between threads (one invoke at a time)."""
+
+    def __init__(self, model: bytes | Path | str, num_threads: int = 1) -> None:
+        where = "<bytes>" if isinstance(model, bytes) else str(model)
+        try:
+            self.model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
+            self._interp = Interpreter(model_content=self.model_bytes, num_threads=num_threads)
+            self._interp.allocate_tensors()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise RuntimeLoadError(f"LiteRT cannot load the model: {exc}", where=where) from exc
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
+        self._batch = int(self.input_details[0]["shape"][0])
+
+    @property
+    def input_details(self) -> list[dict[str, Any]]:
+        return self._interp.get_input_details()
+
+    @property
+    def output_details(self) -> list[dict[str, Any]]:
+        return self._interp.get_output_details()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension."""
+        return tuple(int(d) for d in self.input_details[0]["shape"][1:])
+
+    def tensor_dtypes(self) -> dict[str, Any]:
+        """Input, output and every tensor's dtype: the int8-only check reads this."""
+        tensors = sorted({np.dtype(t["dtype"]).name for t in self._interp.get_tensor_details()})
+        return {
+            "input": np.dtype(self.input_details[0]["dtype"]).name,
+            "output": np.dtype(self.output_details[0]["dtype"]).name,
+            "tensors": tensors,
+        }
+
+    def ops(self) -> list[dict[str, Any]]:
+        """Each node's op name and the dtypes it reads and writes, as in the file.
+
+        Read from an interpreter without the default XNNPACK delegate, which would otherwise
+        fold the graph into one opaque DELEGATE node.
+        """
+        plain = Interpreter(
+            model_content=self.model_bytes,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        plain.allocate_tensors()
+        return [
+            {
+                "op": d["op_name"],
+                "inputs": [np.dtype(t).name for t in d["operand_types"]],
+                "outputs": [np.dtype(t).name for t in d["result_types"]],
+            }
+            for d in plain._get_ops_details()
+        ]
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self._interp.resize_tensor_input(self.input_details[0]["index"], [n, *self.input_shape])
+            self._interp.allocate_tensors()
+            self._batch = n
+
+    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, classes) for normalized float32 inputs (N, H, W, C)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(self.input_shape):
+            x = x[None]
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise RuntimeLoadError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
+        outs = []
+        with self._lock:
+            for start in range(0, len(x), batch_size):
+                chunk = x[start : start + batch_size]
+                self._resize(len(chunk))
+                outs.append(self._invoke(chunk))
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
+
+    def _invoke(self, chunk: np.ndarray) -> np.ndarray:
+        inp, out = self.input_details[0], self.output_details[0]
+        if np.dtype(inp["dtype"]) in [np.dtype(t) for t in _QUANTIZED]:
+            chunk = _quantize(chunk, inp)
+        else:
+            chunk = chunk.astype(inp["dtype"])
+        self._interp.set_tensor(inp["index"], chunk)
+        self._interp.invoke()
+        return _dequantize(self._interp.get_tensor(out["index"]), out)
+
+    def invoke_raw(self) -> None:
+        """One invoke on whatever the input holds: latency timing without conversion costs."""
+        with self._lock:
+            self._interp.invoke()
+
+    def prepare_single(self, x: np.ndarray) -> None:
+        """Set one sample as input (batch 1), quantised if needed, for repeated `invoke_raw`."""
+        x = np.asarray(x, dtype=np.float32).reshape(1, *self.input_shape)
+        with self._lock:
+            self._resize(1)
+            inp = self.input_details[0]
+            if np.dtype(inp["dtype"]) in [np.dtype(t) for t in _QUANTIZED]:
+                x = _quantize(x, inp)
+            self._interp.set_tensor(inp["index"], x.astype(inp["dtype"]))

@@ -1,0 +1,65 @@
+"""Blessing is a value with reasons: accuracy vs parent and stable, dtype rules, every budget."""
+
+from __future__ import annotations
+
+import pytest
+from fixtures_models import digits, digits_model  # noqa: F401
+
+from components.blessing import bless
+from components.conversion import convert_and_verify
+from components.profiles import DeviceProfile
+from edgeops.params import ConvertParams, EvaluateParams
+
+EVAL = EvaluateParams(max_accuracy_drop=0.02, max_regression_vs_stable=0.01)
+
+
+def _profile(**kw) -> DeviceProfile:
+    base = dict(
+        name="p",
+        targets=("tflite-int8", "tflite-f32"),
+        max_model_bytes=10_000_000,
+        arena_bytes=10_000_000,
+        latency_budget_ms=100.0,
+        throughput_macs_per_s=1e9,
+    )
+    return DeviceProfile(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def variants(digits, digits_model, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("bless")
+    params = ConvertParams(latency_runs=5, representative_samples=100)
+    return {
+        t: convert_and_verify(digits_model, t, digits, params, out / t)
+        for t in ("tflite-f32", "tflite-int8")
+    }
+
+
+def test_first_release_without_baseline_is_blessed(variants) -> None:
+    v = variants["tflite-int8"]
+    b = bless(v, _profile(), v.float_accuracy, None, EVAL)
+    assert b.blessed and b.reasons == () and b.metrics["baseline_accuracy"] is None
+    assert b.metrics["estimated_latency_ms"] == pytest.approx(1000 * v.measurement.macs / 1e9)
+
+
+def test_accuracy_gates(variants) -> None:
+    v = variants["tflite-int8"]
+    b = bless(v, _profile(), v.accuracy + 0.05, None, EVAL)
+    assert not b.blessed and "below its float parent" in b.reasons[0]
+    b = bless(v, _profile(), v.float_accuracy, v.accuracy + 0.02, EVAL)
+    assert not b.blessed and "below the cohort's stable" in b.reasons[0]
+    assert b.metrics["regression_vs_stable"] == pytest.approx(0.02)
+    assert bless(v, _profile(), v.float_accuracy, v.accuracy + 0.005, EVAL).blessed
+
+
+def test_budgets_and_int8_only(variants) -> None:
+    f32 = variants["tflite-f32"]
+    b = bless(
+        f32, _profile(int8_only=True, targets=("tflite-int8",)), f32.float_accuracy, None, EVAL
+    )
+    assert not b.blessed
+    assert any("does not run tflite-f32" in r for r in b.reasons)
+    assert any("float tensors" in r for r in b.reasons)
+    tight = _profile(max_model_bytes=100, arena_bytes=10, latency_budget_ms=1e-6)
+    reasons = " | ".join(bless(f32, tight, f32.float_accuracy, None, EVAL).reasons)
+    assert "bytes > budget 100" in reasons and "arena" in reasons and "estimated latency" in reasons

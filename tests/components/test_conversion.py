@@ -1,0 +1,91 @@
+"""Three-phase conversion on a tiny digits model: real LiteRT, onnxruntime and SavedModel loads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from fixtures_models import digits, digits_model  # noqa: F401
+
+from components.conversion import convert_and_verify
+from components.profiles import DeviceProfile
+from edgeops.errors import ConversionError
+from edgeops.params import ConvertParams
+
+PARAMS = ConvertParams(latency_runs=5, representative_samples=100)
+MCU = DeviceProfile(
+    name="mcu",
+    targets=("tflite-int8",),
+    int8_only=True,
+    max_model_bytes=200_000,
+    arena_bytes=100_000,
+    latency_budget_ms=100,
+    throughput_macs_per_s=1e7,
+)
+
+
+@pytest.mark.parametrize("target", ["tflite-f32", "tflite-int8"])
+def test_skeleton_targets_verified_from_the_file(digits, digits_model, tmp_path, target) -> None:  # noqa: F811
+    variant = convert_and_verify(digits_model, target, digits, PARAMS, tmp_path)
+    assert variant.path.exists() and variant.bytes == variant.path.stat().st_size
+    assert 0 < variant.gzip_bytes < variant.bytes
+    assert variant.agreement >= PARAMS.min_agreement
+    assert variant.n_test == len(digits.y_test)
+    assert abs(variant.accuracy - variant.float_accuracy) <= 0.02
+    assert variant.accuracy > 0.8
+    want = "int8" if target == "tflite-int8" else "float32"
+    assert variant.input_dtype == variant.output_dtype == want
+    assert "CONV_2D" in variant.ops
+    m = variant.measurement
+    assert m is not None and m.macs > 0 and m.arena_bytes > 0 and m.host_latency_ms > 0
+
+
+def test_int8_only_profile_accepts_int8_and_rejects_float(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    v = convert_and_verify(
+        digits_model, "tflite-int8", digits, PARAMS, tmp_path, profile=MCU, measure=False
+    )
+    assert "float32" not in v.tensor_dtypes
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.accuracy = 1.0  # type: ignore[misc]
+    with pytest.raises(ConversionError, match="float tensors") as err:
+        convert_and_verify(
+            digits_model, "tflite-dynamic", digits, PARAMS, tmp_path, profile=MCU, measure=False
+        )
+    assert "does not run tflite-dynamic" in str(err.value)
+
+
+def test_size_budget_and_agreement_gate(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    small = MCU.model_copy(update={"max_model_bytes": 1000})
+    with pytest.raises(ConversionError, match="bytes > budget 1000"):
+        convert_and_verify(
+            digits_model, "tflite-int8", digits, PARAMS, tmp_path, profile=small, measure=False
+        )
+    strict = ConvertParams(min_agreement=1.0, representative_samples=1)
+    # one calibration sample cannot cover the test split's ranges: int8 loses agreement
+    with pytest.raises(ConversionError, match="top-1 agreement .* < 1.0") as err:
+        convert_and_verify(digits_model, "tflite-int8", digits, strict, tmp_path, measure=False)
+    assert err.value.target == "tflite-int8"
+
+
+def test_input_validation(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    with pytest.raises(ConversionError, match="unknown target"):
+        convert_and_verify(digits_model, "tflite-f64", digits, PARAMS, tmp_path)
+    wrong = dataclasses.replace(digits, spec=dataclasses.replace(digits.spec, height=9))
+    with pytest.raises(ConversionError, match="model input"):
+        convert_and_verify(digits_model, "tflite-f32", wrong, PARAMS, tmp_path)
+
+
+@pytest.mark.parametrize("target", ["tflite-f16", "tflite-dynamic", "onnx", "savedmodel"])
+def test_more_targets(digits, digits_model, tmp_path, target) -> None:  # noqa: F811
+    variant = convert_and_verify(digits_model, target, digits, PARAMS, tmp_path)
+    assert variant.agreement >= PARAMS.min_agreement
+    assert variant.max_abs_diff < (1e-4 if target in ("onnx", "savedmodel") else 0.05)
+    if target == "savedmodel":
+        assert (variant.path.parent.name, variant.path.name) == ("model", "1")
+        assert (variant.path / "saved_model.pb").exists()
+    if target == "tflite-f16":
+        assert "float16" in variant.tensor_dtypes
+    if target == "onnx":
+        assert "Conv" in variant.ops
+    assert np.isfinite(variant.measurement.host_latency_ms)
