@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+from device.preprocessing import PreprocessingSpec, normalize
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +19,110 @@ def digits16() -> tuple[np.ndarray, np.ndarray]:
     d = load_digits()
     x = np.kron((d.images / 16.0).astype(np.float32), np.ones((1, 2, 2), np.float32))
     return x[..., None], d.target.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    """A tiny real model on 16x16 digits, converted to float and full-int8 TFLite."""
+
+    f32: bytes
+    int8: bytes
+    spec: PreprocessingSpec
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def tiny_models(digits16, tmp_path_factory) -> TinyModels:
+    import components  # noqa: F401  (TF_USE_LEGACY_KERAS before tensorflow)
+    from components.keras import keras, tf
+
+    x, y = digits16
+    idx = np.random.default_rng(0).permutation(len(y))
+    test, train = idx[:400], idx[400:]
+    spec = PreprocessingSpec(
+        height=16,
+        width=16,
+        channels=1,
+        mean=(float(x[train].mean()),),
+        std=(float(x[train].std()),),
+        labels=tuple(str(i) for i in range(10)),
+    )
+    xn = normalize(x[train], spec)
+    tf.random.set_seed(0)
+    model = keras.Sequential(
+        [
+            keras.layers.Input((16, 16, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.DepthwiseConv2D(3, padding="same", activation="relu"),
+            keras.layers.Conv2D(16, 1, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(xn, y[train], epochs=4, batch_size=32, verbose=0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    f32 = conv.convert()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([xn[i : i + 1]] for i in range(100))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    int8 = conv.convert()
+    return TinyModels(f32, int8, spec, x[test], y[test])
+
+
+class Release:
+    """The registry side of a test: a real signing key, real bundles and manifests in a store."""
+
+    def __init__(self, store, keys_dir: Path, work: Path) -> None:
+        from registry.keys import load_or_create_signing_key, publish_public_key
+
+        self.store, self.work = store, work
+        self.key = load_or_create_signing_key(keys_dir)
+        publish_public_key(store, self.key)
+        self.trusted = {self.key.key_id: self.key.public_key}
+
+    def publish(
+        self, model: bytes, spec: PreprocessingSpec, version: str, target: str = "tflite-f32", **kw
+    ):
+        from registry.bundles import publish_bundle
+
+        path = self.work / f"model-{version}-{target}.tflite"
+        path.write_bytes(model)
+        return publish_bundle(
+            self.store,
+            self.key,
+            path,
+            spec,
+            model_name="digits",
+            model_version=version,
+            target=target,
+            **kw,
+        )
+
+    def point(self, cohort: str, stable, candidate=None, percentage: float = 0.0, **kw):
+        from dataclasses import replace
+
+        from registry.manifests import empty_manifest, update_manifest
+
+        def mutate(m):
+            return replace(
+                m or empty_manifest(cohort),
+                stable=stable,
+                candidate=candidate,
+                percentage=percentage,
+            )
+
+        return update_manifest(self.store, cohort, mutate, self.key, trusted=self.trusted, **kw)
+
+
+@pytest.fixture
+def release(tmp_path: Path) -> Release:
+    from device.store import LocalStore
+
+    (tmp_path / "work").mkdir()
+    return Release(LocalStore(tmp_path / "store"), tmp_path / "keys", tmp_path / "work")

@@ -1,0 +1,323 @@
+"""The device agent: keep the right verified model, serve it, sample what it sees, upload.
+
+One object per device, no threads and no sleeping: the caller drives it (`infer` for each
+frame or batch, `tick` now and then). Time comes from an injectable clock, so the fleet
+simulator runs hundreds of agents in simulated hours and a Pi runs one in real time with
+the same code. Faults never stop serving: a store that fails is retried later with backoff,
+a manifest or bundle that fails a check is refused (reported in telemetry, remembered so
+it is not fetched again) and the model in place keeps serving.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from device.capabilities import DeviceCaps
+from device.preprocessing import normalize, to_unit
+from device.protocol import BundleRef, choose, utcnow
+from device.records import Pending, build_batch
+from device.runtime import RuntimeLoadError, TFLiteRunner
+from device.sampling import DailyBudget, EventBuffer, Reservoir, Sampler, SamplingPolicy
+from device.store import ObjectStore
+from device.updater import LoadedModel, ModelSlots, fetch_bundle, fetch_manifest, open_bundle
+from device.uploader import FlushReport, Uploader
+from edgeops.errors import EdgeOpsError, IntegrityError, StoreError
+
+SEQ_BLOCK = 10_000
+
+
+class NoModelError(EdgeOpsError):
+    """Inference was asked of a device that has never installed a model."""
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    cohort: str
+    state_dir: Path
+    trusted_keys: Mapping[str, Ed25519PublicKey]
+    caps: DeviceCaps = DeviceCaps()
+    model_keys: Mapping[str, bytes] = field(default_factory=dict)  # AES key id -> key
+    policy: SamplingPolicy = SamplingPolicy()
+    manifest_poll_s: float = 900.0
+    upload_interval_s: float = 3600.0
+    thumb_size: int = 8  # 0: no downscaled input in telemetry
+    num_threads: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    action: Literal["unchanged", "installed", "refused", "unreachable", "no_bundle"]
+    bundle_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Predictions:
+    top1: np.ndarray
+    confidence: np.ndarray
+    probs: np.ndarray
+    latency_ms: float  # per inference
+    bundle_id: str
+    model_version: str
+
+
+@dataclass
+class AgentStats:
+    inferences: int = 0
+    sampled: int = 0
+    spooled_records: int = 0
+    uploaded_records: int = 0
+    uploaded_bytes: int = 0
+    refusals: int = 0
+    installs: int = 0
+    fallbacks: int = 0
+    store_errors: int = 0
+
+
+class DeviceAgent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: ObjectStore,
+        clock: Callable[[], datetime] = utcnow,
+        runners: MutableMapping[str, tuple[TFLiteRunner, int]] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self._runners = runners
+        self.slots = ModelSlots(config.state_dir)
+        self.uploader = Uploader(
+            store,
+            config.cohort,
+            config.device_id,
+            config.state_dir / "spool",
+            clock,
+            seed=config.seed,
+        )
+        rng = np.random.default_rng(config.seed)
+        self.sampler = Sampler(config.policy.sample_rate, rng)
+        self.reservoir: Reservoir[Pending] = Reservoir(config.policy.buffer_size, rng)
+        self.events: EventBuffer[Pending] = EventBuffer(config.policy.max_events)
+        self.budget = DailyBudget(config.policy.daily_upload_bytes)
+        self.stats = AgentStats()
+        self.model: LoadedModel | None = None
+        self._fallback: LoadedModel | None = None
+        self._refused: dict[str, str] = {}
+        self._seq = int(self.slots.state["seq_reserved"])
+        self._bytes_per_record = 400.0
+        self._next_poll: datetime | None = None
+        self._next_upload: datetime | None = None
+        self._restore()
+
+    # --- models ----------------------------------------------------------------------------
+    def _open(self, ref: BundleRef, from_disk: bool) -> LoadedModel:
+        cfg = self.config
+        vb = (
+            self.slots.read(ref, cfg.trusted_keys)
+            if from_disk
+            else fetch_bundle(self.store, ref, cfg.trusted_keys)
+        )
+        loaded = open_bundle(vb, cfg.caps, cfg.model_keys, cfg.num_threads, self._runners)
+        if not from_disk:
+            self.slots.write(vb)
+        return loaded
+
+    def _restore(self) -> None:
+        """After a restart: re-verify the stored current (else previous) model and serve it."""
+        for slot in ("current", "previous"):
+            ref = self.slots.ref(slot)
+            if ref is None:
+                continue
+            try:
+                self.model = self._open(ref, from_disk=True)
+            except IntegrityError as exc:
+                self._event("refusal", f"stored {slot} model: {exc}", ref)
+                continue
+            if slot == "previous":
+                self.slots.activate(ref)
+            return
+
+    def _swap(self, ref: BundleRef, loaded: LoadedModel, reason: str | None = None) -> None:
+        self.slots.activate(ref)
+        self._fallback, self.model = self.model, loaded
+        self.stats.installs += 1
+        self._event("swap", reason, ref)
+
+    def sync(self) -> SyncResult:
+        """Read the cohort's manifest and move to the bundle it names for this device."""
+        cfg = self.config
+        try:
+            manifest = fetch_manifest(
+                self.store, cfg.cohort, cfg.trusted_keys, self.slots.state["revision"], self.clock()
+            )
+        except IntegrityError as exc:
+            return self._refuse(None, f"manifest: {exc}")
+        except StoreError as exc:
+            self.stats.store_errors += 1
+            return SyncResult("unreachable", reason=str(exc))
+        if manifest.revision != self.slots.state["revision"]:
+            self.slots.state["revision"] = manifest.revision
+            self.slots.save()
+        ref = choose(manifest, cfg.device_id)
+        if ref is None:
+            return SyncResult("no_bundle")
+        if self.model is not None and self.model.bundle_id == ref.bundle_id:
+            return SyncResult("unchanged", ref.bundle_id)
+        if ref.bundle_id in self._refused:
+            return SyncResult("refused", ref.bundle_id, self._refused[ref.bundle_id])
+        try:
+            if self._fallback is not None and self._fallback.bundle_id == ref.bundle_id:
+                loaded = self._fallback  # a rollback: the previous model is still loaded
+            else:
+                on_disk = self.slots.ref("previous") == ref
+                loaded = self._open(ref, from_disk=on_disk)
+        except IntegrityError as exc:
+            self._refused[ref.bundle_id] = str(exc)
+            return self._refuse(ref, str(exc))
+        except StoreError as exc:
+            self.stats.store_errors += 1
+            return SyncResult("unreachable", ref.bundle_id, str(exc))
+        self._swap(ref, loaded)
+        return SyncResult("installed", ref.bundle_id)
+
+    def _refuse(self, ref: BundleRef | None, reason: str) -> SyncResult:
+        self.stats.refusals += 1
+        self._event("refusal", reason, ref)
+        return SyncResult("refused", ref.bundle_id if ref else None, reason)
+
+    def fall_back(self, reason: str) -> bool:
+        """Serve the previous model again (e.g. the current one fails at run time)."""
+        prev = self.slots.ref("previous")
+        if prev is None:
+            return False
+        try:
+            loaded = (
+                self._fallback
+                if self._fallback and self._fallback.bundle_id == prev.bundle_id
+                else self._open(prev, True)
+            )
+        except IntegrityError as exc:
+            self._event("refusal", f"fallback model: {exc}", prev)
+            return False
+        self.stats.fallbacks += 1
+        self._swap(prev, loaded, f"fallback: {reason}")
+        return True
+
+    # --- serving ---------------------------------------------------------------------------
+    def infer(self, frames: np.ndarray, labels: np.ndarray | None = None) -> Predictions:
+        """Frames as captured (uint8 or [0,1]) -> predictions; samples telemetry on the way.
+        `labels`: the user's correction / confirmation per frame, -1 where none."""
+        m = self.model
+        if m is None:
+            raise NoModelError("no model installed yet", where=self.config.device_id)
+        x01 = to_unit(frames, m.spec)
+        start = time.perf_counter()
+        try:
+            probs = m.runner.predict(normalize(x01, m.spec))
+        except RuntimeLoadError as exc:
+            self._event("error", f"inference failed: {exc}", None)
+            if not self.fall_back(str(exc)):
+                raise
+            return self.infer(frames, labels)
+        n = len(x01)
+        latency = (time.perf_counter() - start) * 1000.0 / max(n, 1)
+        top1 = probs.argmax(axis=1)
+        conf = probs.max(axis=1)
+        self.stats.inferences += n
+        picked = np.flatnonzero(self.sampler.pick(n))
+        if len(picked):
+            now = self.clock()
+            u8 = np.round(x01[picked] * 255).astype(np.uint8)
+            for k, i in enumerate(picked):
+                label = int(labels[i]) if labels is not None and labels[i] >= 0 else None
+                self.reservoir.offer(
+                    Pending(
+                        now,
+                        "inference",
+                        m,
+                        u8[k],
+                        probs[i],
+                        int(top1[i]),
+                        float(conf[i]),
+                        latency,
+                        label,
+                    )
+                )
+            self.stats.sampled += len(picked)
+        return Predictions(top1, conf, probs, latency, m.bundle_id, m.metadata.model_version)
+
+    def _event(self, kind: str, reason: str | None, ref: BundleRef | None) -> None:
+        self.events.add(Pending(self.clock(), kind, self.model, error=reason, ref=ref))
+
+    # --- telemetry -------------------------------------------------------------------------
+    def _take_seqs(self, n: int) -> int:
+        """Reserve n sequence numbers; the high-water mark is persisted in blocks."""
+        first = self._seq
+        self._seq += n
+        if self._seq > self.slots.state["seq_reserved"]:
+            self.slots.state["seq_reserved"] = self._seq + SEQ_BLOCK
+            self.slots.save()
+        return first
+
+    def flush(self, online: bool = True) -> FlushReport:
+        """Move sampled records into a spooled batch (within budget) and upload what is due."""
+        now = self.clock()
+        if online:
+            room = self.budget.remaining(now) - sum(
+                p.stat().st_size for p in self.uploader.pending()
+            )
+            limit = min(
+                self.config.policy.batch_records, max(0, int(room / self._bytes_per_record))
+            )
+            items = self.events.drain() + self.reservoir.drain(limit)
+            if items:
+                items.sort(key=lambda p: p.ts)
+                data = build_batch(self.config, items, self._take_seqs(len(items)))
+                self.uploader.spool(data)
+                self.stats.spooled_records += len(items)
+                self._bytes_per_record = 0.5 * self._bytes_per_record + 0.5 * len(data) / len(items)
+        report = self.uploader.flush(self.budget, online)
+        self.stats.uploaded_records += report.uploaded_records
+        self.stats.uploaded_bytes += report.uploaded_bytes
+        if report.error:
+            self.stats.store_errors += 1
+        return report
+
+    def tick(self, online: bool = True) -> None:
+        """Periodic work: poll the manifest and upload when each is due (and online)."""
+        now = self.clock()
+        if online and (self._next_poll is None or now >= self._next_poll):
+            self.sync()
+            self._next_poll = now + timedelta(seconds=self.config.manifest_poll_s)
+        if self._next_upload is None or now >= self._next_upload:
+            self.flush(online)
+            self._next_upload = now + timedelta(seconds=self.config.upload_interval_s)
+
+    @property
+    def evicted(self) -> int:
+        """Sampled records the reservoir dropped by design (not losses)."""
+        return self.reservoir.evicted
+
+    def record_count_pending(self) -> int:
+        return len(self.reservoir) + len(self.events) + self.uploader.pending_records()
+
+
+__all__ = [
+    "AgentConfig",
+    "AgentStats",
+    "DeviceAgent",
+    "NoModelError",
+    "Predictions",
+    "SyncResult",
+]

@@ -1,0 +1,216 @@
+"""Fetching, verifying, opening and installing bundles: every check before a model may serve.
+
+Order matters: the manifest's signature, cohort, expiry and revision; the bundle metadata's
+signature, trusted key id and content address (the manifest names it); the manifest's
+version and target against the metadata's; every file's size and sha256; decryption with the
+provisioned key and the plaintext hash; the preprocessing spec's hash; the interpreter loads;
+the device's profile can run it; a smoke inference. Only then is it written to disk and
+swapped in, with the previous model kept as the fallback slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from device.capabilities import DeviceCaps, check_capabilities, estimate_memory
+from device.preprocessing import PreprocessingSpec, normalize
+from device.protocol import (
+    BundleMetadata,
+    BundleRef,
+    Manifest,
+    check_file,
+    decrypt_model,
+    verify_bundle_metadata,
+    verify_manifest,
+)
+from device.runtime import RuntimeLoadError, TFLiteRunner
+from device.store import ObjectStore
+from edgeops.errors import DataError, IntegrityError
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def manifest_key(cohort: str) -> str:
+    return f"manifests/{cohort}.json"
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle whose signature and file hashes checked out (files as downloaded)."""
+
+    bundle_id: str
+    metadata: BundleMetadata
+    envelope: bytes
+    files: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle ready to serve on this device."""
+
+    bundle_id: str
+    metadata: BundleMetadata
+    spec: PreprocessingSpec
+    runner: TFLiteRunner
+    memory_bytes: int
+    model_size: int
+
+
+def fetch_manifest(
+    store: ObjectStore,
+    cohort: str,
+    trusted: Mapping[str, Ed25519PublicKey],
+    last_revision: int | None,
+    now: datetime,
+) -> Manifest:
+    """StoreError when unreachable; IntegrityError when the manifest must be refused."""
+    data = store.get(manifest_key(cohort))
+    return verify_manifest(data, trusted, cohort=cohort, last_revision=last_revision, now=now)
+
+
+def verify_bundle(
+    envelope: bytes,
+    files: Mapping[str, bytes],
+    ref: BundleRef,
+    trusted: Mapping[str, Ed25519PublicKey],
+) -> VerifiedBundle:
+    meta = verify_bundle_metadata(envelope, trusted, ref.bundle_id)
+    if (meta.model_version, meta.target) != (ref.model_version, ref.target):
+        raise IntegrityError(
+            f"manifest names v{ref.model_version} {ref.target}, bundle holds v{meta.model_version} {meta.target}"
+        )
+    for name in (meta.model_file, PREPROCESSING_FILE):
+        if name not in meta.files:
+            raise IntegrityError(f"bundle metadata lists no {name}")
+    for name in meta.files:
+        if name not in files:
+            raise IntegrityError(f"bundle file {name} is missing")
+        check_file(meta, name, files[name])
+    pre = hashlib.sha256(files[PREPROCESSING_FILE]).hexdigest()
+    if pre != meta.preprocessing_sha256:
+        raise IntegrityError(f"preprocessing spec hash {pre[:12]} differs from the metadata's")
+    return VerifiedBundle(ref.bundle_id, meta, envelope, {n: files[n] for n in meta.files})
+
+
+def fetch_bundle(
+    store: ObjectStore, ref: BundleRef, trusted: Mapping[str, Ed25519PublicKey]
+) -> VerifiedBundle:
+    """Download and verify; the metadata is checked before any other file is fetched."""
+    prefix = f"bundles/{ref.bundle_id}"
+    envelope = store.get(f"{prefix}/metadata.json")
+    meta = verify_bundle_metadata(envelope, trusted, ref.bundle_id)
+    files = {name: store.get(f"{prefix}/{name}") for name in meta.files}
+    return verify_bundle(envelope, files, ref, trusted)
+
+
+def open_bundle(
+    vb: VerifiedBundle,
+    caps: DeviceCaps,
+    model_keys: Mapping[str, bytes],
+    num_threads: int = 1,
+    runners: MutableMapping[str, tuple[TFLiteRunner, int]] | None = None,
+) -> LoadedModel:
+    """Decrypt, load the interpreter, check the profile, run once. `runners` lets a simulator
+    share one interpreter among devices on the same bundle (each still verifies its copy)."""
+    meta = vb.metadata
+    model = vb.files[meta.model_file]
+    if meta.encrypted:
+        key = model_keys.get(meta.encryption_key_id or "")
+        if key is None:
+            raise IntegrityError(
+                f"model is encrypted with key {meta.encryption_key_id}, not provisioned here"
+            )
+        model = decrypt_model(model, key)
+        if hashlib.sha256(model).hexdigest() != meta.plaintext_sha256:
+            raise IntegrityError("decrypted model hash differs from the signed plaintext hash")
+    try:
+        spec = PreprocessingSpec.from_json(vb.files[PREPROCESSING_FILE])
+    except DataError as exc:
+        raise IntegrityError(f"bad preprocessing spec in bundle: {exc}") from exc
+    cached = runners.get(vb.bundle_id) if runners is not None else None
+    try:
+        runner, memory = cached or (TFLiteRunner(model, num_threads), estimate_memory(model))
+    except (RuntimeLoadError, ValueError, RuntimeError) as exc:
+        raise IntegrityError(f"interpreter cannot load the model: {exc}") from exc
+    check_capabilities(caps, meta, runner, spec, len(model), memory)
+    probs = runner.predict(normalize(np.full((1, *runner.input_shape), 0.5, np.float32), spec))
+    if probs.shape != (1, len(spec.labels)) or not np.isfinite(probs).all():
+        raise IntegrityError(
+            f"smoke inference gave shape {probs.shape} for {len(spec.labels)} labels, or non-finite values"
+        )
+    if runners is not None:
+        runners[vb.bundle_id] = (runner, memory)
+    return LoadedModel(vb.bundle_id, meta, spec, runner, memory, len(model))
+
+
+class ModelSlots:
+    """On-disk state: verified bundles in `models/<id>/`, the current and previous slot, the
+    last manifest revision seen and the telemetry sequence high-water mark (state.json)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.models = self.root / "models"
+        self._path = self.root / "state.json"
+        self.state: dict[str, Any] = {
+            "current": None,
+            "previous": None,
+            "revision": None,
+            "seq_reserved": 0,
+        }
+        if self._path.exists():
+            self.state.update(json.loads(self._path.read_text()))
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_name(".state.json.tmp")
+        tmp.write_text(json.dumps(self.state, sort_keys=True))
+        os.replace(tmp, self._path)
+
+    def write(self, vb: VerifiedBundle) -> None:
+        """Write a verified bundle to its own directory (complete before it becomes visible)."""
+        final = self.models / vb.bundle_id
+        if final.exists():
+            return
+        tmp = self.models / f".tmp-{vb.bundle_id}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "metadata.json").write_bytes(vb.envelope)
+        for name, data in vb.files.items():
+            (tmp / name).write_bytes(data)
+        os.replace(tmp, final)
+
+    def ref(self, slot: str) -> BundleRef | None:
+        return BundleRef.from_dict(self.state[slot])
+
+    def activate(self, ref: BundleRef) -> None:
+        """The swap: one atomic state write; everything but current and previous is pruned."""
+        current = self.ref("current")
+        if current != ref:
+            self.state["previous"], self.state["current"] = self.state["current"], ref.to_dict()
+        self.save()
+        keep = {r.bundle_id for r in (self.ref("current"), self.ref("previous")) if r}
+        for d in self.models.glob("*") if self.models.exists() else []:
+            if d.name not in keep and not d.name.startswith(".tmp-"):
+                shutil.rmtree(d, ignore_errors=True)
+
+    def read(self, ref: BundleRef, trusted: Mapping[str, Ed25519PublicKey]) -> VerifiedBundle:
+        """Re-verify a stored bundle (a file changed on disk is refused like a download)."""
+        bundle_id = ref.bundle_id
+        d = self.models / bundle_id
+        try:
+            envelope = (d / "metadata.json").read_bytes()
+            files = {p.name: p.read_bytes() for p in d.iterdir() if p.name != "metadata.json"}
+        except OSError as exc:
+            raise IntegrityError(f"stored bundle {bundle_id[:12]} unreadable: {exc}") from exc
+        return verify_bundle(envelope, files, ref, trusted)

@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from device.agent import AgentConfig, DeviceAgent, NoModelError
+from device.capabilities import DeviceCaps
+from device.sampling import SamplingPolicy
+from device.store import LocalStore, open_store
+from device.telemetry import read_batch
+from edgeops.errors import StoreError
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FlakyStore:
+    """A real store behind a switch: while `down`, every call raises StoreError."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.down = inner, False
+        self.url = inner.url
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a, **kw):
+            if self.down:
+                raise StoreError(f"injected outage on {name}")
+            return attr(*a, **kw)
+
+        return call
+
+
+def _agent(release, tmp_path: Path, store=None, clock=None, caps=None, device="dev-1", **kw):
+    cfg = AgentConfig(
+        device_id=device,
+        cohort="pi",
+        state_dir=tmp_path / device,
+        trusted_keys=release.trusted,
+        caps=caps or DeviceCaps(),
+        policy=SamplingPolicy(sample_rate=1.0, buffer_size=64),
+        **kw,
+    )
+    return DeviceAgent(cfg, store or release.store, clock=clock or Clock())
+
+
+def _frames(tiny_models, n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    return np.round(tiny_models.x_test[:n] * 255).astype(np.uint8), tiny_models.y_test[:n]
+
+
+def _telemetry(store, cohort="pi"):
+    rows = [read_batch(store.get(k)) for k in store.list(f"telemetry/raw/{cohort}/")]
+    import pyarrow as pa
+
+    return pa.concat_tables(rows) if rows else None
+
+
+def test_installs_serves_and_uploads(release, tiny_models, tmp_path):
+    ref = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    release.point("pi", ref)
+    agent = _agent(release, tmp_path)
+    with pytest.raises(NoModelError):
+        agent.infer(_frames(tiny_models)[0])
+    assert agent.sync().action == "installed"
+    assert agent.sync().action == "unchanged"
+    x, y = _frames(tiny_models, 200)
+    labels = np.where(np.arange(len(y)) % 4 == 0, y, -1)
+    pred = agent.infer(x, labels)
+    assert (pred.top1 == y).mean() > 0.8 and pred.model_version == "1"
+    agent.flush()
+    t = _telemetry(release.store)
+    assert t.num_rows == 64 + 1  # reservoir bound + the swap event
+    inf = t.filter(pc.equal(t.column("event"), "inference"))
+    assert inf.column("f_brightness").null_count == 0
+    assert set(inf.column("bundle_id").to_pylist()) == {ref.bundle_id}
+    assert min(inf.column("latency_ms").to_pylist()) > 0
+    assert all(len(b) == 64 for b in inf.column("thumb").to_pylist())
+    assert inf.column("label").null_count < inf.num_rows  # some corrections came along
+    assert agent.evicted == 200 - 64
+
+
+def test_flipped_byte_bundle_is_refused_and_model_kept(release, tiny_models, tmp_path):
+    v1 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    release.point("pi", v1)
+    agent = _agent(release, tmp_path)
+    agent.sync()
+    v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    key = f"bundles/{v2.bundle_id}/model.tflite"
+    data = bytearray(release.store.get(key))
+    data[len(data) // 2] ^= 0x01
+    release.store.put(key, bytes(data))
+    release.point("pi", v2)
+    res = agent.sync()
+    assert res.action == "refused" and "hash mismatch for model.tflite" in res.reason
+    assert agent.model.bundle_id == v1.bundle_id
+    agent.infer(_frames(tiny_models)[0])  # still serving
+    assert (
+        agent.sync().action == "refused" and agent.stats.refusals == 1
+    )  # remembered, not re-fetched
+    agent.flush()
+    t = _telemetry(release.store)
+    refusal = t.filter(pc.equal(t.column("event"), "refusal")).to_pylist()
+    assert len(refusal) == 1 and refusal[0]["bundle_id"] == v2.bundle_id
+    assert "hash mismatch" in refusal[0]["error"]
+
+
+def test_expired_and_replayed_older_manifest_refused(release, tiny_models, tmp_path):
+    v1 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    release.point("pi", v1)
+    old_bytes = release.store.get("manifests/pi.json")
+    v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    release.point("pi", v2)
+    agent = _agent(release, tmp_path)
+    assert agent.sync().action == "installed" and agent.model.metadata.model_version == "2"
+    release.store.put("manifests/pi.json", old_bytes)  # replay of revision 1
+    res = agent.sync()
+    assert res.action == "refused" and "lower than the last seen" in res.reason
+    assert agent.model.metadata.model_version == "2"
+
+    release.point("pi", v1, ttl=timedelta(hours=1), clock=lambda: T0 - timedelta(days=2))
+    res = agent.sync()
+    assert res.action == "refused" and "expired" in res.reason
+    assert agent.model.metadata.model_version == "2"
+
+
+def test_profile_and_encryption_checks(release, tiny_models, tmp_path):
+    int8_only = DeviceCaps(name="coral", targets=("tflite-int8",), int8_only=True)
+    f32 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    release.point("pi", f32)
+    agent = _agent(release, tmp_path, caps=int8_only)
+    res = agent.sync()
+    assert res.action == "refused" and "runs tflite-int8, not tflite-f32" in res.reason
+    assert agent.model is None
+
+    tiny = DeviceCaps(name="mcu", targets=("tflite-int8",), int8_only=True, arena_bytes=1000)
+    i8 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    release.point("pi", i8)
+    assert "memory" in _agent(release, tmp_path, caps=tiny, device="d2").sync().reason
+    assert _agent(release, tmp_path, caps=int8_only, device="d3").sync().action == "installed"
+
+    key = bytes(range(32))
+    from device.protocol import encryption_key_id
+
+    enc = release.publish(
+        tiny_models.int8, tiny_models.spec, "3", target="tflite-int8", encryption_key=key
+    )
+    release.point("pi", enc)
+    assert "not provisioned" in _agent(release, tmp_path, device="d4").sync().reason
+    a5 = _agent(release, tmp_path, device="d5", model_keys={encryption_key_id(key): key})
+    assert a5.sync().action == "installed"
+    x, y = _frames(tiny_models, 100)
+    assert (a5.infer(x).top1 == y).mean() > 0.8
+    assert b"TFL3" not in release.store.get(f"bundles/{enc.bundle_id}/model.tflite.enc")[:16]
+
+
+def test_outage_backs_off_keeps_serving_and_loses_nothing(release, tiny_models, tmp_path):
+    release.point("pi", release.publish(tiny_models.f32, tiny_models.spec, "1"))
+    flaky = FlakyStore(release.store)
+    clock = Clock()
+    agent = _agent(release, tmp_path, store=flaky, clock=clock, upload_interval_s=600)
+    agent.tick()
+    x, _ = _frames(tiny_models, 30)
+    flaky.down = True
+    for _ in range(12):  # two simulated hours of outage
+        agent.infer(x)
+        agent.tick()
+        clock.now += timedelta(minutes=10)
+    assert agent.uploader.pending() and agent.stats.store_errors > 0
+    assert agent.sync().action == "unreachable" and agent.model is not None
+    flaky.down = False
+    for _ in range(12):
+        clock.now += timedelta(minutes=30)
+        agent.tick()
+    assert not agent.uploader.pending()
+    t = _telemetry(release.store)
+    seqs = t.column("seq").to_pylist()
+    assert (
+        len(seqs) == len(set(seqs)) == agent.stats.spooled_records == agent.stats.uploaded_records
+    )
+    assert agent.stats.sampled == agent.stats.spooled_records - 1 + agent.evicted  # 1 swap event
+
+
+def test_restart_restores_model_offline_and_detects_tamper(release, tiny_models, tmp_path):
+    v1 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    release.point("pi", v1)
+    a = _agent(release, tmp_path)
+    a.sync()
+    v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    release.point("pi", v2)
+    a.sync()
+    a.infer(_frames(tiny_models)[0])
+    a.flush()
+    dead = open_store("/nonexistent/never")  # a store that has nothing
+    b = _agent(release, tmp_path, store=dead)
+    assert b.model.bundle_id == v2.bundle_id  # restored from disk without the store
+    assert b._seq >= a._seq
+    model_file = tmp_path / "dev-1" / "models" / v2.bundle_id / "model.tflite"
+    model_file.write_bytes(model_file.read_bytes()[:-1] + b"\x00")
+    c = _agent(release, tmp_path, store=LocalStore(tmp_path / "other"))
+    assert c.model.bundle_id == v1.bundle_id  # tampered at rest: fell back to previous
+    assert len(c.events) == 1
+
+
+def test_canary_bucket_picks_candidate(release, tiny_models, tmp_path):
+    v1 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    m = release.point("pi", v1, candidate=v2, percentage=50)
+    from device.protocol import choose
+
+    got = []
+    for i in range(8):
+        ag = _agent(release, tmp_path, device=f"d{i}")
+        ag.sync()
+        got.append(ag.model.bundle_id)
+        assert ag.model.bundle_id == choose(m, f"d{i}").bundle_id
+    assert len(set(got)) == 2
