@@ -1,0 +1,181 @@
+"""Train: the float model (optionally distilled from a larger teacher), evaluated in inference mode.
+
+Every accuracy here comes from `predict`, i.e. BatchNorm in inference mode with its moving
+statistics: the numbers a converted file will reproduce, not the batch-statistics numbers that
+`fit` prints. Seeds and op determinism make a run repeatable on the same machine and build.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from components.architectures import build_mobilenet, build_teacher, count_cost, logits_model
+from components.augmentation import training_dataset
+from components.distillation import Distiller
+from components.keras import keras, tf
+from components.prepare import PreparedData
+from device.preprocessing import normalize
+from edgeops.errors import TrainingError
+from edgeops.params import TrainParams
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """What one trained network scored and cost."""
+
+    name: str
+    test_accuracy: float
+    val_accuracy: float
+    params_count: int
+    macs: int
+    train_seconds: float
+    epochs: int
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The float model (softmax output, model input = normalize(x01)) and its evidence."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    test_accuracy: float
+    val_accuracy: float
+    params_count: int
+    macs: int
+    train_seconds: float
+    confusion: np.ndarray
+    labels: tuple[str, ...]
+    distilled: bool = False
+    teacher: ModelReport | None = None
+    teacher_model: keras.Model | None = field(default=None, repr=False)
+
+    @property
+    def test_errors(self) -> int:
+        return int(self.confusion.sum() - np.trace(self.confusion))
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for a tracker."""
+        out = {
+            "test_accuracy": self.test_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "test_errors": float(self.test_errors),
+            "params": float(self.params_count),
+            "macs": float(self.macs),
+            "train_seconds": self.train_seconds,
+        }
+        if self.teacher:
+            out |= {"teacher_test_accuracy": self.teacher.test_accuracy, "teacher_params": float(self.teacher.params_count)}
+        return out
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and TF seeds plus deterministic kernels (a process-wide TF setting)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def accuracy_and_confusion(model: keras.Model, x: np.ndarray, y: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+    """Inference-mode accuracy and an (n, n) confusion matrix (rows: true, columns: predicted)."""
+    if len(x) == 0:
+        return float("nan"), np.zeros((n, n), dtype=np.int64)
+    pred = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=1)
+    cm = np.zeros((n, n), dtype=np.int64)
+    np.add.at(cm, (y.astype(np.int64), pred), 1)
+    return float(np.trace(cm) / len(y)), cm
+
+
+def _fit(
+    trainee: keras.Model,
+    prepared: PreparedData,
+    params: TrainParams,
+    epochs: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    spec = prepared.spec
+    ds = training_dataset(
+        prepared.x_train, prepared.y_train, spec.mean, spec.std, params.batch_size, params.augment, seed
+    )
+    steps = max(1, int(np.ceil(len(prepared.x_train) / params.batch_size))) * epochs
+    schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, steps, alpha=0.05)
+    if not isinstance(trainee, Distiller):
+        trainee.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    else:
+        trainee.compile(optimizer=keras.optimizers.Adam(schedule))
+    val = (normalize(prepared.x_val, spec), prepared.y_val) if len(prepared.x_val) else None
+    hist = trainee.fit(ds, epochs=epochs, validation_data=val, verbose=0)
+    if not np.isfinite(hist.history["loss"][-1]):
+        raise TrainingError(f"training diverged: loss {hist.history['loss'][-1]} (lower learning_rate)")
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def _evaluate(model: keras.Model, prepared: PreparedData) -> tuple[float, float, np.ndarray]:
+    n = len(prepared.labels)
+    spec = prepared.spec
+    test_acc, cm = accuracy_and_confusion(model, normalize(prepared.x_test, spec), prepared.y_test, n)
+    val_acc, _ = accuracy_and_confusion(model, normalize(prepared.x_val, spec), prepared.y_val, n)
+    return test_acc, val_acc, cm
+
+
+def train_teacher(prepared: PreparedData, params: TrainParams) -> tuple[keras.Model, ModelReport]:
+    """The larger network, trained on hard labels for `distill.teacher_epochs`."""
+    seed_everything(params.seed + 1000)
+    spec = prepared.spec
+    shape = (spec.height, spec.width, spec.channels)
+    teacher = build_teacher(shape, len(spec.labels), params.distill.teacher_alpha, params.bn_momentum)
+    start = time.perf_counter()
+    _fit(logits_model(teacher), prepared, params, params.distill.teacher_epochs, params.seed + 1000)
+    seconds = time.perf_counter() - start
+    test_acc, val_acc, _ = _evaluate(teacher, prepared)
+    cost = count_cost(teacher)
+    report = ModelReport("teacher", test_acc, val_acc, cost.params, cost.macs, seconds, params.distill.teacher_epochs)
+    return teacher, report
+
+
+def train(prepared: PreparedData, params: TrainParams, teacher: keras.Model | None = None) -> TrainResult:
+    """Train the student (alpha from params, rho = the prepared image size); distil when enabled.
+
+    A trained `teacher` may be passed in (e.g. shared across a sweep); otherwise one is trained.
+    """
+    if len(prepared.x_train) == 0:
+        raise TrainingError("the train split is empty")
+    spec = prepared.spec
+    shape = (spec.height, spec.width, spec.channels)
+    teacher_report: ModelReport | None = None
+    if params.distill.enabled and teacher is None:
+        teacher, teacher_report = train_teacher(prepared, params)
+    elif params.distill.enabled and teacher is not None:
+        t_acc, t_val, _ = _evaluate(teacher, prepared)
+        cost = count_cost(teacher)
+        teacher_report = ModelReport("teacher", t_acc, t_val, cost.params, cost.macs, 0.0, 0)
+
+    seed_everything(params.seed)
+    model = build_mobilenet(shape, len(spec.labels), params.alpha, params.bn_momentum)
+    trainee: keras.Model = logits_model(model)
+    if params.distill.enabled:
+        trainee = Distiller(trainee, logits_model(teacher), params.distill.temperature, params.distill.soft_weight)
+    start = time.perf_counter()
+    history = _fit(trainee, prepared, params, params.epochs, params.seed)
+    seconds = time.perf_counter() - start
+    test_acc, val_acc, cm = _evaluate(model, prepared)
+    cost = count_cost(model)
+    return TrainResult(
+        model=model,
+        history=history,
+        test_accuracy=test_acc,
+        val_accuracy=val_acc,
+        params_count=cost.params,
+        macs=cost.macs,
+        train_seconds=seconds,
+        confusion=cm,
+        labels=spec.labels,
+        distilled=params.distill.enabled,
+        teacher=teacher_report,
+        teacher_model=teacher if params.distill.enabled else None,
+    )
