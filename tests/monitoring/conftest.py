@@ -1,0 +1,79 @@
+"""Fixtures for the monitoring tests: real digits features, a tiny real TFLite model, telemetry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from device.features import FEATURE_NAMES, summary_features
+from device.preprocessing import PreprocessingSpec, normalize
+
+FEATURES = [f"f_{n}" for n in FEATURE_NAMES]
+
+
+@pytest.fixture(scope="session")
+def digits16() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as (N,16,16,1) float32 in [0,1] and int labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.kron((d.images / 16.0).astype(np.float32), np.ones((1, 2, 2), np.float32))
+    return x[..., None], d.target.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def digits_features(digits16) -> np.ndarray:
+    return summary_features(digits16[0])
+
+
+@dataclass(frozen=True)
+class TinyModel:
+    tflite: bytes
+    spec: PreprocessingSpec
+
+
+@pytest.fixture(scope="session")
+def tiny_model(digits16) -> TinyModel:
+    """A real float TFLite model (one dense layer, 2 epochs) on 16x16 digits."""
+    import components  # noqa: F401  (TF_USE_LEGACY_KERAS before tensorflow)
+    from components.keras import keras, tf
+
+    x, y = digits16
+    spec = PreprocessingSpec(
+        16, 16, 1, (float(x.mean()),), (float(x.std()),), tuple(str(i) for i in range(10))
+    )
+    tf.random.set_seed(0)
+    model = keras.Sequential(
+        [
+            keras.layers.Input((16, 16, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    model.fit(normalize(x, spec), y, epochs=2, batch_size=64, verbose=0)
+    return TinyModel(tf.lite.TFLiteConverter.from_keras_model(model).convert(), spec)
+
+
+def synthetic_frame(
+    n: int,
+    rng: np.random.Generator,
+    shift: dict[str, float] | None = None,
+    class_p: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Telemetry-shaped rows: f_* features N(0,1) (+ shift), probs/top1/confidence, labels."""
+    x = rng.normal(size=(n, len(FEATURES))).astype(np.float32)
+    df = pd.DataFrame(x, columns=FEATURES)
+    for col, s in (shift or {}).items():
+        df[col] += s
+    k = rng.choice(10, size=n, p=class_p) if class_p is not None else rng.integers(0, 10, n)
+    probs = rng.dirichlet(np.ones(10), size=n).astype(np.float32) * 0.3
+    probs[np.arange(n), k] += 0.7
+    df["probs"] = list(probs)
+    df["top1"] = probs.argmax(1).astype(np.int32)
+    df["confidence"] = probs.max(1).astype(np.float32)
+    df["label"] = pd.array(k, dtype="Int32")
+    return df
