@@ -83,14 +83,6 @@ class FleetParams(_Params):
     buffer_size: int = Field(256, ge=1)
     daily_upload_bytes: int = Field(2_000_000, ge=1)
     seed: int = 7
-    step_minutes: float = Field(10.0, gt=0, description="simulated time per step")
-    offline_fraction: float = Field(0.1, ge=0, lt=1, description="share of time a device is offline")
-    mean_offline_hours: float = Field(0.5, gt=0, description="mean length of one offline window")
-    store_failure_rate: float = Field(0.05, ge=0, le=1, description="chance per device step that the store fails")
-    label_rate: float = Field(0.1, ge=0, le=1, description="share of inferences the user confirms or corrects")
-    manifest_poll_minutes: float = Field(15.0, gt=0)
-    upload_interval_minutes: float = Field(60.0, gt=0)
-    thumb_size: int = Field(8, ge=0, le=64, description="side of the uint8 thumbnail in telemetry; 0: none")
 
 
 class MonitorParams(_Params):
@@ -100,6 +92,18 @@ class MonitorParams(_Params):
     sustained_windows: int = Field(1, ge=1)
     cooldown_hours: float = Field(6.0, ge=0)
     max_retrains_per_day: int = Field(2, ge=0)
+    stattest: str = Field("ks", description="Evidently stattest for numerical columns (p-value tests)")
+    cat_stattest: str = Field("chisquare", description="Evidently stattest for categorical columns")
+    family_wise: bool = Field(
+        True,
+        description="Bonferroni: each of k tests at stattest_threshold/k, any drifted test means drift "
+        "(family-wise false alarm rate <= stattest_threshold); False: Evidently's drift_share rule",
+    )
+    embedding_method: Literal["mmd", "model", "distance", "ratio"] = "mmd"
+    window_hours: float = Field(1.0, gt=0, description="length of one drift window")
+    min_labels: int = Field(50, ge=1, description="labelled feedback rows needed for label/concept drift")
+    max_accuracy_drop: float = Field(0.05, ge=0, le=1, description="concept drift: accuracy drop vs reference")
+    max_reference_rows: int = Field(20000, ge=100, description="reference rows kept per variant")
 
 
 class PipelineParams(_Params):
@@ -122,18 +126,6 @@ def load_params(path: Path | str | None) -> PipelineParams:
     except yaml.YAMLError as exc:
         raise ConfigError(f"params file is not valid YAML: {exc}", where=str(path)) from exc
     except ValidationError as exc:
-    stattest: str = Field("ks", description="Evidently stattest for numerical columns (p-value tests)")
-    cat_stattest: str = Field("chisquare", description="Evidently stattest for categorical columns")
-    family_wise: bool = Field(
-        True,
-        description="Bonferroni: each of k tests at stattest_threshold/k, any drifted test means drift "
-        "(family-wise false alarm rate <= stattest_threshold); False: Evidently's drift_share rule",
-    )
-    embedding_method: Literal["mmd", "model", "distance", "ratio"] = "mmd"
-    window_hours: float = Field(1.0, gt=0, description="length of one drift window")
-    min_labels: int = Field(50, ge=1, description="labelled feedback rows needed for label/concept drift")
-    max_accuracy_drop: float = Field(0.05, ge=0, le=1, description="concept drift: accuracy drop vs reference")
-    max_reference_rows: int = Field(20000, ge=100, description="reference rows kept per variant")
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"params key {loc}: {first['msg']}", where=str(path)) from exc
