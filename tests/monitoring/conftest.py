@@ -77,3 +77,56 @@ def synthetic_frame(
     df["confidence"] = probs.max(1).astype(np.float32)
     df["label"] = pd.array(k, dtype="Int32")
     return df
+
+
+def telemetry_records(
+    device_id: str,
+    seqs: range,
+    cohort: str = "pi-fleet-eu",
+    model_version: str = "1",
+    start: str = "2026-11-20T10:00:00Z",
+    rng: np.random.Generator | None = None,
+    features: np.ndarray | None = None,
+    **overrides: object,
+) -> list:
+    """Real TelemetryRecords (the agent's wire type), one minute apart."""
+    from datetime import timedelta
+
+    from device.telemetry import TelemetryRecord
+
+    rng = rng or np.random.default_rng(0)
+    t0 = pd.Timestamp(start).to_pydatetime()
+    out = []
+    for i, s in enumerate(seqs):
+        p = rng.dirichlet(np.ones(10)).astype(np.float32)
+        f = features[i] if features is not None else rng.random(len(FEATURES))
+        fields = dict(
+            device_id=device_id,
+            cohort=cohort,
+            model_name="digits",
+            model_version=model_version,
+            target="tflite-f32",
+            bundle_id="b1",
+            seq=s,
+            ts=t0 + timedelta(minutes=i),
+            features=tuple(float(v) for v in f),
+            probs=tuple(float(v) for v in p),
+            top1=int(p.argmax()),
+            confidence=float(p.max()),
+            latency_ms=5.0,
+            memory_bytes=1000,
+            energy_mj=0.1,
+            label=int(p.argmax()) if i % 2 else None,
+        )
+        fields.update(overrides)
+        out.append(TelemetryRecord(**fields))
+    return out
+
+
+def put_batch(store, records: list, key: str | None = None) -> str:
+    from device.telemetry import records_to_table, write_batch
+    from device.uploader import batch_key
+
+    key = key or batch_key(records[0].cohort, records[0].device_id, records[0].seq)
+    store.put(key, write_batch(records_to_table(records)))
+    return key

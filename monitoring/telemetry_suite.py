@@ -1,0 +1,110 @@
+"""The Great Expectations suite a telemetry batch must pass before it enters the table.
+
+The wire schema (columns and Arrow types) is checked first by `device.telemetry.read_batch`,
+the same function the agent runs before spooling; this suite checks what a schema cannot:
+ranges, known cohorts and model versions, and the events the agent may send. One ephemeral
+context is built per ingestion run and reused for every batch (building one takes seconds).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from device.telemetry import EVENTS, FEATURE_COLUMNS, SCHEMA
+
+# Features are on [0,1] images, but some are signed (orientation) or scaled (gradient energy,
+# Laplacian variance): a generous bound that still catches garbage (inf, 1e30, sign flips of units).
+_FEATURE_BOUND = 1e4
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    success: bool
+    failures: tuple[str, ...]
+    evaluated: int
+
+
+def _expectations(known_cohorts: list[str] | None, known_versions: list[str] | None) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    exps: list[Any] = [
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(SCHEMA.names), exact_match=True),
+        gxe.ExpectColumnValuesToBeInSet(column="event", value_set=list(EVENTS)),
+        gxe.ExpectColumnValuesToBeBetween(column="seq", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="confidence", min_value=0.0, max_value=1.0),
+        gxe.ExpectColumnValuesToBeBetween(column="top1", min_value=0, max_value=100_000),
+        gxe.ExpectColumnValuesToBeBetween(column="latency_ms", min_value=0.0, max_value=600_000.0),
+        gxe.ExpectColumnValuesToBeBetween(column="memory_bytes", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="energy_mj", min_value=0.0),
+        gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=100_000),
+        gxe.ExpectColumnValuesToNotBeNull(column="device_id"),
+    ]
+    exps += [
+        gxe.ExpectColumnValuesToBeBetween(
+            column=c, min_value=-_FEATURE_BOUND, max_value=_FEATURE_BOUND
+        )
+        for c in FEATURE_COLUMNS
+    ]
+    if known_cohorts is not None:
+        exps.append(
+            gxe.ExpectColumnValuesToBeInSet(column="cohort", value_set=sorted(known_cohorts))
+        )
+    if known_versions is not None:
+        # "" is a device that has not installed a model yet (a refusal before the first install).
+        exps.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column="model_version", value_set=sorted({"", *known_versions})
+            )
+        )
+    return exps
+
+
+def _describe(er: Any) -> str:
+    cfg = er.expectation_config
+    target = cfg.kwargs.get("column") or ""
+    res = er.result or {}
+    if res.get("unexpected_count"):
+        detail = f"{res['unexpected_count']} unexpected, e.g. {str(res.get('partial_unexpected_list', [])[:3])[:120]}"
+    elif res.get("details", {}).get("mismatched"):
+        detail = f"mismatched {res['details']['mismatched']}"
+    else:
+        detail = f"observed {res.get('observed_value')}"
+    return f"{target} {cfg.type}: {detail}".strip()
+
+
+class TelemetrySuite:
+    """A GE validation definition over one in-memory batch; `validate(df)` per batch."""
+
+    def __init__(
+        self, known_cohorts: list[str] | None = None, known_versions: list[str] | None = None
+    ) -> None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        suite = ctx.suites.add(
+            gx.ExpectationSuite(
+                name="telemetry_batch", expectations=_expectations(known_cohorts, known_versions)
+            )
+        )
+        batch_def = (
+            ctx.data_sources.add_pandas("telemetry")
+            .add_dataframe_asset("batch")
+            .add_batch_definition_whole_dataframe("batch")
+        )
+        self._vd = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name="telemetry", data=batch_def, suite=suite)
+        )
+
+    def validate(self, df: pd.DataFrame) -> SuiteResult:
+        # GE cannot compare list/binary cells; the wire schema already checked their types.
+        frame = df.drop(columns=["probs", "thumb"]).assign(probs=0, thumb=0)
+        vr = self._vd.run(batch_parameters={"dataframe": frame})
+        failures = tuple(_describe(er) for er in vr.results if not er.success)
+        return SuiteResult(not failures, failures, len(vr.results))
