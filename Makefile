@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_LOGGING_LEVEL ?= WARNING
 
-.PHONY: venv demo test test-fast lint bench up down clean
+.PHONY: venv demo test test-fast lint bench repro up down clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+repro: $(STAMP)
+	test -d data/digits || $(BIN)/edgeops data example data/digits
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
