@@ -1,0 +1,253 @@
+"""TFLite variants as real MLflow registry entries, with lineage and release state as tags.
+
+MLflow has no TFLite flavor: `TFLitePyfunc` runs the LiteRT interpreter through
+`device.runtime.TFLiteRunner`, so `mlflow.pyfunc.load_model("models:/<name>/<version>")` serves
+exactly what devices run. One registered model per target (`<model_name>-<target>`). Everything
+goes through the `MlflowClient` the caller passes in (LoggedModel API), never a global URI.
+
+A version is tagged `releasable=true` only with a passing blessing (`BlessingError` otherwise).
+Aliases `<cohort>-stable` / `<cohort>-canary` show in the MLflow UI what runs where.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import mlflow.pyfunc
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from edgeops.errors import BlessingError, RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from device.preprocessing import PreprocessingSpec
+
+ARTIFACT_NAME = "model"
+
+
+class BlessingLike(Protocol):
+    blessed: bool
+    target: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a variant came from; every field becomes a model version tag."""
+
+    data_version: str
+    git_commit: str
+    run_id: str
+    parent_model: str  # URI of the float parent (e.g. models:/m-...)
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "data_version": self.data_version,
+            "git_commit": self.git_commit,
+            "run_id": self.run_id,
+            "parent_model": self.parent_model,
+        }
+
+
+class TFLitePyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc over a .tflite file: normalized float32 (N,H,W,C) in (`device.preprocessing.preprocess`
+    with the shipped spec, kept as `self.spec`), probabilities out."""
+
+    def load_context(self, context: Any) -> None:
+        from device.preprocessing import PreprocessingSpec
+        from device.runtime import TFLiteRunner
+
+        self.runner = TFLiteRunner(Path(context.artifacts["model"]))
+        self.spec = PreprocessingSpec.from_json(
+            Path(context.artifacts["preprocessing"]).read_text()
+        )
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads hints)
+        x = np.asarray(model_input, dtype=np.float32)
+        if x.ndim == len(self.runner.input_shape):
+            x = x[None]
+        return self.runner.predict(x)
+
+
+def registered_model_name(model_name: str, target: str) -> str:
+    return f"{model_name}-{target}"
+
+
+def _pins() -> list[str]:
+    pins = []
+    for dist in ("ai-edge-litert", "numpy"):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            pins.append(dist)
+    return pins
+
+
+def log_tflite_model(
+    client: MlflowClient,
+    run_id: str,
+    model_path: Path | str,
+    spec: PreprocessingSpec,
+    input_example: np.ndarray,
+    *,
+    name: str = ARTIFACT_NAME,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log a TFLite file as an MLflow LoggedModel of `run_id`; returns its `models:/<id>` URI."""
+    from mlflow.models import infer_signature
+
+    from device.runtime import TFLiteRunner
+
+    example = np.asarray(input_example, dtype=np.float32)[:2]
+    signature = infer_signature(example, TFLiteRunner(Path(model_path)).predict(example))
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, model_type="tflite"
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            spec_path = Path(tmp, "preprocessing.json")
+            spec_path.write_text(spec.to_json())
+            out = Path(tmp, "model")
+            mlflow.pyfunc.save_model(
+                str(out),
+                python_model=TFLitePyfunc(),
+                artifacts={"model": str(model_path), "preprocessing": str(spec_path)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pins(),
+            )
+            client.log_model_artifacts(logged.model_id, str(out))
+        client.finalize_logged_model(logged.model_id, "READY")
+    except (MlflowException, OSError) as exc:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise RegistryError(
+            f"logging the TFLite model failed: {exc}", where=str(model_path)
+        ) from exc
+    return f"models:/{logged.model_id}"
+
+
+def register_variant(
+    client: MlflowClient,
+    run_id: str,
+    model_path: Path | str,
+    spec: PreprocessingSpec,
+    input_example: np.ndarray,
+    *,
+    model_name: str,
+    target: str,
+    lineage: Lineage,
+    blessing: BlessingLike | None = None,
+    releasable: bool = False,
+    description: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> ModelVersion:
+    """Log and register one variant as a new version of `<model_name>-<target>`."""
+    if releasable:
+        _require_blessing(blessing, target)
+    name = registered_model_name(model_name, target)
+    model_uri = log_tflite_model(
+        client, run_id, model_path, spec, input_example, tags={"target": target}
+    )
+    tags = {
+        **lineage.tags(),
+        "target": target,
+        "blessed": str(bool(blessing and blessing.blessed)).lower(),
+        "releasable": str(releasable).lower(),
+        **(extra_tags or {}),
+    }
+    if blessing is not None and blessing.reasons:
+        tags["blessing_reasons"] = "; ".join(blessing.reasons)[:4000]
+    try:
+        try:
+            client.create_registered_model(name, tags={"target": target, "model_name": model_name})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        model_id = model_uri.split("/", 1)[1].lstrip("/")
+        mv = client.create_model_version(
+            name,
+            source=model_uri,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+            model_id=model_id,
+        )
+    except MlflowException as exc:
+        raise RegistryError(
+            f"registering {name} failed: {exc.message}", where=str(model_path)
+        ) from exc
+    return mv
+
+
+def _require_blessing(blessing: BlessingLike | None, target: str) -> None:
+    if blessing is None:
+        raise BlessingError(f"{target}: refusing releasable=true without a blessing")
+    if not blessing.blessed:
+        raise BlessingError(
+            f"{target}: refusing releasable=true, not blessed: {'; '.join(blessing.reasons)}"
+        )
+
+
+def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(
+            f"no registry version {name}/{version}", where=client.tracking_uri
+        ) from exc
+
+
+def mark_releasable(
+    client: MlflowClient, name: str, version: str | int, blessing: BlessingLike
+) -> None:
+    _require_blessing(blessing, name)
+    client.set_model_version_tag(name, str(version), "blessed", "true")
+    client.set_model_version_tag(name, str(version), "releasable", "true")
+
+
+def set_version_tags(
+    client: MlflowClient, name: str, version: str | int, tags: dict[str, Any]
+) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(
+            name, str(version), key, value if isinstance(value, str) else json.dumps(value)
+        )
+
+
+def set_bundle_id(client: MlflowClient, name: str, version: str | int, bundle_id: str) -> None:
+    client.set_model_version_tag(name, str(version), "bundle_id", bundle_id)
+
+
+def set_release_notes(client: MlflowClient, name: str, version: str | int, notes: str) -> None:
+    """Release notes live in the model version description (shown in the MLflow UI)."""
+    client.update_model_version(name, str(version), description=notes)
+
+
+def cohort_alias(cohort: str, role: str) -> str:
+    if role not in ("stable", "canary"):
+        raise RegistryError(f"alias role must be stable or canary, not {role!r}")
+    return f"{cohort}-{role}"
+
+
+def set_cohort_alias(
+    client: MlflowClient, name: str, cohort: str, role: str, version: str | int | None
+) -> None:
+    """Point `<cohort>-<role>` at `version`, or remove the alias when `version` is None."""
+    alias = cohort_alias(cohort, role)
+    if version is None:
+        try:
+            client.delete_registered_model_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+        return
+    client.set_registered_model_alias(name, alias, str(version))

@@ -1,0 +1,89 @@
+"""Registry fixtures: a tiny real TFLite model, a signing key, stores, a throwaway MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.preprocessing import PreprocessingSpec
+from device.store import ObjectStore, open_store
+from registry.keys import SigningKey, load_or_create_signing_key, publish_public_key
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, PreprocessingSpec, np.ndarray]:
+    """A real (untrained-ish) 8x8 digits classifier converted by TFLiteConverter, f32."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[:200] / 16.0).astype(np.float32)[..., None]
+    spec = PreprocessingSpec(
+        8, 8, 1, (float(x.mean()),), (float(x.std()),), tuple(str(i) for i in range(10))
+    )
+    xn = (x - spec.mean[0]) / spec.std[0]
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Input((8, 8, 1)),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(xn, d.target[:200], epochs=3, verbose=0)
+    path = tmp_path_factory.mktemp("tflite") / "model.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path, spec, xn
+
+
+@pytest.fixture
+def signing_key(tmp_path: Path) -> SigningKey:
+    return load_or_create_signing_key(tmp_path / "keys")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, signing_key: SigningKey) -> ObjectStore:
+    if request.param == "local":
+        s = open_store(str(tmp_path / "store"))
+    else:
+        env = request.getfixturevalue("s3_env")
+        s = open_store(env["EDGEOPS_STORE_URL"], env["AWS_ENDPOINT_URL"])
+    publish_public_key(s, signing_key)
+    return s
+
+
+@pytest.fixture
+def local_store(tmp_path: Path, signing_key: SigningKey) -> ObjectStore:
+    s = open_store(str(tmp_path / "store"))
+    publish_public_key(s, signing_key)
+    return s
+
+
+@pytest.fixture
+def mlflow_client(tmp_path: Path) -> Iterator:
+    """A throwaway SQLite tracking store; the fluent URI too, for pyfunc.load_model in tests."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield client
+    finally:
+        mlflow.set_tracking_uri(previous)
+        mlflow.set_registry_uri(previous)
+
+
+@pytest.fixture
+def experiment_run(mlflow_client, tmp_path: Path) -> str:
+    exp = mlflow_client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    return mlflow_client.create_run(exp).info.run_id
