@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import stages
-from flows import release_logging
+from flows import publish, release_logging
+from flows.report import release_markdown
+from flows.selection import bless_and_select
 from flows.tracking import child_run, configure_mlflow, flatten, log_batch
 
 
@@ -56,6 +59,7 @@ def release_pipeline(
     model_name: str | None = None,
     trigger: str = "manual",
     rollout: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole release once and return a JSON-able summary.
 
@@ -66,7 +70,8 @@ def release_pipeline(
     from registry.data_versions import dvc_hash
 
     settings = Settings.from_env()
-    params = settings.params() if params_path is None else _load(params_path)
+    params = _params(settings, params_path, overrides)
+    git_commit = _git_commit()
     catalog = settings.devices()
     name = model_name or Path(data_dir).resolve().name
     data_version = dvc_hash(data_dir)
@@ -76,7 +81,7 @@ def release_pipeline(
         experiment_id,
         run_name=f"release-{name}-{data_version.short}",
         tags={"edgeops.kind": "release", "edgeops.trigger": trigger, "edgeops.model_name": name,
-              "edgeops.data_version": data_version.md5, "edgeops.git_commit": _git_commit()},
+              "edgeops.data_version": data_version.md5, "edgeops.git_commit": git_commit},
     )
     run_id = parent.info.run_id
     work = settings.home / "runs" / run_id
@@ -117,28 +122,30 @@ def release_pipeline(
 
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "bless") as rid:
-            selection = stages.bless_and_select(
-                client, rid, variants, trained, catalog, params.evaluate, settings, name, work / "blessing"
+            selection = bless_and_select(
+                client, rid, variants, trained.test_accuracy, catalog, params.evaluate, settings, name,
+                work / "blessing",
             )
         timings["bless"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "register") as rid:
-            registered = stages.register(
-                client, rid, run_id, name, variants, selection, prepared, data_version, float_model_uri
+            registered = publish.register(
+                client, rid, run_id, name, variants, selection, prepared, data_version, float_model_uri,
+                git_commit,
             )
         timings["register"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "publish") as rid:
-            published = stages.publish(
-                client, rid, settings, catalog, name, registered, selection, prepared, params, rollout
+            published = publish.publish(
+                client, rid, settings, catalog, name, registered, selection, prepared, variants, params, rollout
             )
         timings["publish"] = time.perf_counter() - t0
 
         log_batch(client, run_id, metrics={f"time_{k}_s": v for k, v in timings.items()})
         status = "FINISHED"
-        return {
+        result = {
             "model_name": name,
             "run_id": run_id,
             "experiment_id": experiment_id,
@@ -154,11 +161,21 @@ def release_pipeline(
             "published": published,
             "timings": timings,
         }
+        create_markdown_artifact(release_markdown(result), key="release-summary",
+                                 description=f"release {name}")
+        return result
     finally:
         client.set_terminated(run_id, status=status)
 
 
-def _load(params_path: str) -> Any:
-    from edgeops.params import load_params
+def _params(settings: Any, params_path: str | None, overrides: dict[str, Any] | None) -> Any:
+    """params.yaml (or the given file) with optional nested overrides, validated again."""
+    from edgeops.params import PipelineParams, load_params
 
-    return load_params(Path(params_path))
+    base = load_params(Path(params_path) if params_path else settings.params_path)
+    if not overrides:
+        return base
+    merged = base.model_dump()
+    for stage, values in overrides.items():
+        merged[stage] = {**merged.get(stage, {}), **values}
+    return PipelineParams.model_validate(merged)

@@ -1,0 +1,62 @@
+"""The fleet simulator as a Prefect flow: real agents against the real store, in simulated time."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+
+@flow(name="fleet-simulation", log_prints=True)
+def simulate_fleet(
+    prepared_dir: str,
+    cohorts: list[str] | None = None,
+    scenario: str = "none",
+    onset_hours: float = 0.0,
+    hours: float | None = None,
+    devices_per_cohort: int | None = None,
+    start: datetime | None = None,
+    state_dir: str | None = None,
+) -> dict[str, Any]:
+    """Drive `devices_per_cohort` agents per cohort on the held-out test split of a release."""
+    from components.prepare import PreparedData
+    from device.fleet import simulate
+    from device.scenarios import make_scenario
+    from edgeops.settings import Settings
+    from registry.keys import load_trusted_keys
+
+    settings = Settings.from_env()
+    params = settings.params().fleet
+    changes = {k: v for k, v in {"hours": hours, "devices_per_cohort": devices_per_cohort}.items() if v is not None}
+    params = params.model_copy(update=changes)
+    catalog = settings.devices()
+    cohorts = cohorts or list(catalog.cohorts)
+    store = settings.store()
+    prepared = PreparedData.load(Path(prepared_dir))
+    model_keys = _cohort_keys(settings, catalog, cohorts)
+    summary = simulate(
+        store, cohorts, prepared.x_test, prepared.y_test,
+        make_scenario(scenario, onset_hours, n_classes=len(prepared.labels)), params,
+        load_trusted_keys(store), {c: catalog.profile_for(c).model_dump() for c in cohorts},
+        model_keys=model_keys, start=start, state_dir=Path(state_dir) if state_dir else None,
+    )
+    print(f"fleet: {summary.devices} devices, {summary.inferences} inferences, "
+          f"{summary.records_in_store} records in the store, {summary.records_lost} lost, "
+          f"{summary.refusals} refusals")
+    return dataclasses.asdict(summary)
+
+
+def _cohort_keys(settings: Any, catalog: Any, cohorts: list[str]) -> dict[str, bytes]:
+    """AES keys provisioned to the devices of cohorts that ask for encryption, by key id.
+
+    The simulator hands every device the keys of all simulated cohorts; a real device is
+    provisioned with its own cohort's key only (docs/protocol.md).
+    """
+    from device.protocol import encryption_key_id
+    from registry.keys import load_or_create_cohort_key
+
+    keys = [load_or_create_cohort_key(settings.keys_dir, c) for c in cohorts if catalog.cohorts[c].encrypt]
+    return {encryption_key_id(k): k for k in keys}

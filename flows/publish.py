@@ -1,0 +1,138 @@
+"""Register every verified variant in MLflow and publish the chosen one per cohort.
+
+Registration: one registered model per target (`<model>-<target>`), a version per release with
+lineage tags; `releasable=true` only with a passing blessing (the registry refuses otherwise).
+Publishing: a signed bundle per (variant, cohort encryption), then per cohort either the first
+stable manifest or, when the cohort already runs a stable, a staged rollout whose first step is
+a canary. Nothing unblessed is published.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flows.tracking import log_batch
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from components.conversion import Variant
+    from components.prepare import PreparedData
+    from components.profiles import DeviceCatalog
+    from edgeops.params import PipelineParams
+    from edgeops.settings import Settings
+    from registry.data_versions import DataVersion
+
+
+def register(
+    client: MlflowClient,
+    stage_run_id: str,
+    parent_run_id: str,
+    model_name: str,
+    variants: dict[str, Variant],
+    selection: dict[str, Any],
+    prepared: PreparedData,
+    data_version: DataVersion,
+    float_model_uri: str,
+    git_commit: str,
+) -> dict[str, dict[str, Any]]:
+    """Register each TFLite variant; returns {target: {name, version, blessed_for}}."""
+    from components.blessing import Blessing
+    from device.preprocessing import normalize
+    from registry.mlflow_models import Lineage, register_variant
+
+    lineage = Lineage(data_version=data_version.md5, git_commit=git_commit, run_id=parent_run_id,
+                      parent_model=float_model_uri)
+    example = normalize(prepared.x_test[:2], prepared.spec)
+    registered: dict[str, dict[str, Any]] = {}
+    for target, variant in variants.items():
+        if not target.startswith("tflite"):
+            continue  # the registry's pyfunc runs TFLite; other formats stay run artifacts for now
+        blessed_for = sorted(p for p, b in selection["blessings"].get(target, {}).items() if b["blessed"])
+        first = selection["blessings"].get(target, {})
+        blessing = None
+        if first:
+            name, b = next(((p, b) for p, b in first.items() if b["blessed"]), next(iter(first.items())))
+            blessing = Blessing(b["blessed"], target, name, tuple(b["reasons"]), b["metrics"])
+        mv = register_variant(
+            client, stage_run_id, variant.path, prepared.spec, example,
+            model_name=model_name, target=target, lineage=lineage, blessing=blessing,
+            releasable=bool(blessed_for),
+            extra_tags={"blessed_for": ",".join(blessed_for) or "none", "accuracy": f"{variant.accuracy:.6f}",
+                        "bytes": str(variant.bytes)},
+        )
+        registered[target] = {"name": mv.name, "version": mv.version, "blessed_for": blessed_for,
+                              "accuracy": variant.accuracy}
+    log_batch(client, stage_run_id, tags={f"registered.{t}": f"{r['name']}/{r['version']}"
+                                          for t, r in registered.items()})
+    return registered
+
+
+def publish(
+    client: MlflowClient,
+    stage_run_id: str,
+    settings: Settings,
+    catalog: DeviceCatalog,
+    model_name: str,
+    registered: dict[str, dict[str, Any]],
+    selection: dict[str, Any],
+    prepared: PreparedData,
+    variants: dict[str, Variant],
+    params: PipelineParams,
+    rollout: bool,
+) -> dict[str, dict[str, Any]]:
+    """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
+    from registry.bundles import publish_bundle
+    from registry.keys import load_or_create_cohort_key, load_or_create_signing_key, publish_public_key
+    from registry.manifests import read_manifest, set_stable
+    from registry.mlflow_models import set_bundle_id, set_cohort_alias
+
+    store = settings.store()
+    key = load_or_create_signing_key(settings.keys_dir)
+    publish_public_key(store, key)
+    trusted = {key.key_id: key.public_key}
+    out: dict[str, dict[str, Any]] = {}
+    for cohort_name, cohort in catalog.cohorts.items():
+        choice = selection["per_profile"].get(cohort.profile, {})
+        target = choice.get("target")
+        if not target or target not in registered:
+            out[cohort_name] = {"published": False, "reason": choice.get("reason", "no blessed variant")}
+            continue
+        reg = registered[target]
+        enc_key = load_or_create_cohort_key(settings.keys_dir, cohort_name) if cohort.encrypt else None
+        ref = publish_bundle(store, key, variants[target].path, prepared.spec, model_name=model_name,
+                             model_version=reg["version"], target=target, encryption_key=enc_key)
+        set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
+        current = read_manifest(store, cohort_name, trusted | _published_keys(store))
+        if current is None or current.stable is None or not rollout:
+            set_stable(store, cohort_name, ref, key)
+            set_cohort_alias(client, reg["name"], cohort_name, "stable", reg["version"])
+            role = "stable"
+        else:
+            from flows.rollout import start_canary
+
+            start_canary(client, settings, catalog, cohort_name, reg, ref, params)
+            role = "canary"
+        _save_reference(store, ref.bundle_id, variants[target].path, prepared)
+        out[cohort_name] = {"published": True, "role": role, "target": target, "bundle_id": ref.bundle_id,
+                            "registered": f"{reg['name']}/{reg['version']}"}
+    log_batch(client, stage_run_id, tags={f"cohort.{c}": (f"{o['role']} {o['registered']}" if o["published"]
+                                                          else f"not published: {o['reason']}")
+                                          for c, o in out.items()})
+    return out
+
+
+def _published_keys(store: Any) -> dict[str, Any]:
+    from registry.keys import load_trusted_keys
+
+    return load_trusted_keys(store)
+
+
+def _save_reference(store: Any, bundle_id: str, model_path: Path, prepared: PreparedData) -> None:
+    """The drift reference of this variant: training data through the same features and model."""
+    from device.runtime import TFLiteRunner
+    from monitoring.reference import build_reference, save_reference
+
+    reference = build_reference(prepared.x_train, prepared.y_train, TFLiteRunner(model_path), prepared.spec)
+    save_reference(store, bundle_id, reference)

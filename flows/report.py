@@ -1,0 +1,65 @@
+"""Human-readable summaries of a release (rich tables for the CLI, markdown for Prefect artifacts)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _kb(n: Any) -> str:
+    return f"{n / 1024:.1f} KiB" if isinstance(n, int | float) else "-"
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.2f}%" if isinstance(x, int | float) else "-"
+
+
+def variant_table(result: dict[str, Any]) -> Table:
+    table = Table(title=f"release {result['model_name']} (data {result['data_version'][:12]})")
+    for col in ("target", "accuracy", "vs float", "bytes", "gzip", "agreement", "registered"):
+        table.add_column(col, justify="right" if col not in ("target", "registered") else "left")
+    float_acc = result["float"]["test_accuracy"]
+    for target, v in result["variants"].items():
+        reg = result["registered"].get(target, {})
+        table.add_row(target, _pct(v["accuracy"]), f"{100 * (v['accuracy'] - float_acc):+.2f} pt",
+                      _kb(v["bytes"]), _kb(v["gzip_bytes"]), _pct(v["agreement"]),
+                      f"{reg['name']} v{reg['version']}" if reg else "-")
+    for target, reason in result.get("conversion_failures", {}).items():
+        table.add_row(target, "[red]failed[/]", "", "", "", "", reason[:60])
+    return table
+
+
+def cohort_table(result: dict[str, Any]) -> Table:
+    table = Table(title="cohorts")
+    for col in ("cohort", "published", "target", "bundle"):
+        table.add_column(col)
+    for cohort, p in result["published"].items():
+        if p.get("published"):
+            table.add_row(cohort, p["role"], p["target"], p["bundle_id"][:12])
+        else:
+            table.add_row(cohort, "[yellow]no release[/]", "-", p.get("reason", "")[:70])
+    return table
+
+
+def print_release(console: Console, result: dict[str, Any]) -> None:
+    console.print(variant_table(result))
+    console.print(cohort_table(result))
+    f = result["float"]
+    console.print(f"float model: test accuracy {_pct(f['test_accuracy'])}, {f['params']} parameters, "
+                  f"{f['macs']} MACs; MLflow run {result['run_id']}")
+
+
+def release_markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Release {result['model_name']}", "", f"data version `{result['data_version']}`, "
+             f"MLflow run `{result['run_id']}`", "", "| target | accuracy | bytes | registered |",
+             "|---|---|---|---|"]
+    for target, v in result["variants"].items():
+        reg = result["registered"].get(target, {})
+        lines.append(f"| {target} | {_pct(v['accuracy'])} | {v['bytes']} | "
+                     f"{reg.get('name', '-')} {reg.get('version', '')} |")
+    lines += ["", "| cohort | role | target |", "|---|---|---|"]
+    for cohort, p in result["published"].items():
+        lines.append(f"| {cohort} | {p.get('role', 'not published')} | {p.get('target', p.get('reason', ''))} |")
+    return "\n".join(lines)

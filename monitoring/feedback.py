@@ -1,0 +1,66 @@
+"""Labelled feedback from the field becomes training data.
+
+Records whose user corrected (or confirmed) the prediction carry a label and a downscaled
+input (`thumb`, uint8 bytes of size x size x channels). They are written into the image folder
+as PNG files under their class, with names that make a re-merge idempotent
+(`fb-<device>-<seq>.png`), so the folder's DVC hash changes exactly when new feedback arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from edgeops.errors import DataError
+
+
+@dataclass(frozen=True)
+class FeedbackMerge:
+    offered: int  # labelled rows with a thumbnail
+    written: int  # new files
+    already_present: int
+    skipped_unknown_label: int
+    per_class: dict[str, int]
+
+
+def decode_thumb(data: bytes) -> np.ndarray:
+    """uint8 bytes of a square size x size x C image -> (size, size) or (size, size, 3)."""
+    n = len(data)
+    for channels in (1, 3):
+        side = math.isqrt(n // channels)
+        if side * side * channels == n and side > 0:
+            arr = np.frombuffer(data, dtype=np.uint8).reshape(side, side, channels)
+            return arr[..., 0] if channels == 1 else arr
+    raise DataError(f"thumbnail of {n} bytes is not a square 1- or 3-channel image")
+
+
+def merge_feedback(rows: pd.DataFrame, data_dir: Path, labels: tuple[str, ...]) -> FeedbackMerge:
+    """Write each labelled thumbnail as data_dir/<label name>/fb-<device>-<seq>.png."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError("data folder does not exist", where=str(data_dir))
+    usable = rows[rows["label"].notna() & rows["thumb"].notna()] if len(rows) else rows
+    written = present = unknown = 0
+    per_class: dict[str, int] = {}
+    for row in usable.itertuples(index=False):
+        label = int(row.label)
+        if not 0 <= label < len(labels):
+            unknown += 1
+            continue
+        name = labels[label]
+        path = data_dir / name / f"fb-{row.device_id}-{int(row.seq)}.png"
+        if path.exists():
+            present += 1
+            continue
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp.png")
+        Image.fromarray(decode_thumb(bytes(row.thumb))).save(tmp)
+        tmp.replace(path)
+        written += 1
+        per_class[name] = per_class.get(name, 0) + 1
+    return FeedbackMerge(len(usable), written, present, unknown, per_class)
