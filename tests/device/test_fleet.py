@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from device.capabilities import DeviceCaps
+from device.fleet import simulate
+from device.scenarios import make_scenario
+from device.telemetry import read_batch
+from edgeops.errors import ConfigError
+from edgeops.params import FleetParams
+
+PROFILES = {
+    "pi": DeviceCaps(name="raspberry-pi-4", targets=("tflite-f32",)),
+    "mcu": {
+        "name": "cortex-m",
+        "targets": ["tflite-int8"],
+        "int8_only": True,
+        "max_model_bytes": 256000,
+    },
+}
+
+
+def _release(release, tiny_models):
+    f32 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    i8 = release.publish(tiny_models.int8, tiny_models.spec, "1", target="tflite-int8")
+    release.point("pi", f32)
+    release.point("mcu", i8)
+    return f32, i8
+
+
+def _telemetry(store, cohort):
+    return pa.concat_tables(
+        [read_batch(store.get(k)) for k in store.list(f"telemetry/raw/{cohort}/")]
+    )
+
+
+def test_fleet_with_drift_faults_and_a_rollout(release, tiny_models, tmp_path):
+    f32, _ = _release(release, tiny_models)
+    v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    v3 = release.publish(tiny_models.f32, tiny_models.spec, "3")
+    params = FleetParams(
+        devices_per_cohort=6,
+        hours=4,
+        inferences_per_hour=60,
+        store_failure_rate=0.2,
+        offline_fraction=0.2,
+        label_rate=0.2,
+    )
+    start = datetime.now(UTC)
+    seen: list[float] = []
+
+    def on_step(hours: float, now: datetime) -> None:
+        seen.append(hours)
+        if (
+            abs(hours - 1.0) < 1e-6
+        ):  # a canary step: half of the pi cohort gets v2 (an int8 bundle the pi can't run)
+            release.point("pi", f32, candidate=v2, percentage=50)
+        if abs(hours - 2.5) < 1e-6:  # next: a candidate the pi can run, to everyone
+            release.point("pi", f32, candidate=v3, percentage=100)
+
+    progress: list[tuple[int, int]] = []
+    s = simulate(
+        release.store,
+        ["pi", "mcu"],
+        tiny_models.x_test,
+        tiny_models.y_test,
+        make_scenario("rotate_darken", onset_hours=2.0),
+        params,
+        release.trusted,
+        PROFILES,
+        start=start,
+        state_dir=tmp_path / "fleet",
+        progress=lambda a, b: progress.append((a, b)),
+        on_step=on_step,
+    )
+    assert s.devices == 12 and progress[-1] == (24, 24) and len(seen) == 24
+    assert s.records_lost == 0 and s.records_pending == 0
+    assert s.records_in_store == s.records_spooled > 0
+    assert s.store_errors > 0  # the failures really happened
+    assert s.records_sampled == pytest.approx(0.5 * s.inferences, rel=0.15)
+    pi, mcu = s.cohorts
+    assert pi.accuracy_before_onset > 0.8
+    assert pi.accuracy_after_onset < pi.accuracy_before_onset - 0.1  # rotation + darkening hurts
+    assert mcu.models == {"1": 6}
+    # pi devices in the canary refused the int8 bundle (wrong target), then all moved to v3
+    assert pi.models == {"3": 6} and 0 < pi.refusals < 6
+    t = _telemetry(release.store, "pi")
+    refusals = t.filter(pc.equal(t.column("event"), "refusal"))
+    assert set(refusals.column("bundle_id").to_pylist()) == {v2.bundle_id}
+    ts = t.column("ts").to_pylist()
+    assert min(ts) >= start.replace(microsecond=0) and max(ts) <= s.end
+    # a second run on the same devices continues their sequences without collisions
+    s2 = simulate(
+        release.store,
+        ["mcu"],
+        tiny_models.x_test,
+        tiny_models.y_test,
+        make_scenario("none"),
+        params.model_copy(update={"hours": 1.0}),
+        release.trusted,
+        PROFILES,
+        start=s.end,
+        state_dir=tmp_path / "fleet",
+    )
+    assert s2.records_lost == 0 and s2.records_in_store == s2.records_spooled
+    seq = _telemetry(release.store, "mcu").to_pandas().groupby("device_id")["seq"]
+    assert all(g.is_unique for _, g in seq)
+
+
+def test_drift_shows_in_uploaded_features(release, tiny_models, tmp_path):
+    from scipy.stats import ks_2samp
+
+    _release(release, tiny_models)
+    params = FleetParams(
+        devices_per_cohort=4,
+        hours=4,
+        inferences_per_hour=120,
+        store_failure_rate=0.0,
+        offline_fraction=0.0,
+        sample_rate=1.0,
+    )
+    s = simulate(
+        release.store,
+        ["pi"],
+        tiny_models.x_test,
+        tiny_models.y_test,
+        make_scenario("rotation", onset_hours=2.0),
+        params,
+        release.trusted,
+        PROFILES,
+    )
+    t = _telemetry(release.store, "pi").to_pandas()
+    t = t[t.event == "inference"]
+    onset = s.start.timestamp() + 2 * 3600
+    before, after = (
+        t[t.ts.map(lambda v: v.timestamp()) < onset],
+        t[t.ts.map(lambda v: v.timestamp()) >= onset],
+    )
+    assert len(before) > 300 and len(after) > 300
+    p = [ks_2samp(before[c], after[c]).pvalue for c in t.columns if c.startswith("f_")]
+    assert np.mean(np.array(p) < 0.01) > 0.3
+
+
+def test_unknown_cohort_profile_is_a_config_error(release, tiny_models):
+    with pytest.raises(ConfigError, match="no device profile"):
+        simulate(
+            release.store,
+            ["nowhere"],
+            tiny_models.x_test,
+            tiny_models.y_test,
+            make_scenario("none"),
+            FleetParams(),
+            release.trusted,
+            PROFILES,
+        )
