@@ -66,6 +66,24 @@ class Variant:
         d["measurement"] = self.measurement.to_dict() if self.measurement else None
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Variant:
+        """Inverse of to_dict (the DVC convert stage writes variants.json)."""
+        from components.measure import Measurement
+
+        m = d.get("measurement")
+        return cls(
+            **{
+                k: v
+                for k, v in d.items()
+                if k not in ("path", "tensor_dtypes", "ops", "measurement")
+            },
+            path=Path(d["path"]),
+            tensor_dtypes=tuple(d["tensor_dtypes"]),
+            ops=tuple(d["ops"]),
+            measurement=Measurement(**m) if m else None,
+        )
+
 
 def model_inputs(x01: np.ndarray, spec: Any) -> np.ndarray:
     """The model input, from the one numpy preprocessing the device runs too."""

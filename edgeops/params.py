@@ -58,6 +58,20 @@ class TrainParams(_Params):
     distill: DistillParams = DistillParams()
 
 
+class CompressParams(_Params):
+    methods: list[str] = Field(
+        ["prune", "qat"],
+        description="any of prune, cluster, qat, prune_cluster, pqat, pcqat (components.compression)",
+    )
+    prune_sparsity: float = Field(0.8, ge=0, lt=1, description="final share of zero kernel weights")
+    prune_epochs: int = Field(10, ge=1)
+    clusters: int = Field(16, ge=2, description="shared weight values per kernel")
+    cluster_epochs: int = Field(5, ge=1)
+    qat_epochs: int = Field(5, ge=1)
+    learning_rate: float = Field(3e-4, gt=0, description="fine-tuning: well below the training rate")
+    batch_size: int = Field(32, ge=1)
+
+
 class ConvertParams(_Params):
     targets: list[str] = ["tflite-f32", "tflite-int8"]
     representative_samples: int = Field(200, ge=1)
@@ -109,6 +123,7 @@ class MonitorParams(_Params):
 class PipelineParams(_Params):
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    compress: CompressParams = CompressParams()
     convert: ConvertParams = ConvertParams()
     evaluate: EvaluateParams = EvaluateParams()
     publish: PublishParams = PublishParams()
