@@ -14,7 +14,7 @@ from components.keras import keras
 
 # (pointwise filters at alpha=1, stride) per depthwise-separable block
 STUDENT_BLOCKS: tuple[tuple[int, int], ...] = ((32, 2), (64, 2), (64, 1), (128, 2))
-TEACHER_BLOCKS: tuple[tuple[int, int], ...] = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2))
+TEACHER_BLOCKS: tuple[tuple[int, int], ...] = ((32, 2), (64, 1), (64, 2), (128, 1), (128, 2), (256, 1))
 
 
 def _width(filters: int, alpha: float, divisor: int = 4) -> int:

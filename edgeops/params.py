@@ -58,6 +58,15 @@ class TrainParams(_Params):
     distill: DistillParams = DistillParams()
 
 
+class SweepParams(_Params):
+    """The alpha x rho architecture sweep (`edgeops sweep`, or `dvc exp run -S sweep...`)."""
+
+    alphas: list[float] = Field([0.25, 0.5, 1.0], min_length=1, description="width multipliers")
+    resolutions: list[int] = Field([16, 24, 32], min_length=1, description="input sizes rho (pixels)")
+    epochs: int | None = Field(None, ge=1, description="None: train.epochs")
+    distill: bool = Field(False, description="distil every point from a teacher (slower)")
+
+
 class CompressParams(_Params):
     methods: list[str] = Field(
         ["prune", "qat"],
@@ -123,6 +132,7 @@ class MonitorParams(_Params):
 class PipelineParams(_Params):
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
+    sweep: SweepParams = SweepParams()
     compress: CompressParams = CompressParams()
     convert: ConvertParams = ConvertParams()
     evaluate: EvaluateParams = EvaluateParams()
