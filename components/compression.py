@@ -31,7 +31,9 @@ class Compressed:
     method: str
     model: keras.Model
     sparsity: float  # share of exact zeros in conv/dense kernels
-    max_unique_weights: int  # largest count of distinct values in one kernel
+    unique_weights: dict[
+        str, int
+    ]  # distinct values per kernel (tfmot leaves depthwise unclustered)
     history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -148,8 +150,16 @@ def qat(
     return wrapped, _fit(wrapped, x, y, params.qat_epochs, params)
 
 
-def _max_unique(model: keras.Model) -> int:
-    return max((len(np.unique(k)) for k in _kernels(model)), default=0)
+def unique_weights(model: keras.Model) -> dict[str, int]:
+    """Distinct values per conv/dense kernel, by layer: what clustering bought."""
+    out = {}
+    for layer in model.layers:
+        for w in layer.trainable_weights:
+            if "kernel" in w.name and w.shape.rank > 1:
+                out[f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}"] = len(
+                    np.unique(w.numpy())
+                )
+    return out
 
 
 def compress(
@@ -184,5 +194,5 @@ def compress(
                 else cluster(pruned[0], x, y, params, True)[0]
             )
             m, hist = qat(pc, x, y, params, preserve="clusters")
-        out[method] = Compressed(method, m, sparsity(m), _max_unique(m), hist)
+        out[method] = Compressed(method, m, sparsity(m), unique_weights(m), hist)
     return out
