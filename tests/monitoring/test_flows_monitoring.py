@@ -1,0 +1,98 @@
+"""The monitoring flows end to end on a local store: ingest -> Evidently drift -> MLflow -> policy -> retrain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from device.features import summary_features
+from device.preprocessing import normalize
+from device.runtime import TFLiteRunner
+from device.scenarios import adjust
+from device.telemetry import TelemetryRecord
+from monitoring.reference import build_reference, save_reference
+from tests.monitoring.conftest import put_batch
+
+T0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def _records(x, y, runner, spec, device: str, seq0: int, hour: int) -> list[TelemetryRecord]:
+    feats, probs = summary_features(x), runner.predict(normalize(x, spec))
+    step = timedelta(minutes=60) / len(x)
+    return [
+        TelemetryRecord(
+            device_id=device,
+            cohort="pi-fleet-eu",
+            model_name="digits",
+            model_version="1",
+            target="tflite-f32",
+            bundle_id="bundle-a",
+            seq=seq0 + i,
+            ts=T0 + hour * timedelta(hours=1) + i * step,
+            features=tuple(map(float, feats[i])),
+            probs=tuple(map(float, probs[i])),
+            top1=int(probs[i].argmax()),
+            confidence=float(probs[i].max()),
+            latency_ms=3.0,
+            memory_bytes=10,
+            energy_mj=0.1,
+            label=int(y[i]) if i % 2 == 0 else None,
+        )
+        for i in range(len(x))
+    ]
+
+
+@pytest.mark.slow
+def test_monitor_flows_catch_darkening_and_retrain_once(
+    tmp_path, monkeypatch, digits16, tiny_model
+) -> None:
+    import mlflow
+
+    home = tmp_path / "home"
+    (tmp_path / "params.yaml").write_text(
+        "monitor:\n  min_samples: 100\n  sustained_windows: 2\n  min_labels: 50\n"
+    )
+    monkeypatch.setenv("EDGEOPS_HOME", str(home))
+    monkeypatch.setenv("EDGEOPS_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # 2 shared cores
+    from edgeops.settings import Settings
+    from flows.monitoring import detect_drift, ingest_telemetry, retrain_trigger
+
+    settings = Settings.from_env()
+    store = settings.store()
+    x, y = digits16
+    runner = TFLiteRunner(tiny_model.tflite)
+    save_reference(store, "bundle-a", build_reference(x[:900], y[:900], runner, tiny_model.spec))
+    rng = np.random.default_rng(0)
+    for hour in range(3):
+        idx = rng.choice(np.arange(900, len(x)), 300, replace=False)
+        xi = x[idx] if hour == 0 else adjust(x[idx], brightness=0.8)
+        put_batch(store, _records(xi, y[idx], runner, tiny_model.spec, "dev-1", hour * 1000, hour))
+
+    rep = ingest_telemetry(known_cohorts=["pi-fleet-eu"])
+    assert rep.reconciles and rep.stored_rows == 900
+    reports = detect_drift(embeddings=False)
+    assert [r.drifted for r in reports] == [False, True, True]
+    assert "data" in reports[1].drifted_kinds
+    calls: list[dict] = []
+    trig = retrain_trigger(
+        reports,
+        retrain_fn=lambda **kw: calls.append(kw) or "ok",
+        clock=lambda: T0 + timedelta(hours=4),
+    )
+    assert trig.launched and trig.how == "in-process" and len(calls) == 1
+    assert [d[2] for d in trig.decisions] == [False, False, True]  # debounced: 2 windows needed
+    assert "drift" in calls[0]["reason"]
+    assert detect_drift(embeddings=False) == []  # judged windows are not re-run
+
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    exp = client.get_experiment_by_name(settings.experiment_name)
+    runs = client.search_runs([exp.experiment_id], "tags.`edgeops.stage` = 'drift'")
+    assert len(runs) == 3
+    drifted = sorted(r.data.metrics["data_drifted"] for r in runs)
+    assert drifted == [0.0, 1.0, 1.0]
+    arts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "drift")}
+    assert {"drift/data_drift.html", "drift/prediction_drift.html"} <= arts
