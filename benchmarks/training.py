@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override train.epochs and teacher_epochs")
     ap.add_argument("--sweep", action="store_true")
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=150)
     params = load_params(args.params)
     train_params = params.train
     if args.epochs:

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from components.data import decode_image, scan_image_folder
-from device.preprocessing import PreprocessingSpec, to_unit
+from device.preprocessing import LUMA, PreprocessingSpec, to_unit
 from edgeops.errors import DataError
 from edgeops.params import PrepareParams
 
@@ -108,8 +109,16 @@ def assign_splits(y: np.ndarray, params: PrepareParams) -> np.ndarray:
     return out
 
 
-def prepare(data_dir: Path | str, params: PrepareParams) -> PreparedData:
-    """Decode an image folder into seeded stratified splits with train-split statistics."""
+def prepare(
+    data_dir: Path | str,
+    params: PrepareParams,
+    progress: Callable[[int, int], None] | None = None,
+) -> PreparedData:
+    """Decode an image folder into seeded stratified splits with train-split statistics.
+
+    Each image is resized as soon as it is decoded, so memory grows with the model's input
+    size, not with the photos'. `progress(done, total)` is called as files are read.
+    """
     scan = scan_image_folder(data_dir, params.min_per_class)
     label_index = {label: i for i, label in enumerate(scan.labels)}
     files = list(scan.files)
@@ -118,11 +127,16 @@ def prepare(data_dir: Path | str, params: PrepareParams) -> PreparedData:
         _, keep = _stratified_indices(y_all, params.max_images, params.seed)
         files, y_all = [files[i] for i in keep], y_all[keep]
 
-    images, rows = [], []
-    for path, label in files:
+    size = params.image_size
+    rgb = PreprocessingSpec(size, size, 3, (0.0,) * 3, (1.0,) * 3, scan.labels)
+    x_all = np.empty((len(files), size, size, 3), dtype=np.float32)
+    rows = []
+    for i, (path, label) in enumerate(files):
         raw = path.read_bytes()
         img = decode_image(path)
-        images.append(img)
+        x_all[i] = to_unit(img, rgb)[0]
+        if progress is not None:
+            progress(i + 1, len(files))
         rows.append(
             {
                 "path": path.relative_to(scan.root).as_posix(),
@@ -141,9 +155,9 @@ def prepare(data_dir: Path | str, params: PrepareParams) -> PreparedData:
     split_of = dict(zip(first["sha256"], assign_splits(y_all[first.index.to_numpy()], params), strict=True))
     manifest["split"] = manifest["sha256"].map(split_of)
 
-    size = params.image_size
-    provisional = PreprocessingSpec(size, size, channels, (0.0,) * channels, (1.0,) * channels, scan.labels)
-    x_all = to_unit(images, provisional)
+    if channels == 1:  # grey images were replicated, so channel 0 is exact; colour goes to luma
+        all_grey = bool((manifest["channels"] == 1).all())
+        x_all = x_all[..., :1] if all_grey else (x_all @ LUMA)[..., None]
     parts: dict[str, np.ndarray] = {}
     manifest["index"] = -1
     for s in SPLITS:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeops.errors import DataError
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 luma weights
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _to_channels(f: np.ndarray, channels: int) -> np.ndarray:
     if f.shape[2] == channels:
         return f
     if channels == 1:
-        return (f @ _LUMA)[:, :, None]
+        return (f @ LUMA)[:, :, None]
     return np.repeat(f, 3, axis=2)
 
 
