@@ -87,3 +87,49 @@ def mlflow_client(tmp_path: Path) -> Iterator:
 def experiment_run(mlflow_client, tmp_path: Path) -> str:
     exp = mlflow_client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
     return mlflow_client.create_run(exp).info.run_id
+
+
+@pytest.fixture(scope="session")
+def bad_tflite(tmp_path_factory: pytest.TempPathFactory, tiny_tflite) -> Path:
+    """A real but broken candidate: same shape, weights never trained (a bad release)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Input((8, 8, 1)),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("bad") / "model.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+@pytest.fixture
+def catalog():
+    from components.profiles import DeviceCatalog
+
+    return DeviceCatalog.model_validate(
+        {
+            "profiles": {
+                "pi": {
+                    "targets": ["tflite-f32"],
+                    "max_model_bytes": 10**7,
+                    "arena_bytes": 10**7,
+                    "latency_budget_ms": 50,
+                    "throughput_macs_per_s": 1e9,
+                },
+                "mcu": {
+                    "targets": ["tflite-int8"],
+                    "int8_only": True,
+                    "max_model_bytes": 10**6,
+                    "arena_bytes": 10**6,
+                    "latency_budget_ms": 200,
+                    "throughput_macs_per_s": 5e7,
+                },
+            },
+            "cohorts": {"pi-fleet-eu": {"profile": "pi"}, "mcu-line-a": {"profile": "mcu"}},
+        }
+    )

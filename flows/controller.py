@@ -1,0 +1,160 @@
+"""The rollout controller as a Prefect flow: for each running rollout, read the gate, decide,
+apply, and leave a markdown artifact per cohort. Deployed on an interval (prefect.yaml).
+
+The decision itself is `registry.controller.decide` (pure). The gate comes from a callable so
+the fleet simulator and tests can hand one in; by default it is computed from the cohort's
+compacted telemetry for the current step with `monitoring.gates.gate_from_store`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from prefect import flow, task
+
+from edgeops.errors import RolloutError
+from registry.controller import Decision, GateResult, decide
+
+if TYPE_CHECKING:
+    from registry.rollout_state import RolloutState
+    from registry.rollouts import RolloutManager
+
+GateSource = Callable[["RolloutState", datetime], GateResult | None]
+
+
+def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> GateSource:
+    """Canary vs stable from the telemetry table, over [step start, now)."""
+
+    def source(state: RolloutState, now: datetime) -> GateResult | None:
+        import pandas as pd
+
+        from monitoring.gates import gate_from_store
+
+        if state.plan is None or state.previous_stable is None:
+            return None
+        classes = n_classes or _n_labels(manager, state.plan.candidate.bundle_id)
+        return gate_from_store(
+            manager.store,
+            state.cohort,
+            state.plan.candidate.bundle_id,
+            state.previous_stable.bundle_id,
+            pd.Timestamp(state.step_started()),
+            pd.Timestamp(now),
+            n_classes=classes,
+        )
+
+    return source
+
+
+def _n_labels(manager: RolloutManager, bundle_id: str) -> int:
+    import json
+
+    return len(json.loads(manager.store.get(f"bundles/{bundle_id}/labels.json")))
+
+
+def decision_markdown(state: RolloutState, decision: Decision, applied: str) -> str:
+    plan = state.plan
+    head = (
+        f"# Rollout controller: {state.cohort}\n\n"
+        f"candidate **{plan.registered_model if plan else '?'} v{plan.version if plan else '?'}** at "
+        f"**{state.percentage:g}%** (step {state.step_index + 1}/{len(plan.steps) if plan else '?'})\n\n"
+        f"decision: **{decision.action}** ({applied})\n\n"
+    )
+    reasons = "\n".join(f"- {r}" for r in decision.reasons) + "\n\n"
+    rows = ["| check | value | limit | passed |", "|---|---|---|---|"]
+    rows += [
+        f"| {c.name} | {c.value:.4g} | {c.limit:.4g} | {'yes' if c.passed else '**no**'} |"
+        for c in decision.checks
+    ]
+    return head + reasons + ("\n".join(rows) if decision.checks else "_no gate checks yet_") + "\n"
+
+
+def control_one(
+    manager: RolloutManager,
+    state: RolloutState,
+    gate_source: GateSource,
+    actor: str,
+    artifact: bool = False,
+) -> dict[str, Any]:
+    """Decide and apply for one cohort; the flow runs this as a task per running rollout."""
+    now = manager.clock()
+    decision = decide(state, gate_source(state, now), now)
+    reason = "; ".join(decision.reasons)
+    applied = "no change"
+    try:
+        if decision.action == "advance":
+            new = manager.advance(
+                state.cohort, actor=actor, reason=reason, expected_step=state.step_index
+            )
+            applied = f"now {new.status} at {new.percentage:g}%"
+        elif decision.action == "rollback":
+            new = manager.rollback(state.cohort, actor=actor, reason=reason)
+            applied = "repointed to the previous stable"
+    except (
+        RolloutError
+    ) as exc:  # someone acted first (paused, rolled back, advanced): their call wins
+        applied = f"not applied: {exc}"
+    if artifact:
+        _artifact(state, decision, applied)
+    return {
+        "action": decision.action,
+        "reasons": list(decision.reasons),
+        "applied": applied,
+        "checks": [c.name for c in decision.checks if not c.passed],
+    }
+
+
+def _artifact(state: RolloutState, decision: Decision, applied: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    key = re.sub(r"[^a-z0-9-]", "-", f"rollout-{state.cohort}".lower())
+    create_markdown_artifact(
+        decision_markdown(state, decision, applied),
+        key=key,
+        description=f"rollout controller decision for {state.cohort}",
+    )
+
+
+def control_pass(
+    manager: RolloutManager, gate_source: GateSource | None = None, actor: str = "controller"
+) -> dict[str, dict[str, Any]]:
+    """One pass without Prefect (the simulator, tests): {cohort: decision summary}."""
+    from registry.rollouts import active_cohorts
+
+    source = gate_source or store_gate_source(manager)
+    return {s.cohort: control_one(manager, s, source, actor) for s in active_cohorts(manager)}
+
+
+control_task = task(control_one, name="control-rollout", task_run_name="control-{state.cohort}")
+
+
+@flow(name="rollout-controller")
+def rollout_controller(actor: str = "controller") -> dict[str, dict[str, Any]]:
+    """One pass over every running rollout, configured from the environment (Settings);
+    each decision is a Prefect markdown artifact `rollout-<cohort>` and a history entry."""
+    from registry.rollouts import active_cohorts
+
+    manager = manager_from_settings()
+    source = store_gate_source(manager)
+    return {
+        s.cohort: control_task(manager, s, source, actor, artifact=True)
+        for s in active_cohorts(manager)
+    }
+
+
+def manager_from_settings() -> RolloutManager:
+    from edgeops.settings import Settings
+    from registry.keys import load_or_create_signing_key
+    from registry.rollouts import RolloutManager
+
+    settings = Settings.from_env()
+    return RolloutManager(
+        settings.store(),
+        load_or_create_signing_key(settings.keys_dir),
+        settings.devices(),
+        settings.mlflow_client(),
+        keys_dir=settings.keys_dir,
+    )
