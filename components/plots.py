@@ -104,3 +104,21 @@ def pareto_png(points: Sequence[SweepPoint], path: Path | str | None = None) -> 
         ax.legend(loc="lower right")
     fig.suptitle("width multiplier alpha x input resolution rho")
     return _png(fig, path)
+
+
+def training_curves(history: dict[str, list[float]], path: Path | str, title: str = "training") -> Path:
+    """`training_curves_png` written to `path`; returns the path (for artifact loggers)."""
+    training_curves_png(history, path, title)
+    return Path(path)
+
+
+def confusion_matrix(
+    confusion: np.ndarray, labels: Sequence[str], path: Path | str, title: str = "test split"
+) -> Path:
+    confusion_matrix_png(confusion, labels, path, title)
+    return Path(path)
+
+
+def pareto(points: Sequence[SweepPoint], path: Path | str) -> Path:
+    pareto_png(points, path)
+    return Path(path)

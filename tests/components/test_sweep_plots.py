@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.plots import confusion_matrix_png, pareto_png, training_curves_png
+from components.plots import (
+    confusion_matrix,
+    confusion_matrix_png,
+    pareto,
+    pareto_png,
+    training_curves,
+    training_curves_png,
+)
 from components.sweep import SweepPoint, pareto_front, run_sweep, sweep_grid
 from edgeops.params import PipelineParams, SweepParams
 
@@ -46,6 +53,12 @@ def test_figures_are_png(tmp_path: Path) -> None:
     assert confusion_matrix_png(cm, ["a", "b"]).startswith(PNG)
     points = [pt(0.25, 16, 0.9, 100, 10), pt(1.0, 32, 0.99, 900, 80)]
     assert pareto_png(points, tmp_path / "pareto.png").startswith(PNG)
+    for path in (
+        training_curves(hist, tmp_path / "a" / "c.png"),
+        confusion_matrix(cm, ["a", "b"], tmp_path / "cm.png"),
+        pareto(points, tmp_path / "p.png"),
+    ):
+        assert path.read_bytes().startswith(PNG)
 
 
 @pytest.mark.slow
