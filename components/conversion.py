@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from components.profiles import DeviceProfile
     from edgeops.params import ConvertParams
 
-TARGETS = ("tflite-f32", "tflite-f16", "tflite-dynamic", "tflite-int8", "onnx", "savedmodel")
+TARGETS = (
+    "tflite-f32",
+    "tflite-f16",
+    "tflite-dynamic",
+    "tflite-int8",
+    "onnx",
+    "savedmodel",
+    "openvino",
+)
 _SUFFIX = {"onnx": ".onnx", "savedmodel": ""}
 
 
@@ -141,6 +149,11 @@ def _convert(
         from components.convert.onnx import OnnxRunner, to_onnx
 
         return to_onnx(model, path), OnnxRunner(path)
+    if target == "openvino":
+        from components.convert.openvino import OpenVinoRunner, to_openvino
+
+        ir_dir = to_openvino(model, out_dir)
+        return ir_dir, OpenVinoRunner(ir_dir)
     if target == "savedmodel":
         from components.convert.savedmodel import SavedModelRunner, to_savedmodel
 

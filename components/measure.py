@@ -158,6 +158,10 @@ def _runner(variant: Variant) -> Any:
         from components.convert.onnx import OnnxRunner
 
         return OnnxRunner(Path(variant.path), num_threads=1)
+    if variant.target == "openvino":
+        from components.convert.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(Path(variant.path), num_threads=1)
     from components.convert.savedmodel import SavedModelRunner
 
     return SavedModelRunner(Path(variant.path))

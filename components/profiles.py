@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgeops.errors import ConfigError
 
-Target = Literal["tflite-f32", "tflite-f16", "tflite-dynamic", "tflite-int8", "onnx", "savedmodel"]
+Target = Literal[
+    "tflite-f32", "tflite-f16", "tflite-dynamic", "tflite-int8", "onnx", "savedmodel", "openvino"
+]
 KNOWN_TARGETS: tuple[str, ...] = Target.__args__  # type: ignore[attr-defined]
 
 

@@ -1,0 +1,68 @@
+"""OpenVINO IR (.xml + .bin) for Intel CPUs/iGPUs/NPUs, converted from our SavedModel export.
+
+Needs the `openvino` package (not in the default lock: see docs/targets.md). Verified with
+OpenVINO's own runtime on CPU at f32 inference precision: on CPUs with AVX512-BF16 OpenVINO
+otherwise picks bf16 by itself, which is a different model than the one we verified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components.keras import keras
+from edgeops.errors import ConversionError
+
+
+def _ov():  # noqa: ANN202 - the module
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ConversionError(
+            "openvino", "the openvino package is not installed (openvino==2026.4.1)"
+        ) from exc
+    return openvino
+
+
+def to_openvino(model: keras.Model, out_dir: Path) -> Path:
+    """Export a SavedModel, convert it with ov.convert_model, save IR with float32 weights."""
+    from components.convert.savedmodel import to_savedmodel
+
+    ov = _ov()
+    export = to_savedmodel(model, out_dir / "savedmodel-for-openvino")
+    ir_dir = out_dir / "openvino"
+    ir_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        ir = ov.convert_model(str(export))
+        ov.save_model(ir, str(ir_dir / "model.xml"), compress_to_fp16=False)
+    except Exception as exc:  # OpenVINO raises its own OpConversionFailure, RuntimeError, ...
+        raise ConversionError("openvino", f"ov.convert_model: {str(exc).splitlines()[0]}") from exc
+    return ir_dir
+
+
+class OpenVinoRunner:
+    """The IR compiled for CPU by OpenVINO's runtime, with the same predict() as the others."""
+
+    def __init__(self, ir_dir: Path, num_threads: int = 1) -> None:
+        ov = _ov()
+        core = ov.Core()
+        self._model = core.read_model(str(ir_dir / "model.xml"))
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": num_threads}
+        self._compiled = core.compile_model(self._model, "CPU", config)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._compiled(x.astype(np.float32))[0], dtype=np.float32)
+
+    def tensor_dtypes(self) -> dict[str, object]:
+        inp = self._model.inputs[0].get_element_type().to_dtype().name
+        out = self._model.outputs[0].get_element_type().to_dtype().name
+        kinds = {
+            op.get_output_element_type(0).to_dtype().name
+            for op in self._model.get_ops()
+            if op.get_output_size()
+        }
+        return {"input": inp, "output": out, "tensors": sorted(kinds)}
+
+    def ops(self) -> list[str]:
+        return [op.get_type_name() for op in self._model.get_ordered_ops()]
