@@ -20,7 +20,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from edgeops.settings import Settings
-from monitoring.ingest import IngestReport, ingest
+from monitoring.ingest import IngestReport, ingest, known_versions
 from monitoring.jobs import WindowReport, run_window
 
 RETRAIN_TARGET = "flows.retrain:retrain"
@@ -36,20 +36,14 @@ class TriggerReport:
     result: Any = field(default=None, compare=False)
 
 
-def _known_cohorts(settings: Settings) -> list[str] | None:
+def _cohorts(settings: Settings) -> list[str] | None:
+    """Cohort names from devices.yaml; None (accept any) when the project has none."""
+    from edgeops.errors import ConfigError
+
     try:
         return sorted(settings.devices().cohorts)
-    except Exception:  # noqa: BLE001 - no devices.yaml (or another loader): accept any cohort
+    except ConfigError:
         return None
-
-
-def _known_versions(store: Any) -> list[str] | None:
-    import json
-
-    keys = [k for k in store.list("bundles/") if k.endswith("/metadata.json")]
-    if not keys:
-        return None
-    return sorted({str(json.loads(store.get(k))["signed"]["model_version"]) for k in keys})
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -63,7 +57,7 @@ def ingest_telemetry(known_cohorts: list[str] | None = None) -> IngestReport:
     """Validate, quarantine, de-duplicate and compact every new raw telemetry batch."""
     settings = Settings.from_env()
     store = settings.store()
-    rep = ingest(store, known_cohorts or _known_cohorts(settings), _known_versions(store))
+    rep = ingest(store, known_cohorts or _cohorts(settings), known_versions(store))
     rows = [[k, v] for k, v in rep.as_dict().items() if not isinstance(v, tuple)]
     rows += [[f"quarantined {k}", r[:120]] for k, r in rep.quarantined]
     create_markdown_artifact(

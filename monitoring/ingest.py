@@ -107,6 +107,14 @@ def _fresh(table: pa.Table, ledger: _Ledger) -> np.ndarray:
     return keep
 
 
+def known_versions(store: ObjectStore) -> list[str] | None:
+    """Model versions of every published bundle; None (accept any) before the first release."""
+    keys = [k for k in store.list("bundles/") if k.endswith("/metadata.json")]
+    if not keys:
+        return None
+    return sorted({str(json.loads(store.get(k))["signed"]["model_version"]) for k in keys})
+
+
 def partition_key(date: str, cohort: str, model_version: str, part: str) -> str:
     return f"{TABLE_PREFIX}date={date}/cohort={cohort}/model_version={model_version or '_'}/part-{part}.parquet"
 

@@ -1,0 +1,163 @@
+"""`edgeops monitor ...`: telemetry ingestion, drift jobs and the retrain policy's state.
+
+`ingest` and `status` call the components directly (fast, no Prefect server); `drift` runs the
+same Prefect flows the `monitor` deployment runs, so its reports land in MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+monitor_app = typer.Typer(
+    help="Telemetry ingestion, Evidently drift jobs, retrain policy.", no_args_is_help=True
+)
+console = Console()
+JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _settings() -> Any:
+    from edgeops.settings import Settings
+
+    return Settings.from_env()
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@monitor_app.command("ingest")
+def ingest_cmd(
+    cohort: Annotated[
+        list[str] | None, typer.Option(help="Known cohort (repeat); default: devices.yaml.")
+    ] = None,
+    as_json: JSON = False,
+) -> None:
+    """Validate, quarantine, de-duplicate and compact new telemetry batches."""
+    from edgeops.errors import ConfigError
+    from monitoring.ingest import ingest, known_versions
+
+    settings = _settings()
+    store = settings.store()
+    try:
+        cohorts = cohort or sorted(settings.devices().cohorts)
+    except ConfigError:
+        cohorts = None  # no devices.yaml: accept any cohort
+    rep = ingest(store, cohorts, known_versions(store))
+    if as_json:
+        _echo_json(rep.as_dict())
+        return
+    table = Table("count", "value", title=f"telemetry ingestion ({settings.store_url})")
+    for key, value in rep.as_dict().items():
+        if not isinstance(value, tuple):
+            table.add_row(key, str(value))
+    console.print(table)
+    for key, reason in rep.quarantined:
+        console.print(f"[yellow]quarantined[/] {key}: {reason}")
+    if not rep.reconciles:
+        raise typer.Exit(1)
+
+
+@monitor_app.command("drift")
+def drift_cmd(
+    window_hours: Annotated[
+        float | None, typer.Option(help="Window length; default params.yaml.")
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="Ask the retrain policy and launch a retrain if it says so.")
+    ] = True,
+    embeddings: Annotated[bool, typer.Option(help="Also run embedding drift on probs.")] = True,
+    as_json: JSON = False,
+) -> None:
+    """Run the Evidently drift jobs on every scope and unjudged window (logged to MLflow)."""
+    from flows.monitoring import detect_drift, retrain_trigger
+
+    reports = detect_drift(window_hours=window_hours, embeddings=embeddings)
+    trigger = retrain_trigger(reports) if retrain else None
+    rows = [
+        {
+            "scope": r.scope,
+            "window": r.window_start.isoformat(),
+            "n": r.n_current,
+            "drifted": r.drifted,
+            "kinds": list(r.drifted_kinds),
+            "reasons": r.reasons(),
+        }
+        for r in reports
+    ]
+    if as_json:
+        _echo_json(
+            {
+                "windows": rows,
+                "retrain": trigger.launched if trigger else False,
+                "how": trigger.how if trigger else None,
+                "reason": trigger.reason if trigger else "",
+            }
+        )
+        return
+    table = Table("scope", "window", "n", "drift", "reasons", title="drift windows")
+    for r in rows:
+        table.add_row(
+            r["scope"],
+            r["window"][:16],
+            str(r["n"]),
+            ",".join(r["kinds"]) or "-",
+            "; ".join(r["reasons"])[:90],
+        )
+    console.print(table)
+    if trigger is not None:
+        verdict = (
+            f"[red]retrain launched ({trigger.how})[/]: {trigger.reason}"
+            if trigger.launched
+            else "no retrain"
+        )
+        console.print(verdict)
+
+
+@monitor_app.command("status")
+def status_cmd(as_json: JSON = False) -> None:
+    """Table partitions, quarantined batches and the retrain policy's state per scope."""
+    from monitoring.ingest import QUARANTINE_PREFIX
+    from monitoring.policy import load_states
+    from monitoring.table import list_partitions
+
+    store = _settings().store()
+    states, _ = load_states(store)
+    quarantined = [k for k in store.list(QUARANTINE_PREFIX) if not k.endswith(".reason.txt")]
+    value = {
+        "partitions": list_partitions(store),
+        "quarantined": quarantined,
+        "policy": {k: v.to_dict() for k, v in states.items()},
+    }
+    if as_json:
+        _echo_json(value)
+        return
+    parts = Table("date", "cohort", "model_version", title="telemetry table partitions")
+    for p in value["partitions"]:
+        parts.add_row(p.get("date", "?"), p.get("cohort", "?"), p.get("model_version", "?"))
+    console.print(parts)
+    pol = Table(
+        "scope",
+        "streak",
+        "last window",
+        "last retrain",
+        "retrains (24h history)",
+        title="retrain policy",
+    )
+    for scope, s in value["policy"].items():
+        pol.add_row(
+            scope,
+            str(s["streak"]),
+            str(s["last_window"]),
+            str(s["last_trigger"]),
+            str(len(s["triggers"])),
+        )
+    console.print(pol)
+    console.print(
+        f"{len(quarantined)} quarantined batch(es)"
+        + (f": {', '.join(quarantined[:5])}" if quarantined else "")
+    )
