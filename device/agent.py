@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,6 +32,7 @@ from device.uploader import FlushReport, Uploader
 from edgeops.errors import EdgeOpsError, IntegrityError, StoreError
 
 SEQ_BLOCK = 10_000
+KEEP_FLOAT_BYTES = 16_384  # a sampled input up to 64x64x1 float32 is kept as is, larger as uint8
 
 
 class NoModelError(EdgeOpsError):
@@ -61,14 +62,18 @@ class SyncResult:
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class Predictions:
+class Predictions(NamedTuple):
+    """What `infer` returns (a tuple: it is built once per frame on the hot path)."""
+
     top1: np.ndarray
-    confidence: np.ndarray
     probs: np.ndarray
     latency_ms: float  # per inference
     bundle_id: str
     model_version: str
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs[np.arange(len(self.top1)), self.top1]
 
 
 @dataclass
@@ -233,29 +238,27 @@ class DeviceAgent:
         n = len(x01)
         latency = (time.perf_counter() - start) * 1000.0 / max(n, 1)
         top1 = probs.argmax(axis=1)
-        conf = probs.max(axis=1)
         self.stats.inferences += n
-        picked = np.flatnonzero(self.sampler.pick(n))
+        picked = self.sampler.pick(n)
         if len(picked):
             now = self.clock()
-            u8 = np.round(x01[picked] * 255).astype(np.uint8)
+            # x01 is this call's own array: small inputs are kept as views (no copy, no
+            # conversion on the hot path); large ones as uint8 to bound the reservoir's memory
+            keep = (
+                x01
+                if x01[0].nbytes <= KEEP_FLOAT_BYTES
+                else (x01[picked] * 255.0 + 0.5).astype(np.uint8)
+            )
+            offer = self.reservoir.offer
             for k, i in enumerate(picked):
                 label = int(labels[i]) if labels is not None and labels[i] >= 0 else None
-                self.reservoir.offer(
+                offer(
                     Pending(
-                        now,
-                        "inference",
-                        m,
-                        u8[k],
-                        probs[i],
-                        int(top1[i]),
-                        float(conf[i]),
-                        latency,
-                        label,
+                        now, "inference", m, keep[i if keep is x01 else k], probs[i], latency, label
                     )
                 )
             self.stats.sampled += len(picked)
-        return Predictions(top1, conf, probs, latency, m.bundle_id, m.metadata.model_version)
+        return Predictions(top1, probs, latency, m.bundle_id, m.metadata.model_version)
 
     def _event(self, kind: str, reason: str | None, ref: BundleRef | None) -> None:
         self.events.add(Pending(self.clock(), kind, self.model, error=reason, ref=ref))

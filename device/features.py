@@ -55,6 +55,8 @@ def _as_gray(x01: np.ndarray) -> np.ndarray:
 def _grid_means(g: np.ndarray) -> np.ndarray:
     """Mean intensity in a GRID x GRID partition (cells of unequal size when H % GRID != 0)."""
     n, h, w = g.shape
+    if h % GRID == 0 and w % GRID == 0:
+        return g.reshape(n, GRID, h // GRID, GRID, w // GRID).mean(axis=(2, 4)).reshape(n, -1)
     rows = np.array_split(np.arange(h), GRID)
     cols = np.array_split(np.arange(w), GRID)
     out = np.empty((n, GRID * GRID), dtype=np.float32)
@@ -65,19 +67,31 @@ def _grid_means(g: np.ndarray) -> np.ndarray:
     return out
 
 
+def _percentiles(flat: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """np.percentile's linear method from one sort (several times faster than its partitions)."""
+    srt = np.sort(flat, axis=1)
+    pos = np.asarray(qs, dtype=np.float64) / 100.0 * (flat.shape[1] - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, flat.shape[1] - 1)
+    frac = (pos - lo).astype(np.float32)
+    return srt[:, lo] * (1 - frac) + srt[:, hi] * frac
+
+
 def _moments(g: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Intensity-weighted centroid, orientation (cos 2θ, sin 2θ scaled by anisotropy), spread."""
+    """Intensity-weighted centroid, orientation (cos 2θ, sin 2θ scaled by anisotropy), spread.
+    From the row and column profiles plus one bilinear pass: three passes over the pixels."""
     n, h, w = g.shape
     ys = (np.arange(h, dtype=np.float32) + 0.5) / h
     xs = (np.arange(w, dtype=np.float32) + 0.5) / w
-    mass = g.sum(axis=(1, 2)) + _EPS
-    cx = (g.sum(axis=1) * xs).sum(axis=1) / mass
-    cy = (g.sum(axis=2) * ys).sum(axis=1) / mass
-    dx = xs[None, None, :] - cx[:, None, None]
-    dy = ys[None, :, None] - cy[:, None, None]
-    mu20 = (g * dx * dx).sum(axis=(1, 2)) / mass
-    mu02 = (g * dy * dy).sum(axis=(1, 2)) / mass
-    mu11 = (g * dx * dy).sum(axis=(1, 2)) / mass
+    px = g.sum(axis=1)  # (n, w) column profile
+    py = g.sum(axis=2)  # (n, h) row profile
+    mass = px.sum(axis=1) + _EPS
+    cx = px @ xs / mass
+    cy = py @ ys / mass
+    mu20 = px @ (xs * xs) / mass - cx * cx
+    mu02 = py @ (ys * ys) / mass - cy * cy
+    mu11 = np.einsum("nyx,y,x->n", g, ys, xs, optimize=True) / mass - cx * cy
+    mu20, mu02 = np.maximum(mu20, 0.0), np.maximum(mu02, 0.0)
     total = mu20 + mu02 + _EPS
     c2 = (mu20 - mu02) / total
     s2 = 2.0 * mu11 / total
@@ -92,10 +106,12 @@ def summary_features(x01: np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
     flat = g.reshape(n, -1)
-    pct = np.percentile(flat, [5, 25, 50, 75, 95], axis=1).T
+    pct = _percentiles(flat, (5, 25, 50, 75, 95))
     gx = np.diff(g, axis=2)
     gy = np.diff(g, axis=1)
-    grad = (gx * gx).mean(axis=(1, 2)) + (gy * gy).mean(axis=(1, 2))
+    grad = (
+        np.einsum("nyx,nyx->n", gx, gx) / gx[0].size + np.einsum("nyx,nyx->n", gy, gy) / gy[0].size
+    )
     lap = (
         g[:, 1:-1, :-2] + g[:, 1:-1, 2:] + g[:, :-2, 1:-1] + g[:, 2:, 1:-1] - 4.0 * g[:, 1:-1, 1:-1]
     )

@@ -7,25 +7,23 @@ are actually uploaded, so the per-inference cost on the device stays a coin flip
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from device.features import summary_features
-from device.preprocessing import resize
+from device.features import FEATURE_NAMES, summary_features
 from device.protocol import BundleRef
-from device.telemetry import TelemetryRecord, records_to_table, write_batch
+from device.telemetry import table_from_columns, write_batch
 
 if TYPE_CHECKING:
     from device.agent import AgentConfig
     from device.updater import LoadedModel
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A sampled inference or an event, waiting in the agent's buffers.
+class Pending(NamedTuple):
+    """A sampled inference or an event, waiting in the agent's buffers (a tuple: the hot path
+    creates one per sampled frame).
 
     For refusals and swaps, `ref` names the bundle the event is about; the record's model
     columns then name that bundle (so a rollout gate can count refusals of its candidate).
@@ -34,67 +32,85 @@ class Pending:
     ts: datetime
     event: str
     model: LoadedModel | None
-    image: np.ndarray | None = None  # uint8 (H, W, C) at model input size
+    image: np.ndarray | None = None  # (H, W, C) at model input size: [0,1] float or uint8
     probs: np.ndarray | None = None
-    top1: int | None = None
-    confidence: float | None = None
     latency_ms: float | None = None
     label: int | None = None
     error: str | None = None
     ref: BundleRef | None = None
 
 
-def _thumbs(images: np.ndarray, size: int) -> list[bytes]:
-    out = []
-    for im in images:
-        small = resize(im.astype(np.float32) / 255.0, size, size)
-        out.append(np.round(np.clip(small, 0, 1) * 255).astype(np.uint8).tobytes())
-    return out
+def _unit(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
+
+
+def _thumbs(x01: np.ndarray, size: int) -> list[bytes]:
+    """Box-filter downscale of a (N,H,W,C) [0,1] batch to (size,size,C) uint8 per image."""
+    n, h, w, c = x01.shape
+    rows = np.array_split(np.arange(h), min(size, h))
+    cols = np.array_split(np.arange(w), min(size, w))
+    f = x01 * 255.0
+    out = np.empty((n, len(rows), len(cols), c), dtype=np.float32)
+    for i, r in enumerate(rows):
+        band = f[:, r[0] : r[-1] + 1].mean(axis=1)
+        for j, cc in enumerate(cols):
+            out[:, i, j] = band[:, cc[0] : cc[-1] + 1].mean(axis=1)
+    small = np.round(out).astype(np.uint8)
+    return [im.tobytes() for im in small]
 
 
 def build_batch(config: AgentConfig, items: list[Pending], first_seq: int) -> bytes:
     """Rows in arrival order with consecutive seq numbers -> validated Parquet bytes."""
+    n = len(items)
+    feats = np.full((n, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
+    thumbs: list[bytes | None] = [None] * n
     inf = [i for i, p in enumerate(items) if p.image is not None]
-    feats: dict[int, tuple[float, ...]] = {}
-    thumbs: dict[int, bytes] = {}
     if inf:
-        images = np.stack([items[i].image for i in inf])  # type: ignore[misc]
-        f = summary_features(images.astype(np.float32) / 255.0)
-        feats = {i: tuple(map(float, row)) for i, row in zip(inf, f, strict=True)}
+        x01 = np.stack([_unit(items[i].image) for i in inf])  # type: ignore[arg-type]
+        feats[inf] = summary_features(x01)
         if config.thumb_size > 0:
-            thumbs = dict(zip(inf, _thumbs(images, config.thumb_size), strict=True))
-    records = []
-    power = config.caps.active_power_w
-    for k, p in enumerate(items):
+            for i, t in zip(inf, _thumbs(x01, config.thumb_size), strict=True):
+                thumbs[i] = t
+    model_cols: dict[str, list[str]] = {
+        k: [] for k in ("model_name", "model_version", "target", "bundle_id")
+    }
+    for p in items:
         m = p.model
-        name = m.metadata.model_name if m else ""
         if p.ref is not None:
-            version, target, bundle = p.ref.model_version, p.ref.target, p.ref.bundle_id
-        elif m is not None:
-            version, target, bundle = m.metadata.model_version, m.metadata.target, m.bundle_id
-        else:
-            version = target = bundle = ""
-        records.append(
-            TelemetryRecord(
-                device_id=config.device_id,
-                cohort=config.cohort,
-                model_name=name,
-                model_version=version,
-                target=target,
-                bundle_id=bundle,
-                seq=first_seq + k,
-                ts=p.ts,
-                event=p.event,
-                features=feats.get(k),
-                probs=tuple(map(float, p.probs)) if p.probs is not None else None,
-                top1=p.top1,
-                confidence=p.confidence,
-                latency_ms=p.latency_ms,
-                memory_bytes=m.memory_bytes if (m and p.image is not None) else None,
-                energy_mj=power * p.latency_ms if p.latency_ms is not None else None,
-                error=p.error,
-                label=p.label,
-                thumb=thumbs.get(k),
+            vals = (
+                m.metadata.model_name if m else "",
+                p.ref.model_version,
+                p.ref.target,
+                p.ref.bundle_id,
             )
-        )
-    return write_batch(records_to_table(records))
+        elif m is not None:
+            vals = (m.metadata.model_name, m.metadata.model_version, m.metadata.target, m.bundle_id)
+        else:
+            vals = ("", "", "", "")
+        for k, v in zip(model_cols, vals, strict=True):
+            model_cols[k].append(v)
+    top1 = [int(np.argmax(p.probs)) if p.probs is not None else None for p in items]
+    conf = [float(np.max(p.probs)) if p.probs is not None else None for p in items]
+    latency = [p.latency_ms for p in items]
+    power = config.caps.active_power_w
+    columns = {
+        "device_id": [config.device_id] * n,
+        "cohort": [config.cohort] * n,
+        **model_cols,
+        "seq": np.arange(first_seq, first_seq + n, dtype=np.int64),
+        "ts": [p.ts for p in items],
+        "event": [p.event for p in items],
+        "features": feats,
+        "probs": [p.probs for p in items],
+        "top1": top1,
+        "confidence": conf,
+        "latency_ms": latency,
+        "memory_bytes": [
+            p.model.memory_bytes if p.model and p.image is not None else None for p in items
+        ],
+        "energy_mj": [power * v if v is not None else None for v in latency],
+        "error": [p.error for p in items],
+        "label": [p.label for p in items],
+        "thumb": thumbs,
+    }
+    return write_batch(table_from_columns(columns))

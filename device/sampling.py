@@ -9,6 +9,7 @@ errors) are rare and matter more: they bypass the reservoir.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -16,6 +17,8 @@ from typing import Generic, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+_ONE = np.zeros(1, dtype=np.int64)
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Reservoir(Generic[T]):
     def __init__(self, capacity: int, rng: np.random.Generator) -> None:
         self.capacity = capacity
         self._rng = rng
+        self._coin = random.Random(int(rng.integers(0, 2**63)))  # per offer: stdlib is faster
         self._items: list[T] = []
         self._seen = 0
         self.evicted = 0  # items offered since the last drain that were not kept
@@ -48,7 +52,7 @@ class Reservoir(Generic[T]):
         if len(self._items) < self.capacity:
             self._items.append(item)
             return
-        j = int(self._rng.integers(0, self._seen))
+        j = self._coin.randrange(self._seen)
         if j < self.capacity:
             self._items[j] = item
         self.evicted += 1
@@ -77,12 +81,19 @@ class Sampler:
     def __init__(self, rate: float, rng: np.random.Generator) -> None:
         self.rate = rate
         self._rng = rng
+        self._coin = random.Random(int(rng.integers(0, 2**63)))
 
     def pick(self, n: int) -> np.ndarray:
-        """Boolean mask over a batch of n inferences."""
+        """Indices of the inferences (out of a batch of n) to sample."""
         if self.rate >= 1:
-            return np.ones(n, dtype=bool)
-        return self._rng.random(n) < self.rate
+            return np.arange(n)
+        if n == 1:  # one frame at a time on a device: a stdlib coin costs far less than numpy's
+            return _ONE if self._coin.random() < self.rate else _NONE
+        if n < 32:
+            return np.array(
+                [i for i in range(n) if self._coin.random() < self.rate], dtype=np.int64
+            )
+        return np.flatnonzero(self._rng.random(n) < self.rate)
 
 
 class DailyBudget:

@@ -8,9 +8,10 @@ on the device, and ingestion validates again with the same function.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -71,20 +72,55 @@ class TelemetryRecord:
     thumb: bytes | None = field(default=None, repr=False)
 
 
+def _list_array(rows: Sequence[np.ndarray | Sequence[float] | None]) -> pa.Array:
+    """list<float32> from per-row vectors (None -> null) without a Python loop over values."""
+    lengths = np.array([0 if r is None else len(r) for r in rows], dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    present = [np.asarray(r, dtype=np.float32) for r in rows if r is not None]
+    values = np.concatenate(present) if present else np.zeros(0, np.float32)
+    mask = pa.array([r is None for r in rows], type=pa.bool_())
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(values), type=pa.list_(pa.float32()), mask=mask
+    )
+
+
+def table_from_columns(columns: Mapping[str, Any]) -> pa.Table:
+    """Columns -> a table in SCHEMA. `features` is an (N, F) float32 array whose NaN rows
+    mean "no features" (events); `probs` a list of vectors or None; `ts` datetimes; the rest
+    lists or arrays named as in SCHEMA. The fast path the agent uses."""
+    feats = np.asarray(columns["features"], dtype=np.float32)
+    n = len(columns["seq"])
+    if feats.shape != (n, len(FEATURE_COLUMNS)):
+        raise TelemetryError(
+            f"features have shape {feats.shape}, the schema wants ({n}, {len(FEATURE_COLUMNS)})"
+        )
+    events = set(columns["event"])
+    if not events <= set(EVENTS):
+        raise TelemetryError(f"unknown telemetry event {sorted(events - set(EVENTS))}")
+    no_feats = np.isnan(feats).all(axis=1)
+    # datetimes go in as epoch milliseconds: pyarrow would import pandas for tz-aware objects
+    ms = np.array([round(t.timestamp() * 1000) for t in columns["ts"]], dtype=np.int64)
+    arrays: list[pa.Array] = []
+    for f in SCHEMA:
+        if f.name == "ts":
+            arrays.append(pa.array(ms, type=pa.int64()).cast(f.type))
+        elif f.name in FEATURE_COLUMNS:
+            j = FEATURE_COLUMNS.index(f.name)
+            arrays.append(pa.array(feats[:, j], type=pa.float32(), mask=no_feats))
+        elif f.name == "probs":
+            arrays.append(_list_array(columns["probs"]))
+        else:
+            arrays.append(pa.array(columns[f.name], type=f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+
 def records_to_table(records: Sequence[TelemetryRecord]) -> pa.Table:
-    """Rows -> a table in SCHEMA (columns built once, not row by row)."""
+    """Rows -> a table in SCHEMA."""
     nf = len(FEATURE_COLUMNS)
-    cols: dict[str, list[object]] = {name: [] for name in SCHEMA.names}
+    cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names if name not in FEATURE_COLUMNS}
     feats = np.full((len(records), nf), np.nan, dtype=np.float32)
-    has_feats = np.zeros(len(records), dtype=bool)
     for i, r in enumerate(records):
-        if r.event not in EVENTS:
-            raise TelemetryError(f"unknown telemetry event {r.event!r}", where=r.device_id)
-        for name in _STRINGS:
-            cols[name].append(getattr(r, name))
-        for name in ("seq", "ts", "event", "probs", "top1", "confidence", "latency_ms"):
-            cols[name].append(getattr(r, name))
-        for name in ("memory_bytes", "energy_mj", "error", "label", "thumb"):
+        for name in cols:
             cols[name].append(getattr(r, name))
         if r.features is not None:
             if len(r.features) != nf:
@@ -92,15 +128,7 @@ def records_to_table(records: Sequence[TelemetryRecord]) -> pa.Table:
                     f"record has {len(r.features)} features, the schema has {nf}", where=r.device_id
                 )
             feats[i] = r.features
-            has_feats[i] = True
-    arrays: list[pa.Array] = []
-    for f in SCHEMA:
-        if f.name in FEATURE_COLUMNS:
-            j = FEATURE_COLUMNS.index(f.name)
-            arrays.append(pa.array(feats[:, j], type=pa.float32(), mask=~has_feats))
-        else:
-            arrays.append(pa.array(cols[f.name], type=f.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    return table_from_columns({**cols, "features": feats})
 
 
 def validate_batch(table: pa.Table, where: str = "telemetry batch") -> None:

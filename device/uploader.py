@@ -79,15 +79,18 @@ class Uploader:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         path = self._counter()
         seq = int(path.read_text()) if path.exists() else 0
-        self._write_atomic(path, str(seq + 1).encode())
+        # no fsync: a counter lost in a crash only reuses a key, which _send detects and re-keys
+        seq = max([seq, *(int(p.stem) + 1 for p in self.pending())])
+        self._write_atomic(path, str(seq + 1).encode(), durable=False)
         return seq
 
-    def _write_atomic(self, path: Path, data: bytes) -> None:
+    def _write_atomic(self, path: Path, data: bytes, durable: bool = True) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
 
     def spool(self, data: bytes) -> str:
