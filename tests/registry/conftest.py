@@ -65,12 +65,25 @@ def local_store(tmp_path: Path, signing_key: SigningKey) -> ObjectStore:
     return s
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow SQLite database, made once and copied per test (fast)."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow") / "template.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def mlflow_client(tmp_path: Path) -> Iterator:
+def mlflow_client(tmp_path: Path, _mlflow_template: Path) -> Iterator:
     """A throwaway SQLite tracking store; the fluent URI too, for pyfunc.load_model in tests."""
+    import shutil
+
     import mlflow
     from mlflow import MlflowClient
 
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     previous = mlflow.get_tracking_uri()

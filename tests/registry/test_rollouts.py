@@ -21,6 +21,7 @@ from registry.manifests import manifest_key, set_stable
 from registry.rollouts import RolloutManager
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # real MLflow registry + moto + subprocesses: ~2 min per store
 
 
 class SimClock:
@@ -98,7 +99,9 @@ def test_full_rollout_to_100_percent(
     assert revisions == sorted(revisions) and revisions[-1] == m.revision
     assert all(t.actor == "alice" and t.at for t in mgr.state("pi-fleet-eu").history)
     rm = mlflow_client.get_registered_model("digits-tflite-f32")
-    assert str(rm.aliases.get("pi-fleet-eu-stable")) == v2 and "pi-fleet-eu-canary" not in rm.aliases
+    assert (
+        str(rm.aliases.get("pi-fleet-eu-stable")) == v2 and "pi-fleet-eu-canary" not in rm.aliases
+    )
     tags = mlflow_client.get_model_version("digits-tflite-f32", v2).tags
     assert tags["rollout.pi-fleet-eu"].startswith("completed")
     with pytest.raises(RolloutError, match="already stable"):
@@ -131,7 +134,9 @@ def test_failing_gate_rolls_back_by_itself(
     )
     assert m.stable == ref1 and m.candidate is None and choose(m, "any-device") == ref1
     rm = mlflow_client.get_registered_model("digits-tflite-f32")
-    assert str(rm.aliases.get("pi-fleet-eu-stable")) == v1 and "pi-fleet-eu-canary" not in rm.aliases
+    assert (
+        str(rm.aliases.get("pi-fleet-eu-stable")) == v1 and "pi-fleet-eu-canary" not in rm.aliases
+    )
 
 
 def test_healthy_candidate_is_advanced_by_the_controller(

@@ -1,0 +1,140 @@
+"""The release manager's CLI on a real store and MLflow registry: tables, --json, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from rollout_helpers import release
+from typer.testing import CliRunner
+
+from edgeops.cli_release import cohorts_app, parse_duration, parse_steps, release_app
+from edgeops.errors import ConfigError
+from registry.manifests import set_stable
+
+pytestmark = pytest.mark.slow  # trains nothing, but registers real models in MLflow
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path,
+    local_store,
+    signing_key,
+    mlflow_client,
+    experiment_run,
+    tiny_tflite,
+    bad_tflite,
+    catalog,
+    monkeypatch,
+):
+    path, spec, x = tiny_tflite
+    v1, ref1 = release(mlflow_client, experiment_run, local_store, signing_key, path, spec, x)
+    set_stable(local_store, "pi-fleet-eu", ref1, signing_key)
+    v2, _ = release(mlflow_client, experiment_run, local_store, signing_key, bad_tflite, spec, x)
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(
+        yaml.safe_dump(
+            catalog.model_dump(
+                exclude={"profiles": {"__all__": {"name"}}, "cohorts": {"__all__": {"name"}}}
+            )
+        )
+    )
+    values = {
+        "EDGEOPS_HOME": str(tmp_path / "home"),
+        "EDGEOPS_STORE_URL": local_store.url,
+        "EDGEOPS_KEYS_DIR": str(tmp_path / "keys"),
+        "EDGEOPS_DEVICES": str(devices),
+        "MLFLOW_TRACKING_URI": mlflow_client.tracking_uri,
+        "EDGEOPS_ACTOR": "carol",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    import edgeops.cli_release as cli
+
+    monkeypatch.setattr(cli, "console", Console(width=220))
+    monkeypatch.setattr(cli, "err_console", Console(width=220, stderr=True))
+    return v1, v2
+
+
+def test_release_commands_end_to_end(env) -> None:
+    v1, v2 = env
+    r = CliRunner()
+    out = r.invoke(cohorts_app, ["list", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {row["cohort"]: row for row in json.loads(out.output)}
+    assert (
+        rows["pi-fleet-eu"]["stable"]["model_version"] == v1
+        and rows["mcu-line-a"]["stable"] is None
+    )
+    out = r.invoke(
+        release_app,
+        [
+            "plan",
+            "pi-fleet-eu",
+            "-m",
+            "digits-tflite-f32",
+            "-v",
+            v2,
+            "--steps",
+            "10,100",
+            "--dwell",
+            "1m",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["status"] == "planned"
+    again = r.invoke(release_app, ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", v2])
+    assert again.exit_code == 11 and "already planned" in again.output
+    assert r.invoke(release_app, ["start", "pi-fleet-eu"]).exit_code == 0
+    out = r.invoke(release_app, ["status", "pi-fleet-eu", "--json"])
+    assert json.loads(out.output)[0]["percentage"] == 10
+    out = r.invoke(release_app, ["status"])
+    assert out.exit_code == 0 and "pi-fleet-eu" in out.output and "running" in out.output
+    assert r.invoke(release_app, ["pause", "pi-fleet-eu", "-r", "looks odd"]).exit_code == 0
+    assert r.invoke(release_app, ["advance", "pi-fleet-eu"]).exit_code == 11
+    assert r.invoke(release_app, ["resume", "pi-fleet-eu"]).exit_code == 0
+    out = r.invoke(release_app, ["rollback", "pi-fleet-eu", "--reason", "bad feedback", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "rolled_back"
+    hist = json.loads(r.invoke(release_app, ["history", "pi-fleet-eu", "--json"]).output)
+    assert [h["action"] for h in hist] == ["plan", "start", "pause", "resume", "rollback"]
+    assert all(h["actor"] == "carol" for h in hist) and hist[2]["reason"] == "looks odd"
+    table = r.invoke(release_app, ["history", "pi-fleet-eu"])
+    assert table.exit_code == 0 and "bad feedback" in table.output
+    rows = {
+        row["cohort"]: row for row in json.loads(r.invoke(cohorts_app, ["list", "--json"]).output)
+    }
+    assert (
+        rows["pi-fleet-eu"]["stable"]["model_version"] == v1
+        and rows["pi-fleet-eu"]["candidate"] is None
+    )
+
+
+def test_cli_errors_are_one_line_with_exit_codes(env) -> None:
+    r = CliRunner()
+    out = r.invoke(release_app, ["advance", "nope"])
+    assert (
+        out.exit_code == 11
+        and "unknown cohort 'nope'" in out.output
+        and "Traceback" not in out.output
+    )
+    out = r.invoke(release_app, ["plan", "mcu-line-a", "-m", "digits-tflite-f32", "-v", "1"])
+    assert out.exit_code == 11 and "runs tflite-int8" in out.output
+    out = r.invoke(
+        release_app,
+        ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", "1", "--dwell", "soon"],
+    )
+    assert out.exit_code == 2 and "bad duration" in out.output
+
+
+def test_parsers() -> None:
+    assert (
+        parse_duration("90") == 90 and parse_duration("10m") == 600 and parse_duration("2h") == 7200
+    )
+    assert parse_steps("1, 5,100") == (1.0, 5.0, 100.0)
+    with pytest.raises(ConfigError):
+        parse_steps("a,b")
