@@ -96,6 +96,7 @@ class DeviceAgent:
         store: ObjectStore,
         clock: Callable[[], datetime] = utcnow,
         runners: MutableMapping[str, tuple[TFLiteRunner, int]] | None = None,
+        persist_budget: bool = True,
     ) -> None:
         self.config = config
         self.store = store
@@ -115,6 +116,8 @@ class DeviceAgent:
         self.reservoir: Reservoir[Pending] = Reservoir(config.policy.buffer_size, rng)
         self.events: EventBuffer[Pending] = EventBuffer(config.policy.max_events)
         self.budget = DailyBudget(config.policy.daily_upload_bytes)
+        self.budget.restore(self.slots.state.get("budget"))
+        self._persist_budget = persist_budget
         self.stats = AgentStats()
         self.model: LoadedModel | None = None
         self._fallback: LoadedModel | None = None
@@ -273,17 +276,18 @@ class DeviceAgent:
             self.slots.save()
         return first
 
-    def flush(self, online: bool = True) -> FlushReport:
-        """Move sampled records into a spooled batch (within budget) and upload what is due."""
+    def flush(self, online: bool = True, spool_all: bool = False) -> FlushReport:
+        """Move sampled records into a spooled batch (within budget) and upload what is due.
+        `spool_all`: write everything buffered to disk regardless of budget (before exiting)."""
         now = self.clock()
-        if online:
+        if online or spool_all:
             room = self.budget.remaining(now) - sum(
                 p.stat().st_size for p in self.uploader.pending()
             )
             limit = min(
                 self.config.policy.batch_records, max(0, int(room / self._bytes_per_record))
             )
-            items = self.events.drain() + self.reservoir.drain(limit)
+            items = self.events.drain() + self.reservoir.drain(None if spool_all else limit)
             if items:
                 items.sort(key=lambda p: p.ts)
                 data = build_batch(self.config, items, self._take_seqs(len(items)))
@@ -293,6 +297,9 @@ class DeviceAgent:
         report = self.uploader.flush(self.budget, online)
         self.stats.uploaded_records += report.uploaded_records
         self.stats.uploaded_bytes += report.uploaded_bytes
+        if report.uploaded_bytes and self._persist_budget:
+            self.slots.state["budget"] = self.budget.to_state()
+            self.slots.save()
         if report.error:
             self.stats.store_errors += 1
         return report
@@ -306,6 +313,10 @@ class DeviceAgent:
         if self._next_upload is None or now >= self._next_upload:
             self.flush(online)
             self._next_upload = now + timedelta(seconds=self.config.upload_interval_s)
+
+    def close(self) -> FlushReport:
+        """Before the process exits: everything buffered goes to the spool, then one upload try."""
+        return self.flush(online=True, spool_all=True)
 
     @property
     def evicted(self) -> int:

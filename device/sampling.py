@@ -112,6 +112,15 @@ class DailyBudget:
             self._day, self.used = day, 0
             self.days.add(day)
 
+    def to_state(self) -> dict[str, object]:
+        return {"day": self._day, "used": self.used}
+
+    def restore(self, state: dict[str, object] | None) -> None:
+        """Carry the day's usage across agent restarts (state.json)."""
+        if state and state.get("day"):
+            self._day, self.used = str(state["day"]), int(state.get("used", 0))  # type: ignore[call-overload]
+            self.days.add(self._day)
+
     def remaining(self, now: datetime) -> int:
         self._roll(now)
         return max(0, self.daily_bytes - self.used)

@@ -126,3 +126,15 @@ def release(tmp_path: Path) -> Release:
 
     (tmp_path / "work").mkdir()
     return Release(LocalStore(tmp_path / "store"), tmp_path / "keys", tmp_path / "work")
+
+
+@pytest.fixture
+def make_release(tmp_path: Path):
+    """A Release on a store of the test's choosing (e.g. S3 on moto)."""
+
+    def make(store) -> Release:
+        work = tmp_path / "release-work"
+        work.mkdir(exist_ok=True)
+        return Release(store, tmp_path / "release-keys", work)
+
+    return make

@@ -228,3 +228,55 @@ def test_canary_bucket_picks_candidate(release, tiny_models, tmp_path):
         got.append(ag.model.bundle_id)
         assert ag.model.bundle_id == choose(m, f"d{i}").bundle_id
     assert len(set(got)) == 2
+
+
+def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_release):
+    """The documented path: config JSON, pinned key id, an S3 store (moto on loopback)."""
+    import json
+
+    from device.cli import main
+    from device.store import open_store
+
+    store = open_store(s3_env["EDGEOPS_STORE_URL"], endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    rel = make_release(store)
+    rel.point("pi", rel.publish(tiny_models.f32, tiny_models.spec, "1"))
+    cfg = tmp_path / "agent.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "store_url": s3_env["EDGEOPS_STORE_URL"],
+                "endpoint_url": s3_env["AWS_ENDPOINT_URL"],
+                "device_id": "pi-kiosk-1",
+                "cohort": "pi",
+                "state_dir": str(tmp_path / "state"),
+                "trusted_key_ids": [rel.key.key_id],
+                "profile": {"name": "raspberry-pi-4", "targets": ["tflite-f32"]},
+                "sampling": {"sample_rate": 1.0},
+                "upload_interval_s": 0,
+            }
+        )
+    )
+    assert main(["--config", str(cfg), "sync"]) == 0
+    assert json.loads(capsys.readouterr().out)["action"] == "installed"
+    frames = tmp_path / "frames.npy"
+    np.save(frames, _frames(tiny_models, 5)[0])
+    assert main(["--config", str(cfg), "infer", str(frames)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["predictions"]) == 5 and out["model_version"] == "1"
+    inbox = tmp_path / "state" / "inbox"
+    inbox.mkdir()
+    np.save(inbox / "f1.npy", _frames(tiny_models, 3)[0])
+    assert main(["--config", str(cfg), "run", "--once"]) == 0
+    assert json.loads((tmp_path / "state" / "outbox" / "f1.json").read_text())["predictions"]
+    assert main(["--config", str(cfg), "status"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["model_version"] == "1" and status["pending_records"] == 0
+    t = _telemetry(store)
+    assert (
+        t.filter(pc.equal(t.column("event"), "inference")).num_rows == 8
+    )  # 5 + 3 frames, all sampled
+    # a wrong pinned key id: one readable line and the IntegrityError/Store exit code
+    bad = json.loads(cfg.read_text()) | {"trusted_key_ids": ["0" * 16]}
+    cfg.write_text(json.dumps(bad))
+    assert main(["--config", str(cfg), "sync"]) != 0
+    assert "edgeops-agent:" in capsys.readouterr().err

@@ -1,0 +1,218 @@
+"""`edgeops fleet ...`: run the fleet simulator from the command line, with a progress bar.
+
+The simulator itself is device.fleet.simulate (real agents, the real store, the real LiteRT
+interpreter); this module only resolves settings, devices.yaml, keys and the held-out images.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeops.errors import ConfigError, DataError, EdgeOpsError
+
+fleet_app = typer.Typer(
+    help="The fleet simulator: many real device agents in simulated time.", no_args_is_help=True
+)
+console = Console()
+
+
+def _latest_prepared(home: Path) -> Path:
+    """The newest `runs/<run>/prepared` under EDGEOPS_HOME: the split the last pipeline run held out."""
+    found = sorted((home / "runs").glob("*/prepared/arrays.npz"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DataError(
+            "no prepared data found; run `edgeops pipeline run` first or pass --prepared DIR",
+            where=str(home / "runs"),
+        )
+    return found[-1].parent
+
+
+def _model_keys(settings: Any, catalog: Any, cohorts: list[str]) -> dict[str, bytes]:
+    """AES keys of the simulated cohorts that ask for encryption (a real device gets only its own)."""
+    from device.protocol import encryption_key_id
+    from registry.keys import load_or_create_cohort_key
+
+    keys = [
+        load_or_create_cohort_key(settings.keys_dir, c)
+        for c in cohorts
+        if catalog.cohorts[c].encrypt
+    ]
+    return {encryption_key_id(k): k for k in keys}
+
+
+def _summary_table(s: Any) -> Table:
+    t = Table(
+        title=f"fleet: {s.devices} devices, {s.hours:g} h simulated in {s.wall_s:.1f} s, scenario {s.scenario}"
+    )
+    for col in (
+        "cohort",
+        "devices",
+        "inferences",
+        "accuracy",
+        "before onset",
+        "after onset",
+        "models",
+        "refusals",
+    ):
+        t.add_column(col, justify="right" if col not in ("cohort", "models") else "left")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    for c in s.cohorts:
+        models = ", ".join(f"v{k}: {n}" for k, n in sorted(c.models.items()))
+        t.add_row(
+            c.cohort,
+            str(c.devices),
+            str(c.inferences),
+            pct(c.accuracy),
+            pct(c.accuracy_before_onset),
+            pct(c.accuracy_after_onset),
+            models,
+            str(c.refusals),
+        )
+    return t
+
+
+def _telemetry_table(s: Any) -> Table:
+    t = Table(title="telemetry")
+    for col in (
+        "sampled",
+        "evicted (bounded buffer)",
+        "spooled",
+        "in store",
+        "pending",
+        "lost",
+        "store errors",
+        "bytes/device/day",
+        "device-hours/s",
+    ):
+        t.add_column(col, justify="right")
+    t.add_row(
+        str(s.records_sampled),
+        str(s.records_evicted),
+        str(s.records_spooled),
+        str(s.records_in_store),
+        str(s.records_pending),
+        str(s.records_lost),
+        str(s.store_errors),
+        f"{s.bytes_per_device_per_day:,.0f}",
+        f"{s.device_hours_per_s:.1f}",
+    )
+    return t
+
+
+@fleet_app.command("simulate")
+def simulate_cmd(
+    devices: Annotated[
+        int, typer.Option("--devices", "-n", help="Devices in all, split evenly across cohorts.")
+    ] = 0,
+    cohorts: Annotated[
+        str, typer.Option(help="Comma-separated cohorts from devices.yaml (default: all).")
+    ] = "",
+    scenario: Annotated[
+        str,
+        typer.Option(
+            help="none, rotation, brightness, contrast, blur, noise, prior_shift, "
+            "concept_shift, rotate_darken."
+        ),
+    ] = "none",
+    onset_hours: Annotated[
+        float, typer.Option(help="Simulated hour at which the drift starts.")
+    ] = 0.0,
+    hours: Annotated[
+        float, typer.Option(help="Simulated hours (default: params.yaml fleet.hours).")
+    ] = 0.0,
+    prepared: Annotated[
+        Path | None, typer.Option(help="Prepared data dir (default: the latest run's).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Keep device state here across runs.")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (default: params.yaml fleet.seed).")
+    ] = None,
+) -> None:
+    """Run agents on the held-out images against the configured store; print a summary."""
+    try:
+        _simulate(devices, cohorts, scenario, onset_hours, hours, prepared, state_dir, seed)
+    except EdgeOpsError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _simulate(
+    devices: int,
+    cohorts: str,
+    scenario: str,
+    onset_hours: float,
+    hours: float,
+    prepared: Path | None,
+    state_dir: Path | None,
+    seed: int | None,
+) -> None:
+    from components.prepare import PreparedData
+    from device.fleet import simulate
+    from device.scenarios import make_scenario
+    from edgeops.settings import Settings
+    from registry.keys import load_trusted_keys
+
+    settings = Settings.from_env()
+    catalog = settings.devices()
+    names = [c.strip() for c in cohorts.split(",") if c.strip()] or list(catalog.cohorts)
+    unknown = [c for c in names if c not in catalog.cohorts]
+    if unknown:
+        raise ConfigError(
+            f"unknown cohort(s) {unknown}; devices.yaml has {sorted(catalog.cohorts)}"
+        )
+    params = settings.params().fleet
+    update: dict[str, Any] = {}
+    if devices:
+        update["devices_per_cohort"] = max(1, math.ceil(devices / len(names)))
+    if hours:
+        update["hours"] = hours
+    if seed is not None:
+        update["seed"] = seed
+    params = params.model_copy(update=update)
+    data = PreparedData.load(prepared or _latest_prepared(settings.home))
+    store = settings.store()
+    trusted = load_trusted_keys(store)
+    if not trusted:
+        raise ConfigError(
+            "the store publishes no signing keys (keys/*.pub); publish a release first",
+            where=store.url,
+        )
+    drift = make_scenario(scenario, onset_hours, n_classes=len(data.spec.labels))
+    with Progress(
+        TextColumn("[bold]simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("fleet", total=None)
+        summary = simulate(
+            store,
+            names,
+            data.x_test,
+            data.y_test,
+            drift,
+            params,
+            trusted,
+            {c: catalog.profile_for(c).model_dump() for c in names},
+            model_keys=_model_keys(settings, catalog, names),
+            state_dir=state_dir,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(_summary_table(summary))
+    console.print(_telemetry_table(summary))
+    if summary.records_lost:
+        raise EdgeOpsError(f"{summary.records_lost} telemetry records were lost")
