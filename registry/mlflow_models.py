@@ -70,7 +70,7 @@ class TFLitePyfunc(mlflow.pyfunc.PythonModel):
             Path(context.artifacts["preprocessing"]).read_text()
         )
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001 (MLflow reads hints)
+    def predict(self, context, model_input, params=None):  # no hints: MLflow reads them as a schema
         x = np.asarray(model_input, dtype=np.float32)
         if x.ndim == len(self.runner.input_shape):
             x = x[None]

@@ -212,12 +212,6 @@ class RolloutManager:
             )
         key = self._cohort_key(cohort)
         candidate = find_bundle(self.store, model_name, version, target, key)
-        current = self.manifest(cohort)
-        stable = current.stable if current else None
-        if stable is not None and stable.bundle_id == candidate.bundle_id:
-            raise RolloutError(
-                f"{registered_model} version {version} is already stable on {cohort}"
-            )
         plan = RolloutPlan(
             registered_model,
             model_name,
@@ -229,8 +223,26 @@ class RolloutManager:
             int(min_count),
             thresholds or GateThresholds(),
         )
+        return self.plan_resolved(cohort, plan, actor=actor, reason=reason)
+
+    def plan_resolved(
+        self, cohort: str, plan: RolloutPlan, *, actor: str, reason: str = ""
+    ) -> RolloutState:
+        """The planning transition for an already-checked plan. `plan` runs the registry checks
+        (blessing, target) first; the benchmark and simulator call this with bundles they
+        published themselves."""
+        self._cohort(cohort)
+        current = self.manifest(cohort)
+        stable = current.stable if current else None
+        if stable is not None and stable.bundle_id == plan.candidate.bundle_id:
+            raise RolloutError(
+                f"{plan.registered_model} version {plan.version} is already stable on {cohort}"
+            )
         prev_version = (
-            {"registered_model": f"{model_name}-{stable.target}", "version": stable.model_version}
+            {
+                "registered_model": f"{plan.model_name}-{stable.target}",
+                "version": stable.model_version,
+            }
             if stable
             else None
         )
@@ -246,7 +258,7 @@ class RolloutManager:
                 actor,
                 "plan",
                 "planned",
-                reason or f"plan {registered_model} v{version}",
+                reason or f"plan {plan.registered_model} v{plan.version}",
                 rollout_id=s.rollout_id + 1,
                 plan=plan,
                 step_index=0,
