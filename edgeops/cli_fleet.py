@@ -190,6 +190,7 @@ def _simulate(
             where=store.url,
         )
     drift = make_scenario(scenario, onset_hours, n_classes=len(data.spec.labels))
+    console = Console()
     with Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),

@@ -158,3 +158,67 @@ def test_unknown_cohort_profile_is_a_config_error(release, tiny_models):
             release.trusted,
             PROFILES,
         )
+
+
+def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
+    """`edgeops fleet simulate` on the repo's devices.yaml: a float cohort and an encrypted
+    int8-only cohort, prepared data from disk, a progress bar and the summary tables."""
+    from pathlib import Path
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from components.prepare import PreparedData
+    from device.store import open_store
+    from edgeops.cli_fleet import fleet_app
+    from registry.keys import load_or_create_cohort_key
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("EDGEOPS_HOME", str(home))
+    monkeypatch.setenv("EDGEOPS_STORE_URL", str(home / "store"))
+    monkeypatch.setenv("EDGEOPS_KEYS_DIR", str(home / "keys"))
+    monkeypatch.setenv("EDGEOPS_DEVICES", str(Path(__file__).parents[2] / "devices.yaml"))
+    monkeypatch.setenv("EDGEOPS_PARAMS", str(tmp_path / "none.yaml"))
+    monkeypatch.setenv("COLUMNS", "200")
+    rel = make_release(open_store(str(home / "store")))
+    m = tiny_models
+    rel.point("pi-fleet-eu", rel.publish(m.f32, m.spec, "1"))
+    aes = load_or_create_cohort_key(home / "keys", "mcu-line-a")
+    rel.point(
+        "mcu-line-a", rel.publish(m.int8, m.spec, "1", target="tflite-int8", encryption_key=aes)
+    )
+    empty = np.zeros((0, 16, 16, 1), np.float32)
+    PreparedData(
+        empty,
+        np.zeros(0, int),
+        empty,
+        np.zeros(0, int),
+        m.x_test,
+        m.y_test,
+        m.spec,
+        pd.DataFrame({"path": ["x.png"], "label": ["0"], "split": ["test"]}),
+    ).save(home / "runs" / "r1" / "prepared")
+    import typer
+
+    app = typer.Typer()
+    app.add_typer(fleet_app, name="fleet")  # as edgeops/cli.py registers it
+    res = CliRunner().invoke(
+        app,
+        [
+            "fleet",
+            "simulate",
+            "--devices",
+            "6",
+            "--scenario",
+            "rotate_darken",
+            "--onset-hours",
+            "1",
+            "--hours",
+            "2",
+        ],
+        terminal_width=200,
+    )
+    assert res.exit_code == 0, res.output
+    assert "pi-fleet-eu" in res.output and "mcu-line-a" in res.output and "v1: 3" in res.output
+    bad = CliRunner().invoke(app, ["fleet", "simulate", "--cohorts", "atlantis"])
+    assert bad.exit_code == 2 and "unknown cohort" in bad.output
