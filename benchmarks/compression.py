@@ -81,7 +81,8 @@ def bench_model(name: str, alpha: float, prepared, args, work: Path) -> list[dic
         f"[{name}] compressed {len(parents) - 1} parents in {time.perf_counter() - t0:.0f}s",
         flush=True,
     )
-    convert = ConvertParams(latency_runs=args.runs, representative_samples=200, min_agreement=0.99)
+    # the pipeline gates at 0.99 agreement; the benchmark measures below it and reports agreement
+    convert = ConvertParams(latency_runs=args.runs, representative_samples=200, min_agreement=0.9)
     rows = []
     for parent, model in parents.items():
         for target in FLOAT_TARGETS if parent == "float" else PARENT_TARGETS[parent]:
@@ -118,25 +119,38 @@ def bench_model(name: str, alpha: float, prepared, args, work: Path) -> list[dic
     return table.to_dict("records")
 
 
+def _row(t: pd.DataFrame, parent: str, target: str) -> pd.Series | None:
+    hit = t[(t.parent == parent) & (t.target == target) & t.accuracy.notna()]
+    return hit.iloc[0] if len(hit) else None
+
+
 def goals(table: pd.DataFrame) -> list[tuple[str, bool, str]]:
     out = []
     for name, t in table.groupby("model"):
-        f = t[t.parent == "float"].set_index("target")
-        i8, f16 = f.loc["tflite-int8"], f.loc["tflite-f16"]
-        out.append(
-            (
-                f"{name}: int8 >= 3.9x smaller than f32, <= 1 pt lost",
-                i8.x_vs_f32 >= 3.9 and i8.d_acc_pts >= -1,
-                f"{i8.x_vs_f32:.2f}x, {i8.d_acc_pts:+.2f} pts",
+        f32, i8, f16 = (_row(t, "float", x) for x in ("tflite-f32", "tflite-int8", "tflite-f16"))
+        if i8 is not None:
+            out.append(
+                (
+                    f"{name}: int8 >= 3.9x smaller than f32, <= 1 pt lost",
+                    i8.x_vs_f32 >= 3.9 and i8.d_acc_pts >= -1,
+                    f"{i8.x_vs_f32:.2f}x, {i8.d_acc_pts:+.2f} pts",
+                )
             )
-        )
-        out.append(
-            (
-                f"{name}: f16 >= 1.95x smaller, <= 0.1 pt lost",
-                f16.x_vs_f32 >= 1.95 and f16.d_acc_pts >= -0.1,
-                f"{f16.x_vs_f32:.2f}x, {f16.d_acc_pts:+.2f} pts",
+            out.append(
+                (
+                    f"{name}: int8 host latency >= 1.5x faster than f32",
+                    i8.speedup >= 1.5,
+                    f"{i8.speedup:.2f}x ({f32.latency_ms:.3f} -> {i8.latency_ms:.3f} ms)",
+                )
             )
-        )
+        if f16 is not None:
+            out.append(
+                (
+                    f"{name}: f16 >= 1.95x smaller, <= 0.1 pt lost",
+                    f16.x_vs_f32 >= 1.95 and f16.d_acc_pts >= -0.1,
+                    f"{f16.x_vs_f32:.2f}x, {f16.d_acc_pts:+.2f} pts",
+                )
+            )
         ok = t[t.parent.isin(["prune", "pqat"]) & (t.target == "tflite-int8") & (t.d_acc_pts >= -1)]
         best = ok.x_gz_vs_keras_gz.max() if len(ok) else 0.0
         out.append(
@@ -147,21 +161,15 @@ def goals(table: pd.DataFrame) -> list[tuple[str, bool, str]]:
             )
         )
         within = t[t.d_acc_pts >= -1]
-        top = within.loc[within.x_gz_vs_keras_gz.idxmax()]
-        out.append(
-            (
-                f"{name}: best combined >= 15x (<= 1 pt)",
-                top.x_gz_vs_keras_gz >= 15,
-                f"{top.x_gz_vs_keras_gz:.1f}x ({top.parent}/{top.target}, {top.d_acc_pts:+.2f} pts)",
+        if len(within):
+            top = within.loc[within.x_gz_vs_keras_gz.idxmax()]
+            out.append(
+                (
+                    f"{name}: best combined >= 15x (<= 1 pt)",
+                    top.x_gz_vs_keras_gz >= 15,
+                    f"{top.x_gz_vs_keras_gz:.1f}x ({top.parent}/{top.target}, {top.d_acc_pts:+.2f} pts)",
+                )
             )
-        )
-        out.append(
-            (
-                f"{name}: int8 host latency >= 1.5x faster than f32",
-                i8.speedup >= 1.5,
-                f"{i8.speedup:.2f}x ({f.loc['tflite-f32'].latency_ms:.3f} -> {i8.latency_ms:.3f} ms)",
-            )
-        )
     return out
 
 
@@ -174,7 +182,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     args.epochs, args.prune_epochs, args.tune_epochs, args.runs = (
-        (3, 2, 1, 20) if args.quick else (20, 10, 5, 200)
+        (3, 2, 1, 20) if args.quick else (20, 8, 4, 200)
     )
     alphas = {"small": 1.0, "large": 4.0}
     with tempfile.TemporaryDirectory() as tmp:

@@ -89,3 +89,26 @@ def test_more_targets(digits, digits_model, tmp_path, target) -> None:  # noqa: 
     if target == "onnx":
         assert "Conv" in variant.ops
     assert np.isfinite(variant.measurement.host_latency_ms)
+
+
+def test_safe_from_threads(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    """The lead's flows convert targets concurrently (a Prefect thread pool): same results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    targets = ["tflite-f32", "tflite-int8", "tflite-f16", "onnx"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            t: pool.submit(convert_and_verify, digits_model, t, digits, PARAMS, tmp_path / t)
+            for t in targets
+        }
+        results = {t: f.result() for t, f in futures.items()}
+    serial = convert_and_verify(
+        digits_model, "tflite-int8", digits, PARAMS, tmp_path / "serial", measure=False
+    )
+    from device.preprocessing import normalize
+    from device.runtime import TFLiteRunner
+
+    x = normalize(digits.x_test, digits.spec)
+    threaded, alone = TFLiteRunner(results["tflite-int8"].path), TFLiteRunner(serial.path)
+    np.testing.assert_array_equal(threaded.predict(x), alone.predict(x))  # same quantisation
+    assert all(v.agreement >= PARAMS.min_agreement for v in results.values())
