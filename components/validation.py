@@ -144,6 +144,13 @@ def _describe(frame: str, er: Any) -> str:
     return f"{frame}.{target} {cfg.type}{f' ({bounds})' if bounds else ''}: {detail}"
 
 
+def _clear_previous_docs(docs: Path) -> None:
+    """Remove only what an earlier Data Docs build wrote there, never the caller's other files."""
+    for sub in ("validations", "expectations", "static"):
+        shutil.rmtree(docs / sub, ignore_errors=True)
+    (docs / "index.html").unlink(missing_ok=True)
+
+
 def validate_prepared(
     prepared: PreparedData, params: PrepareParams, report_dir: Path | str | None = None
 ) -> ValidationResult:
@@ -163,7 +170,7 @@ def validate_prepared(
     docs: Path | None = None
     if report_dir is not None:
         docs = Path(report_dir)
-        shutil.rmtree(docs, ignore_errors=True)
+        _clear_previous_docs(docs)
         backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)}
         ctx.add_data_docs_site("edgeops", {"class_name": "SiteBuilder", "store_backend": backend})
     source = ctx.data_sources.add_pandas("prepared")

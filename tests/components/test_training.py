@@ -17,9 +17,17 @@ from edgeops.params import DistillParams, PrepareParams, TrainParams
 TINY = TrainParams(epochs=2, batch_size=16, alpha=0.25)
 
 
-@pytest.fixture
-def tiny_prepared(tiny_folder: Path):
-    return prepare(tiny_folder, PrepareParams(image_size=12, min_per_class=5))
+@pytest.fixture(scope="module")
+def tiny_prepared(tmp_path_factory: pytest.TempPathFactory):
+    from tests.components.conftest import write_folder
+
+    root = write_folder(tmp_path_factory.mktemp("train") / "data", {"h": 20, "v": 20, "d": 20})
+    return prepare(root, PrepareParams(image_size=12, min_per_class=5))
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tiny_prepared):
+    return train(tiny_prepared, TINY)
 
 
 def test_cost_counts_known_layers() -> None:
@@ -57,8 +65,8 @@ def test_distillation_loss_known_values() -> None:
     assert float(soft2) > 1.0
 
 
-def test_train_returns_inference_mode_evidence(tiny_prepared) -> None:
-    r = train(tiny_prepared, TINY)
+def test_train_returns_inference_mode_evidence(tiny_prepared, tiny_result) -> None:
+    r = tiny_result
     assert set(r.history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert len(r.history["loss"]) == 2
     assert r.confusion.shape == (3, 3) and r.confusion.sum() == len(tiny_prepared.y_test)
@@ -74,16 +82,16 @@ def _norm(p) -> np.ndarray:
     return normalize(p.x_test, p.spec)
 
 
-def test_seeded_runs_repeat_exactly(tiny_prepared) -> None:
-    params = TINY.model_copy(update={"epochs": 1})
-    a, b = train(tiny_prepared, params), train(tiny_prepared, params)
-    for wa, wb in zip(a.model.get_weights(), b.model.get_weights(), strict=True):
+def test_seeded_runs_repeat_exactly(tiny_prepared, tiny_result) -> None:
+    again = train(tiny_prepared, TINY)
+    assert again.history == tiny_result.history
+    for wa, wb in zip(tiny_result.model.get_weights(), again.model.get_weights(), strict=True):
         np.testing.assert_array_equal(wa, wb)
 
 
 def test_distilled_student_with_teacher(tiny_prepared) -> None:
     params = TINY.model_copy(
-        update={"distill": DistillParams(enabled=True, teacher_epochs=1, teacher_alpha=0.5)}
+        update={"epochs": 1, "distill": DistillParams(enabled=True, teacher_epochs=1, teacher_alpha=0.5)}
     )
     r = train(tiny_prepared, params)
     assert r.distilled and r.teacher is not None and r.teacher_model is not None
