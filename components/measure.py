@@ -21,7 +21,11 @@ if TYPE_CHECKING:
     from components.profiles import DeviceProfile
 
 ARENA_TFLITE = (
-    "liveness of activation tensors in execution order, batch 1 (excludes kernel scratch)"
+    "LiteRT arena planner: address span of the activation tensors after allocate_tensors, "
+    "batch 1, without the XNNPACK delegate (which keeps its own buffers)"
+)
+ARENA_LIVENESS = (
+    "liveness of activation tensors in execution order, batch 1 (planner span unavailable)"
 )
 ARENA_KERAS = "largest layer input + output activations, batch 1 (Keras graph)"
 
@@ -71,7 +75,25 @@ def _tflite_graph(
         if buf is not None and (buf.DataLength() > 0 or buf.Size() > 0):
             const.add(i)
     outputs = [int(o["index"]) for o in interp.get_output_details()]
-    return interp._get_ops_details(), tensors, const, outputs
+    return interp._get_ops_details(), tensors, const, outputs, interp
+
+
+def _planned_span(interp: Any, tensors: dict[int, dict[str, Any]], const: set[int]) -> int | None:
+    """Bytes between the lowest and highest activation address: what the planner laid out."""
+    spans = []
+    for i in tensors:
+        if i in const:
+            continue
+        try:
+            view = interp.tensor(i)()
+        except ValueError:
+            continue
+        if view.nbytes:
+            spans.append((view.ctypes.data, view.ctypes.data + view.nbytes, view.nbytes))
+    if not spans:
+        return None
+    span = max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
+    return span if span <= sum(n for _, _, n in spans) else None  # not one arena: do not guess
 
 
 def _nbytes(t: dict[str, Any]) -> int:
@@ -96,7 +118,7 @@ def _op_macs(op: dict[str, Any], tensors: dict[int, dict[str, Any]]) -> int:
 
 def tflite_costs(data: bytes) -> dict[str, Any]:
     """Parameters, weight bytes, MACs and peak activation memory from a .tflite file."""
-    ops, tensors, const, outputs = _tflite_graph(data)
+    ops, tensors, const, outputs, interp = _tflite_graph(data)
     params = sum(int(np.prod(tensors[i]["shape"])) for i in const if i in tensors)
     weight_bytes = sum(_nbytes(tensors[i]) for i in const if i in tensors)
     last_use: dict[int, int] = {}
@@ -121,7 +143,14 @@ def tflite_costs(data: bytes) -> dict[str, Any]:
             if last_use.get(i, -1) <= step:
                 del live[i]
     macs = sum(_op_macs(op, tensors) for op in ops)
-    return {"parameters": params, "weight_bytes": weight_bytes, "macs": macs, "arena_bytes": peak}
+    planned = _planned_span(interp, tensors, const)
+    return {
+        "parameters": params,
+        "weight_bytes": weight_bytes,
+        "macs": macs,
+        "arena_bytes": planned if planned is not None else peak,
+        "arena_method": ARENA_TFLITE if planned is not None else ARENA_LIVENESS,
+    }
 
 
 def keras_costs(model: keras.Model) -> dict[str, Any]:
@@ -146,6 +175,7 @@ def keras_costs(model: keras.Model) -> dict[str, Any]:
         "weight_bytes": int(sum(v.nbytes for v in weights)),
         "macs": macs,
         "arena_bytes": arena,
+        "arena_method": ARENA_KERAS,
     }
 
 
@@ -196,9 +226,9 @@ def measure_variant(
 ) -> Measurement:
     """Measure one verified variant; `model` (its Keras source) is needed for non-TFLite targets."""
     if variant.target.startswith("tflite"):
-        costs, method = tflite_costs(Path(variant.path).read_bytes()), ARENA_TFLITE
+        costs = tflite_costs(Path(variant.path).read_bytes())
     elif model is not None:
-        costs, method = keras_costs(model), ARENA_KERAS
+        costs = keras_costs(model)
     else:
         raise ValueError(f"measuring {variant.target} needs the Keras model it came from")
     median, p90 = host_latency(variant, sample, runs)
@@ -209,6 +239,5 @@ def measure_variant(
         host_latency_ms=median,
         host_latency_p90_ms=p90,
         latency_runs=runs,
-        arena_method=method,
         **costs,
     )

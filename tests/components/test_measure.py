@@ -26,7 +26,8 @@ def test_macs_and_parameters_from_the_tflite_file(digits, digits_model, tmp_path
     assert costs["parameters"] >= digits_model.count_params()  # + the reshape's shape constant
     assert costs["parameters"] - digits_model.count_params() <= 4
     assert costs["weight_bytes"] == pytest.approx(4 * digits_model.count_params(), abs=16)
-    # peak activations: a layer's float32 input + output at batch 1 (8x8x16 + 8x8x8 ... )
+    # the planner's arena: at least the largest layer's float32 input + output (8x8x8 -> 8x8x16)
+    assert costs["arena_method"].startswith("LiteRT arena planner")
     assert 4 * 64 * (8 + 16) <= costs["arena_bytes"] <= 4 * 64 * 64
 
 
