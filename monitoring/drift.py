@@ -122,6 +122,54 @@ def _value_drifts(snapshot: Any) -> dict[str, float]:
     return out
 
 
+def _stattest_scores(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: dict[str, str],
+    thr: float,
+    categorical: frozenset[str] = frozenset(),
+) -> dict[str, float]:
+    """Evidently's own stattests without its report: the same scores, none of the plots.
+
+    A Report renders plotly widgets for every column while it runs, HTML wanted or not (0.5 s
+    a column on 2 busy cores); a verdict-only job calls the registered stattests directly,
+    after the same NaN/inf cleaning the report applies.
+    """
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    out: dict[str, float] = {}
+    for col, method in columns.items():
+        kind = ColumnType.Categorical if col in categorical else ColumnType.Numerical
+        ref = reference[col].replace([np.inf, -np.inf], np.nan).dropna()
+        cur = current[col].replace([np.inf, -np.inf], np.nan).dropna()
+        test = get_stattest(ref, cur, kind, method)
+        out[col] = float(test(ref, cur, kind, thr).drift_score)
+    return out
+
+
+def _value_drift_scores(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: dict[str, str],
+    thr: float,
+    html_path: Path | None,
+    categorical: frozenset[str] = frozenset(),
+) -> tuple[dict[str, float], Path | None]:
+    """Per-column Evidently ValueDrift scores; a Report (and its HTML) only when a file is asked for."""
+    if html_path is None:
+        return _stattest_scores(reference, current, columns, thr, categorical), None
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if c not in categorical],
+        categorical_columns=[c for c in columns if c in categorical] or None,
+    )
+    snap = Report([ValueDrift(column=c, method=m, threshold=thr) for c, m in columns.items()]).run(
+        Dataset.from_pandas(current[list(columns)], data_definition=definition),
+        Dataset.from_pandas(reference[list(columns)], data_definition=definition),
+    )
+    return _value_drifts(snap), _save(snap, html_path)
+
+
 def _verdict(
     kind: str, scores: dict[str, float], thr: float, params: MonitorParams
 ) -> tuple[bool, float, tuple]:
@@ -150,19 +198,19 @@ def data_drift(
     cols = columns if columns is not None else feature_columns(reference)
     _check(reference, current, cols, "data drift")
     thr = per_test_threshold(params, len(cols))
-    definition = DataDefinition(numerical_columns=cols)
-    report = Report(
-        [
-            DataDriftPreset(
-                columns=cols, method=params.stattest, threshold=thr, drift_share=params.drift_share
-            )
-        ]
-    )
-    snap = report.run(
-        Dataset.from_pandas(current[cols], data_definition=definition),
-        Dataset.from_pandas(reference[cols], data_definition=definition),
-    )
-    scores = _value_drifts(snap)
+    snap = None
+    if html_path is None:
+        scores = _stattest_scores(reference, current, dict.fromkeys(cols, params.stattest), thr)
+    else:
+        definition = DataDefinition(numerical_columns=cols)
+        preset = DataDriftPreset(
+            columns=cols, method=params.stattest, threshold=thr, drift_share=params.drift_share
+        )
+        snap = Report([preset]).run(
+            Dataset.from_pandas(current[cols], data_definition=definition),
+            Dataset.from_pandas(reference[cols], data_definition=definition),
+        )
+        scores = _value_drifts(snap)
     drifted, share, reasons = _verdict("data", scores, thr, params)
     metrics = {
         "data_drift_share": share,
@@ -197,18 +245,8 @@ def prediction_drift(
         d[["top1", "confidence"]].astype({"top1": "int64", "confidence": "float64"})
         for d in (reference, current)
     )
-    definition = DataDefinition(numerical_columns=["confidence"], categorical_columns=["top1"])
-    report = Report(
-        [
-            ValueDrift(column="top1", method=params.cat_stattest, threshold=thr),
-            ValueDrift(column="confidence", method=params.stattest, threshold=thr),
-        ]
-    )
-    snap = report.run(
-        Dataset.from_pandas(cur, data_definition=definition),
-        Dataset.from_pandas(ref, data_definition=definition),
-    )
-    scores = _value_drifts(snap)
+    columns = {"top1": params.cat_stattest, "confidence": params.stattest}
+    scores, html = _value_drift_scores(ref, cur, columns, thr, html_path, frozenset({"top1"}))
     drifted, share, reasons = _verdict("prediction", scores, thr, params)
     metrics = {
         "prediction_drifted": float(drifted),
@@ -225,7 +263,7 @@ def prediction_drift(
         thr,
         len(ref),
         len(cur),
-        _save(snap, html_path),
+        html,
         metrics,
         reasons,
     )
@@ -246,18 +284,10 @@ def label_drift(
     if len(ref) < params.min_labels or len(cur) < params.min_labels:
         return None
     ref, cur = (pd.DataFrame({"label": d["label"].astype("int64")}) for d in (ref, cur))
-    definition = DataDefinition(categorical_columns=["label"])
-    snap = Report(
-        [
-            ValueDrift(
-                column="label", method=params.cat_stattest, threshold=params.stattest_threshold
-            )
-        ]
-    ).run(
-        Dataset.from_pandas(cur, data_definition=definition),
-        Dataset.from_pandas(ref, data_definition=definition),
+    thr = params.stattest_threshold
+    scores, html = _value_drift_scores(
+        ref, cur, {"label": params.cat_stattest}, thr, html_path, frozenset({"label"})
     )
-    scores = _value_drifts(snap)
     drifted = scores["label"] < params.stattest_threshold
     return DriftResult(
         "label",
@@ -267,7 +297,7 @@ def label_drift(
         params.stattest_threshold,
         len(ref),
         len(cur),
-        _save(snap, html_path),
+        html,
         {"label_drifted": float(drifted), "p_label": scores["label"]},
         (f"label: p={scores['label']:.3g} vs {params.stattest_threshold}",),
     )

@@ -31,6 +31,9 @@ def test_data_drift_p_values_are_ks_and_threshold_is_bonferroni(tmp_path) -> Non
     assert (res.n_reference, res.n_current) == (800, 500)
     assert res.metrics["data_drifted"] == 1.0 and res.metrics["p_f_brightness"] < 1e-6
     assert res.report_html is not None and "<html" in res.report_html.read_text()[:2000].lower()
+    fast = data_drift(ref, cur, P)  # no HTML: Evidently's stattests without the report
+    assert fast.report_html is None
+    assert fast.per_feature == pytest.approx(res.per_feature, rel=1e-9)
 
 
 def test_data_drift_without_shift_is_quiet_and_share_rule_differs() -> None:
@@ -51,7 +54,7 @@ def test_data_drift_refuses_bad_input() -> None:
         data_drift(ref, ref, MonitorParams(stattest="wasserstein"))
 
 
-def test_prediction_label_and_embedding_drift_follow_the_class_prior() -> None:
+def test_prediction_label_and_embedding_drift_follow_the_class_prior(tmp_path) -> None:
     rng = np.random.default_rng(4)
     ref, same = synthetic_frame(1000, rng), synthetic_frame(600, rng)
     skew = np.array([0.4] + [0.6 / 9] * 9)
@@ -59,6 +62,8 @@ def test_prediction_label_and_embedding_drift_follow_the_class_prior() -> None:
     assert not prediction_drift(ref, same, P).drifted
     pred = prediction_drift(ref, moved, P)
     assert pred.drifted and "top1" in pred.drifted_features
+    with_report = prediction_drift(ref, moved, P, html_path=tmp_path / "p.html")
+    assert with_report.per_feature == pytest.approx(pred.per_feature) and with_report.report_html.exists()
     assert not label_drift(ref, same, P).drifted
     assert label_drift(ref, moved, P).drifted
     assert label_drift(ref, moved.head(10), P) is None  # too few labels: no verdict
