@@ -122,6 +122,7 @@ class DeviceAgent:
         self.model: LoadedModel | None = None
         self._fallback: LoadedModel | None = None
         self._refused: dict[str, str] = {}
+        self._manifest_refusal: str | None = None
         self._seq = int(self.slots.state["seq_reserved"])
         self._bytes_per_record = 400.0
         self._next_poll: datetime | None = None
@@ -170,10 +171,15 @@ class DeviceAgent:
                 self.store, cfg.cohort, cfg.trusted_keys, self.slots.state["revision"], self.clock()
             )
         except IntegrityError as exc:
-            return self._refuse(None, f"manifest: {exc}")
+            reason = f"manifest: {exc}"
+            if reason == self._manifest_refusal:  # the same bad manifest, polled again
+                return SyncResult("refused", reason=reason)
+            self._manifest_refusal = reason
+            return self._refuse(None, reason)
         except StoreError as exc:
             self.stats.store_errors += 1
             return SyncResult("unreachable", reason=str(exc))
+        self._manifest_refusal = None
         if manifest.revision != self.slots.state["revision"]:
             self.slots.state["revision"] = manifest.revision
             self.slots.save()
@@ -205,10 +211,13 @@ class DeviceAgent:
         return SyncResult("refused", ref.bundle_id if ref else None, reason)
 
     def fall_back(self, reason: str) -> bool:
-        """Serve the previous model again (e.g. the current one fails at run time)."""
+        """Serve the previous model again (e.g. the current one fails at run time). The failed
+        bundle is remembered as refused, so the next poll does not bring it straight back."""
         prev = self.slots.ref("previous")
         if prev is None:
             return False
+        if self.model is not None:
+            self._refused[self.model.bundle_id] = f"failed at run time: {reason}"
         try:
             loaded = (
                 self._fallback

@@ -135,6 +135,33 @@ def test_expired_and_replayed_older_manifest_refused(release, tiny_models, tmp_p
     res = agent.sync()
     assert res.action == "refused" and "expired" in res.reason
     assert agent.model.metadata.model_version == "2"
+    refusals = agent.stats.refusals
+    assert agent.sync().action == "refused" and agent.stats.refusals == refusals  # reported once
+
+    from dataclasses import replace
+
+    release.point(
+        "pi", replace(v1, model_version="9")
+    )  # signed manifest, wrong version for the bundle
+    res = agent.sync()
+    assert res.action == "refused" and "manifest names v9" in res.reason
+
+
+def test_fall_back_to_previous_model(release, tiny_models, tmp_path):
+    v1 = release.publish(tiny_models.f32, tiny_models.spec, "1")
+    release.point("pi", v1)
+    agent = _agent(release, tmp_path)
+    agent.sync()
+    v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
+    release.point("pi", v2)
+    agent.sync()
+    assert agent.fall_back("v2 crashed at run time")
+    assert agent.model.bundle_id == v1.bundle_id
+    assert agent.slots.ref("current") == v1 and agent.slots.ref("previous") == v2
+    res = agent.sync()  # the manifest still names v2: not reinstalled
+    assert res.action == "refused" and "failed at run time" in res.reason
+    assert agent.model.bundle_id == v1.bundle_id
+    assert (agent.infer(_frames(tiny_models, 50)[0]).top1 == tiny_models.y_test[:50]).mean() > 0.8
 
 
 def test_profile_and_encryption_checks(release, tiny_models, tmp_path):
