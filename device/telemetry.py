@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,11 @@ class TelemetryRecord:
     thumb: bytes | None = field(default=None, repr=False)
 
 
+def _utc(t: datetime) -> datetime:
+    """Naive datetimes are UTC (as pyarrow treats them), never the machine's local time."""
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
 def _list_array(rows: Sequence[np.ndarray | Sequence[float] | None]) -> pa.Array:
     """list<float32> from per-row vectors (None -> null) without a Python loop over values."""
     lengths = np.array([0 if r is None else len(r) for r in rows], dtype=np.int32)
@@ -99,7 +104,7 @@ def table_from_columns(columns: Mapping[str, Any]) -> pa.Table:
         raise TelemetryError(f"unknown telemetry event {sorted(events - set(EVENTS))}")
     no_feats = np.isnan(feats).all(axis=1)
     # datetimes go in as epoch milliseconds: pyarrow would import pandas for tz-aware objects
-    ms = np.array([round(t.timestamp() * 1000) for t in columns["ts"]], dtype=np.int64)
+    ms = np.array([round(_utc(t).timestamp() * 1000) for t in columns["ts"]], dtype=np.int64)
     arrays: list[pa.Array] = []
     for f in SCHEMA:
         if f.name == "ts":

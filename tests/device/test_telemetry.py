@@ -62,6 +62,11 @@ def test_round_trip_keeps_values_and_nulls():
     assert np.allclose(back.column("probs").to_pylist()[0], [0.1, 0.9])
 
 
+def test_naive_timestamps_are_utc():
+    back = read_batch(write_batch(records_to_table([_rec(0, ts=T0.replace(tzinfo=None))])))
+    assert back.column("ts").to_pylist()[0] == T0
+
+
 def test_compression_is_compact():
     table = records_to_table([_rec(i) for i in range(500)])
     assert len(write_batch(table)) / 500 < 200  # bytes per record, zstd
