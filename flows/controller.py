@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
 from edgeops.errors import RolloutError
 from registry.controller import Decision, GateResult, decide
@@ -128,7 +129,12 @@ def control_pass(
     return {s.cohort: control_one(manager, s, source, actor) for s in active_cohorts(manager)}
 
 
-control_task = task(control_one, name="control-rollout", task_run_name="control-{state.cohort}")
+control_task = task(
+    control_one,
+    name="control-rollout",
+    task_run_name="control-{state.cohort}",
+    cache_policy=NO_CACHE,
+)
 
 
 @flow(name="rollout-controller")

@@ -138,3 +138,43 @@ def test_parsers() -> None:
     assert parse_steps("1, 5,100") == (1.0, 5.0, 100.0)
     with pytest.raises(ConfigError):
         parse_steps("a,b")
+
+
+def test_controller_flow_runs_in_prefect_and_leaves_an_artifact(env, monkeypatch, tmp_path) -> None:
+    """The deployed flow: settings from the environment, gate from the (empty) telemetry table,
+    a hold decision, and a markdown artifact `rollout-pi-fleet-eu` in Prefect."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        TaskRunFilter,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from flows.controller import rollout_controller
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    _, v2 = env
+    r = CliRunner()
+    assert (
+        r.invoke(
+            release_app, ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", v2]
+        ).exit_code
+        == 0
+    )
+    assert r.invoke(release_app, ["start", "pi-fleet-eu"]).exit_code == 0
+    out = rollout_controller(actor="controller-test")
+    assert out["pi-fleet-eu"]["action"] == "hold"
+    assert "canary telemetry 0 of 50" in out["pi-fleet-eu"]["reasons"]
+    arts = get_client(sync_client=True).read_artifacts(
+        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["rollout-pi-fleet-eu"])),
+        flow_run_filter=FlowRunFilter(),
+        task_run_filter=TaskRunFilter(),
+        offset=0,
+        limit=5,
+        sort=ArtifactSort.UPDATED_DESC,
+    )
+    assert arts and "decision: **hold**" in arts[0].data
+    hist = json.loads(r.invoke(release_app, ["history", "pi-fleet-eu", "--json"]).output)
+    assert [h["action"] for h in hist] == ["plan", "start"]  # a hold changes nothing
