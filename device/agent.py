@@ -95,7 +95,7 @@ class DeviceAgent:
         config: AgentConfig,
         store: ObjectStore,
         clock: Callable[[], datetime] = utcnow,
-        runners: MutableMapping[str, tuple[TFLiteRunner, int]] | None = None,
+        runners: MutableMapping[str, tuple[TFLiteRunner, tuple[int, int]]] | None = None,
         persist_budget: bool = True,
     ) -> None:
         self.config = config

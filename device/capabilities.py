@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from device import AGENT_VERSION
 from device.preprocessing import PreprocessingSpec
@@ -55,16 +54,38 @@ def _version(v: str) -> tuple[int, ...]:
         raise IntegrityError(f"bad version string {v!r}") from None
 
 
-def estimate_memory(model: bytes) -> int:
-    """Model bytes plus every tensor at batch 1: an upper bound on what the arena must hold."""
-    interp = Interpreter(model_content=model)
-    interp.allocate_tensors()
-    tensors = sum(
-        int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize
-        for t in interp.get_tensor_details()
-        if len(t["shape"])
+def arena_bytes(model: bytes) -> int:
+    """The tensor arena at batch 1: the address span the LiteRT planner gave the activations
+    (what components.measure reports to the blessing, so device and pipeline agree)."""
+    interp = Interpreter(
+        model_content=model,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
     )
-    return len(model) + tensors
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+    interp.allocate_tensors()
+    ops = interp._get_ops_details()
+    activations = {int(i) for op in ops for i in op["outputs"]}
+    activations |= {int(d["index"]) for d in interp.get_input_details()}
+    spans = []
+    for i in activations:
+        try:
+            view = interp.tensor(i)()
+        except ValueError:
+            continue
+        if view.nbytes:
+            spans.append((view.ctypes.data, view.ctypes.data + view.nbytes, view.nbytes))
+    if not spans:
+        return 0
+    total = sum(n for _, _, n in spans)
+    span = max(e for _, e, _ in spans) - min(b for b, _, _ in spans)
+    return span if span <= total else total
+
+
+def estimate_memory(model: bytes) -> tuple[int, int]:
+    """(arena bytes, memory bytes = model + arena) for the profile check and telemetry."""
+    arena = arena_bytes(model)
+    return arena, len(model) + arena
 
 
 def check_capabilities(
@@ -73,7 +94,7 @@ def check_capabilities(
     runner: TFLiteRunner,
     spec: PreprocessingSpec,
     model_size: int,
-    memory_bytes: int,
+    arena: int,
 ) -> None:
     """Raise CapabilityError naming the first budget or format this device cannot meet."""
     where = f"bundle {meta.model_name} v{meta.model_version} {meta.target}"
@@ -90,9 +111,9 @@ def check_capabilities(
             f"model is {model_size} bytes, profile {caps.name} allows {caps.max_model_bytes}",
             where=where,
         )
-    if memory_bytes > caps.arena_bytes:
+    if arena > caps.arena_bytes:
         raise CapabilityError(
-            f"needs about {memory_bytes} bytes of memory, profile {caps.name} has {caps.arena_bytes}",
+            f"needs a {arena}-byte tensor arena (memory), profile {caps.name} has {caps.arena_bytes}",
             where=where,
         )
     if caps.int8_only:

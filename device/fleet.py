@@ -144,7 +144,7 @@ def simulate(
     def clock() -> datetime:  # every agent reads the simulated time
         return now
 
-    runners: dict[str, tuple[TFLiteRunner, int]] = {}
+    runners: dict[str, tuple[TFLiteRunner, tuple[int, int]]] = {}
     policy = SamplingPolicy(params.sample_rate, params.buffer_size, params.daily_upload_bytes)
     agents: list[tuple[str, DeviceAgent, Link]] = []
     for cohort in cohorts:

@@ -119,7 +119,7 @@ def open_bundle(
     caps: DeviceCaps,
     model_keys: Mapping[str, bytes],
     num_threads: int = 1,
-    runners: MutableMapping[str, tuple[TFLiteRunner, int]] | None = None,
+    runners: MutableMapping[str, tuple[TFLiteRunner, tuple[int, int]]] | None = None,
 ) -> LoadedModel:
     """Decrypt, load the interpreter, check the profile, run once. `runners` lets a simulator
     share one interpreter among devices on the same bundle (each still verifies its copy)."""
@@ -140,17 +140,20 @@ def open_bundle(
         raise IntegrityError(f"bad preprocessing spec in bundle: {exc}") from exc
     cached = runners.get(vb.bundle_id) if runners is not None else None
     try:
-        runner, memory = cached or (TFLiteRunner(model, num_threads), estimate_memory(model))
+        runner, (arena, memory) = cached or (
+            TFLiteRunner(model, num_threads),
+            estimate_memory(model),
+        )
     except (RuntimeLoadError, ValueError, RuntimeError) as exc:
         raise IntegrityError(f"interpreter cannot load the model: {exc}") from exc
-    check_capabilities(caps, meta, runner, spec, len(model), memory)
+    check_capabilities(caps, meta, runner, spec, len(model), arena)
     probs = runner.predict(normalize(np.full((1, *runner.input_shape), 0.5, np.float32), spec))
     if probs.shape != (1, len(spec.labels)) or not np.isfinite(probs).all():
         raise IntegrityError(
             f"smoke inference gave shape {probs.shape} for {len(spec.labels)} labels, or non-finite values"
         )
     if runners is not None:
-        runners[vb.bundle_id] = (runner, memory)
+        runners[vb.bundle_id] = (runner, (arena, memory))
     return LoadedModel(vb.bundle_id, meta, spec, runner, memory, len(model))
 
 
