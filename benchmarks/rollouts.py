@@ -249,6 +249,7 @@ url, endpoint, keys, n, mode = sys.argv[1], sys.argv[2] or None, sys.argv[3], in
 store = open_store(url, endpoint)
 key = load_or_create_signing_key(keys)
 trusted = {key.key_id: key.public_key}
+done = 0
 for i in range(n):
     if mode == "cas":
         update_manifest(store, "race", lambda m: replace(m, percentage=(m.percentage + 1) % 100), key, trusted=trusted, retries=1000)
@@ -256,6 +257,8 @@ for i in range(n):
         m, _ = read_manifest_with_etag(store, "race", trusted, allow_expired=True)
         new = replace(m, revision=m.revision + 1)
         store.put(manifest_key("race"), canonical_json(key.sign(new.to_dict())))
+    done += 1
+    print(done, flush=True)
 """
 
 
@@ -275,19 +278,31 @@ def bench_lost_updates(
             subprocess.Popen(
                 [sys.executable, "-c", _WRITER, url, endpoint or "", str(keys), str(each), mode],
                 env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(writers)
         ]
+        done, failed = 0, []
         for p in procs:
-            p.wait(timeout=600)
+            stdout, stderr = p.communicate(timeout=600)
+            lines = stdout.split()
+            done += int(lines[-1]) if lines else 0
+            if p.returncode != 0:
+                failed.append(
+                    stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {p.returncode}"
+                )
         elapsed = time.perf_counter() - t0
         end_rev = read_manifest(store, "race", {key.key_id: key.public_key}).revision
         applied = end_rev - start_rev
         out[mode] = {
             "attempted": writers * each,
+            "succeeded": done,
             "applied": applied,
-            "lost": writers * each - applied,
+            "lost": done - applied,
             "seconds": elapsed,
+            "failed_writers": failed,
         }
     return out
 
@@ -316,12 +331,22 @@ def main() -> None:
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--each", type=int, default=25)
     ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
+    ap.add_argument("--parts", default="1,2,3", help="which tables to run, e.g. 3")
     args = ap.parse_args()
     if args.quick:
         args.ids, args.devices, args.each = 100_000, 100, 5
 
-    bench_assignment(args.ids)
+    parts = {int(p) for p in args.parts.split(",")}
+    if 1 in parts:
+        bench_assignment(args.ids)
+    if 2 in parts:
+        bench_gate_table(args.devices)
+    if 3 in parts:
+        bench_writers_table(args.writers, args.each)
+    print_anchors()
 
+
+def bench_gate_table(n_devices: int) -> None:
     table = Table(
         "poll every",
         "controller every",
@@ -333,7 +358,7 @@ def main() -> None:
         title="2. failing gate to every device on stable (simulated time)",
     )
     for poll_s, ctl_s in ((60, 60), (300, 60), (900, 300)):
-        r = bench_rollback(args.devices, poll_s, ctl_s, rate_per_min=2.0, seed=7)
+        r = bench_rollback(n_devices, poll_s, ctl_s, rate_per_min=2.0, seed=7)
         table.add_row(
             f"{poll_s}s",
             f"{ctl_s}s",
@@ -345,15 +370,19 @@ def main() -> None:
         )
     console.print(table)
 
+
+def bench_writers_table(writers: int, each: int) -> None:
     table = Table(
         "store",
         "writers",
         "mode",
         "attempted",
+        "succeeded",
         "applied",
         "lost",
         "seconds",
-        title="3. lost updates on one manifest",
+        "writer errors",
+        title="3. lost updates on one manifest (lost = writes reported successful - revisions applied)",
     )
     tmp = Path(tempfile.mkdtemp(prefix="edgeops-race-"))
     local = open_store(str(tmp / "store"))
@@ -376,22 +405,27 @@ def main() -> None:
             )
         )
         for name, store, url, ep in targets:
-            res = bench_lost_updates(store, url, ep, tmp / "keys", args.writers, args.each)
+            res = bench_lost_updates(store, url, ep, tmp / "keys", writers, each)
             for mode, r in res.items():
                 table.add_row(
                     name,
-                    str(args.writers),
+                    str(writers),
                     "compare-and-swap" if mode == "cas" else "plain PUT",
                     str(r["attempted"]),
+                    str(r["succeeded"]),
                     str(r["applied"]),
                     str(r["lost"]),
                     f"{r['seconds']:.1f}",
+                    "; ".join(r["failed_writers"])[:120] or "-",
                 )
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=10)
     console.print(table)
+
+
+def print_anchors() -> None:
     anchors = Table("anchor", "what it does", title="anchors")
     anchors.add_row(
         "AWS IoT Jobs", "abort config only cancels the job; devices keep what they installed"

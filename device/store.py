@@ -192,8 +192,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        if endpoint_url:
-            self.url += f" at {endpoint_url}"
+        self.where = f"{self.url} at {endpoint_url}" if endpoint_url else self.url
         config = Config(
             retries={"max_attempts": max_attempts, "mode": retry_mode},
             connect_timeout=connect_timeout,
@@ -213,13 +212,14 @@ class S3Store:
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchKey", "404", "NotFound"):
-                return MissingKeyError(f"no object {key!r}", where=self.url)
+                return MissingKeyError(f"no object {key!r}", where=self.where)
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                return ConflictError(f"stale write to {key!r}: {code or status}", where=self.url)
+                return ConflictError(f"stale write to {key!r}: {code or status}", where=self.where)
             return StoreError(
-                f"{action} {key!r} failed: {code} {err.get('Message', '')}".strip(), where=self.url
+                f"{action} {key!r} failed: {code} {err.get('Message', '')}".strip(),
+                where=self.where,
             )
-        return StoreError(f"{action} {key!r} failed, store unreachable: {exc}", where=self.url)
+        return StoreError(f"{action} {key!r} failed, store unreachable: {exc}", where=self.where)
 
     def _call(self, action: str, key: str, fn: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -245,7 +245,9 @@ class S3Store:
         try:
             resp = self._call("conditional put", key, self._client.put_object, Body=data, **cond)
         except MissingKeyError as exc:  # IfMatch on a key that vanished: also a lost race
-            raise ConflictError(f"stale write to {key!r}: object is gone", where=self.url) from exc
+            raise ConflictError(
+                f"stale write to {key!r}: object is gone", where=self.where
+            ) from exc
         return resp["ETag"].strip('"')
 
     def exists(self, key: str) -> bool:
@@ -286,12 +288,12 @@ class S3Store:
             raise self._error(exc, "upload", key) from exc
         except Exception as exc:  # boto3's S3UploadFailedError wraps the client error
             if type(exc).__name__ == "S3UploadFailedError":
-                raise StoreError(f"upload {key!r} failed: {exc}", where=self.url) from exc
+                raise StoreError(f"upload {key!r} failed: {exc}", where=self.where) from exc
             raise
         return self._call("head", key, self._client.head_object)["ETag"].strip('"')
 
     def __repr__(self) -> str:
-        return f"S3Store({self.url!r})"
+        return f"S3Store({self.where!r})"
 
 
 def open_store(url: str, endpoint_url: str | None = None, **s3_options: Any) -> ObjectStore:
