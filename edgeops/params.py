@@ -49,7 +49,7 @@ class DistillParams(_Params):
 
 class TrainParams(_Params):
     alpha: float = Field(1.0, gt=0, le=4, description="width multiplier")
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(30, ge=1, description="distillation needs the longer schedule")
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     bn_momentum: float = Field(0.9, gt=0, lt=1)
