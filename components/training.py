@@ -151,6 +151,8 @@ def train(prepared: PreparedData, params: TrainParams, teacher: keras.Model | No
     if params.distill.enabled and teacher is None:
         teacher, teacher_report = train_teacher(prepared, params)
     elif params.distill.enabled and teacher is not None:
+        if tuple(teacher.input_shape[1:]) != shape:
+            raise TrainingError(f"teacher input {teacher.input_shape[1:]} does not match the data {shape}")
         t_acc, t_val, _ = _evaluate(teacher, prepared)
         cost = count_cost(teacher)
         teacher_report = ModelReport("teacher", t_acc, t_val, cost.params, cost.macs, 0.0, 0)

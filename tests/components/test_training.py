@@ -109,3 +109,11 @@ def test_student_reaches_97_percent_on_digits(tmp_path: Path) -> None:
     r = train(prepared, TrainParams())
     assert r.test_accuracy >= 0.97, r.history["val_accuracy"]
     assert r.val_accuracy >= 0.97
+
+
+def test_a_teacher_for_another_input_size_is_refused(tiny_prepared) -> None:
+    from edgeops.errors import TrainingError
+
+    params = TINY.model_copy(update={"distill": DistillParams(enabled=True)})
+    with pytest.raises(TrainingError, match="does not match the data"):
+        train(tiny_prepared, params, teacher=build_teacher((8, 8, 1), 3))
