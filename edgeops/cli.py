@@ -121,8 +121,20 @@ def _register_subcommands() -> None:
     register_stage_commands(stage_app)
 
 
+def _embedded_prefect_home() -> None:
+    """Prefect's own state (the ephemeral API's database) under EDGEOPS_HOME like everything else,
+    unless the user points Prefect elsewhere. Set before any command imports prefect."""
+    import os
+
+    if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
+        home = _settings().ensure_home() / "prefect"
+        home.mkdir(exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
+
+
 def main() -> None:
     """Console-script entry: one line and an exit code for every expected failure."""
+    _embedded_prefect_home()
     _register_subcommands()
     try:
         rv = app(standalone_mode=False)

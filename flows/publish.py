@@ -9,6 +9,7 @@ a canary. Nothing unblessed is published.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,14 +107,14 @@ def publish(
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
         current = read_manifest(store, cohort_name, trusted | _published_keys(store))
         if current is None or current.stable is None or not rollout:
-            set_stable(store, cohort_name, ref, key)
+            set_stable(store, cohort_name, ref, key, ttl=timedelta(days=params.publish.manifest_ttl_days))
             set_cohort_alias(client, reg["name"], cohort_name, "stable", reg["version"])
             role = "stable"
         else:
             from flows.rollout import start_canary
 
-            start_canary(client, settings, catalog, cohort_name, reg, ref, params)
-            role = "canary"
+            status = start_canary(client, settings, catalog, cohort_name, reg)
+            role = "canary" if status == "running" else f"candidate ({status})"
         _save_reference(store, ref.bundle_id, variants[target].path, prepared)
         out[cohort_name] = {"published": True, "role": role, "target": target, "bundle_id": ref.bundle_id,
                             "registered": f"{reg['name']}/{reg['version']}"}

@@ -28,13 +28,18 @@ TF_REQUIREMENTS = ["tensorflow==2.21.0", "tf-keras==2.21.0"]
 def log_data_version(run_id: str, version: DataVersion, name: str, client: MlflowClient | None = None,
                      context: str = "training") -> None:
     """Record the data set as a run input whose digest is the DVC hash (the data version)."""
+    import warnings
+
     from mlflow import MlflowClient
-    from mlflow.data.artifact_dataset_sources import LocalArtifactDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
     client = client or MlflowClient()
-    dataset = MetaDataset(source=LocalArtifactDatasetSource(version.path), name=name, digest=version.md5)
+    with warnings.catch_warnings():  # a local path matches two registered source types
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(version.path)
+    dataset = MetaDataset(source=source, name=name, digest=version.md5)
     tags = [InputTag("mlflow.data.context", context), InputTag("dvc.md5", version.md5),
             InputTag("dvc.nfiles", str(version.nfiles))]
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
@@ -73,7 +78,7 @@ def log_training(client: MlflowClient, run_id: str, trained: TrainResult, prepar
     from components import plots
     from device.preprocessing import normalize
 
-    metrics = {"test_accuracy": trained.test_accuracy, "val_accuracy": trained.val_accuracy,
+    metrics = {"test_accuracy": trained.test_accuracy, "final_val_accuracy": trained.val_accuracy,
                "params": trained.params_count, "macs": trained.macs, "train_seconds": trained.train_seconds}
     if trained.teacher is not None:
         metrics.update(teacher_test_accuracy=trained.teacher.test_accuracy, teacher_params=trained.teacher.params_count)

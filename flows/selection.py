@@ -50,8 +50,7 @@ def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: Devic
     per_profile: dict[str, Any] = {}
     for name, profile in catalog.profiles.items():
         candidates = {t: blessings[t][name] for t in variants}
-        choice = select(variants, candidates, profile)
-        per_profile[name] = choice.to_dict()
+        per_profile[name] = select(variants, candidates, profile).to_dict()
         table = candidate_table(variants, candidates, profile)
         table.to_csv(out_dir / f"candidates-{name}.csv", index=False)
         plot_size_vs_accuracy(variants, candidates, profile, out_dir / f"size_vs_accuracy-{name}.png")

@@ -8,6 +8,7 @@ call these same functions; they call the pure components and write each stage's 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,10 +73,27 @@ def targets_for(params: ConvertParams, catalog: DeviceCatalog) -> list[str]:
     return list(params.targets) if params.targets else catalog.targets()
 
 
+_CLONE_LOCK = threading.Lock()
+
+
+def own_copy(model: Any) -> Any:
+    """A private copy of a Keras model for one thread.
+
+    Converting traces the model's functions; two threads tracing the same model deadlock inside
+    TensorFlow (seen with Prefect's ThreadPoolTaskRunner), so each conversion gets its own copy.
+    """
+    from components.keras import keras
+
+    with _CLONE_LOCK:
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+    return copy
+
+
 def convert(model: Any, target: str, prepared: PreparedData, params: ConvertParams, out: Path) -> Variant:
     from components.conversion import convert_and_verify
 
-    return convert_and_verify(model, target, prepared, params, out)
+    return convert_and_verify(own_copy(model), target, prepared, params, out)
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -71,3 +71,13 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     env["EDGEOPS_STORE_URL"] = f"s3://{bucket}/edgeops"
     return env
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Prefect's state for the whole test session in a temporary directory, set before any
+    test module imports prefect (it reads its settings on import)."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="edgeops-test-prefect-"))
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
