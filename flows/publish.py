@@ -85,7 +85,11 @@ def publish(
 ) -> dict[str, dict[str, Any]]:
     """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
     from registry.bundles import publish_bundle
-    from registry.keys import load_or_create_cohort_key, load_or_create_signing_key, publish_public_key
+    from registry.keys import (
+        load_or_create_cohort_key,
+        load_or_create_signing_key,
+        publish_public_key,
+    )
     from registry.manifests import read_manifest, set_stable
     from registry.mlflow_models import set_bundle_id, set_cohort_alias
 

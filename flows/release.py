@@ -18,8 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import stages
-from flows import publish, release_logging
+from flows import publish, release_logging, stages
 from flows.report import release_markdown
 from flows.selection import bless_and_select
 from flows.tracking import child_run, configure_mlflow, flatten, log_batch
