@@ -88,3 +88,16 @@ def test_save_load_round_trip_and_atomic_failure(
     assert sorted(x.name for x in tmp_path.iterdir()) == ["data", "prepared"]
     with pytest.raises(DataError, match="missing or unreadable"):
         PreparedData.load(tmp_path / "second")
+
+
+def test_large_colour_jpegs_are_resized_on_decode(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = write_folder(tmp_path / "j", {"a": 6, "b": 6}, fmt="JPEG")
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    Image.fromarray(big).save(root / "a" / "photo.jpeg", quality=90)
+    p = prepare(root, PrepareParams(image_size=16, min_per_class=5))
+    row = p.manifest[p.manifest["path"] == "a/photo.jpeg"].iloc[0]
+    assert (row["height"], row["width"], row["channels"]) == (480, 640, 3)
+    assert p.spec.channels == 3 and p.x_train.shape[1:] == (16, 16, 3)
