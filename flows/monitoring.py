@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from edgeops.errors import MonitoringError
 from edgeops.settings import Settings
 from monitoring.ingest import IngestReport, ingest, known_versions
 from monitoring.jobs import WindowReport, run_window
@@ -129,7 +130,11 @@ def detect_drift(window_hours: float | None = None, embeddings: bool = True) -> 
         for cohort, version in scopes:
             rows = inferences(read_table(store, cohort=cohort, model_version=version))
             for bundle_id, part in rows.groupby("bundle_id") if not rows.empty else []:
-                reference = load_reference(store, str(bundle_id))
+                try:
+                    reference = load_reference(store, str(bundle_id))
+                except MonitoringError as exc:  # a bundle published before references existed
+                    print(f"skipping {cohort}/{version}/{bundle_id}: {exc}")
+                    continue
                 scope = WindowReport(cohort, version, str(bundle_id), datetime.now(UTC), 0).scope
                 judged = states.get(scope)
                 for start, w in windows(part, hours):
