@@ -39,6 +39,7 @@ def _telemetry(store, cohort):
     )
 
 
+@pytest.mark.slow
 def test_fleet_with_drift_faults_and_a_rollout(release, tiny_models, tmp_path):
     f32, _ = _release(release, tiny_models)
     v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
@@ -112,6 +113,7 @@ def test_fleet_with_drift_faults_and_a_rollout(release, tiny_models, tmp_path):
     assert all(g.is_unique for _, g in seq)
 
 
+@pytest.mark.slow
 def test_drift_shows_in_uploaded_features(release, tiny_models, tmp_path):
     from scipy.stats import ks_2samp
 
@@ -160,6 +162,7 @@ def test_unknown_cohort_profile_is_a_config_error(release, tiny_models):
         )
 
 
+@pytest.mark.slow
 def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
     """`edgeops fleet simulate` on the repo's devices.yaml: a float cohort and an encrypted
     int8-only cohort, prepared data from disk, a progress bar and the summary tables."""
