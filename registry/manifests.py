@@ -83,19 +83,18 @@ def update_manifest(
     clock: Clock = utcnow,
     retries: int = 10,
     trusted: dict[str, Ed25519PublicKey] | None = None,
-) -> Manifest:
+) -> Manifest | None:
     """Apply `mutate` to the current manifest (None when there is none) and write revision + 1.
 
-    `mutate` may be called several times (once per attempt), so it must be a pure function of
-    its argument. Returning None leaves the manifest as it is.
+    `mutate` is called once per attempt, after the read, so it must derive its answer from its
+    argument (or from state it re-reads itself). Returning None leaves the manifest as it is
+    (and returns the current one, None if the cohort has none).
     """
     trusted = trusted if trusted is not None else _trusted(store, signing_key)
     for attempt in range(retries):
         current, etag = read_manifest_with_etag(store, cohort, trusted, allow_expired=True)
         changed = mutate(current)
         if changed is None:
-            if current is None:
-                raise ConflictError(f"no manifest for cohort {cohort!r} and nothing to write")
             return current
         now = clock()
         new = replace(
@@ -135,4 +134,6 @@ def set_stable(
         base = m or empty_manifest(cohort)
         return replace(base, stable=ref, candidate=None, percentage=0.0)
 
-    return update_manifest(store, cohort, mutate, signing_key, **kwargs)  # type: ignore[arg-type]
+    manifest = update_manifest(store, cohort, mutate, signing_key, **kwargs)  # type: ignore[arg-type]
+    assert manifest is not None  # mutate always returns a manifest
+    return manifest

@@ -140,26 +140,22 @@ class RolloutManager:
         return new
 
     def sync(self, cohort: str) -> Manifest | None:
-        """Bring the manifest in line with the latest rollout state (also repairs a crash)."""
+        """Bring the manifest in line with the latest rollout state (also repairs a crash);
+        returns the manifest in effect (None while the cohort has none)."""
 
         def mutate(current: Manifest | None) -> Manifest | None:
             return desired_manifest(self._load(cohort)[0], current)
 
-        try:
-            return update_manifest(
-                self.store,
-                cohort,
-                mutate,
-                self.signing_key,
-                ttl=self.manifest_ttl,
-                clock=self.clock,
-                retries=self.retries,
-                trusted=self.trusted(),
-            )
-        except ConflictError as exc:
-            if "nothing to write" in str(exc):
-                return None
-            raise
+        return update_manifest(
+            self.store,
+            cohort,
+            mutate,
+            self.signing_key,
+            ttl=self.manifest_ttl,
+            clock=self.clock,
+            retries=self.retries,
+            trusted=self.trusted(),
+        )
 
     def _stamp(self, cohort: str, position: int, revision: int) -> RolloutState | None:
         for _ in range(self.retries):
