@@ -143,6 +143,9 @@ def catalog():
                     "throughput_macs_per_s": 5e7,
                 },
             },
-            "cohorts": {"pi-fleet-eu": {"profile": "pi"}, "mcu-line-a": {"profile": "mcu"}},
+            "cohorts": {
+                "pi-fleet-eu": {"profile": "pi"},
+                "mcu-line-a": {"profile": "mcu", "encrypt": True},
+            },
         }
     )

@@ -277,3 +277,36 @@ def test_concurrent_advance_from_processes_loses_nothing(
     ]
     m = mgr.manifest("pi-fleet-eu")
     assert m.percentage == 10 and m.candidate == ref2  # the manifest matches the newest state
+
+
+def test_encrypted_cohort_rolls_out_its_own_encrypted_bundle(
+    world, tiny_tflite, mlflow_client, experiment_run, signing_key, tmp_path
+):
+    from edgeops.errors import RegistryError
+    from registry.bundles import publish_bundle, read_bundle
+    from registry.keys import load_or_create_cohort_key
+
+    mgr, clock, _, _ = world
+    path, spec, x = tiny_tflite
+    v, _ = release(
+        mlflow_client, experiment_run, mgr.store, signing_key, path, spec, x, target="tflite-int8"
+    )
+    with pytest.raises(RegistryError, match="no bundle published for digits version .* encrypted"):
+        mgr.plan("mcu-line-a", "digits-tflite-int8", v, actor="a")
+    key = load_or_create_cohort_key(tmp_path / "keys", "mcu-line-a")
+    ref = publish_bundle(
+        mgr.store,
+        signing_key,
+        path,
+        spec,
+        model_name="digits",
+        model_version=v,
+        target="tflite-int8",
+        encryption_key=key,
+    )
+    mgr.plan("mcu-line-a", "digits-tflite-int8", v, actor="a", steps=(100,))
+    s = mgr.start("mcu-line-a", actor="a")
+    assert s.plan.candidate == ref and mgr.manifest("mcu-line-a").candidate == ref
+    bundle = read_bundle(mgr.store, ref, load_trusted_keys(mgr.store), encryption_key=key)
+    assert bundle.metadata.encrypted and bundle.model_bytes == path.read_bytes()
+    assert mgr.advance("mcu-line-a", actor="a").status == "completed"
