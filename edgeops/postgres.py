@@ -80,11 +80,14 @@ def postgres_spec(root: Path, port: int, *, fast: bool = False) -> ServiceSpec:
     for setting in FAST_SETTINGS if fast else ():
         argv += ["-c", setting]
     return ServiceSpec("postgres", argv, {"LC_ALL": "C"}, None, port, stop_signal=signal.SIGINT,
-                       url=database_uri(port, "postgres"))
+                       url=database_uri(port, "postgres", None))
 
 
-def database_uri(port: int, database: str) -> str:
-    return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}"
+def database_uri(port: int, database: str, driver: str | None = "psycopg2") -> str:
+    """SQLAlchemy URI (SQLAlchemy 2.1 defaults `postgresql://` to psycopg 3, which is not installed;
+    psycopg2 is); `driver=None` gives the plain libpq URI."""
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    return f"{scheme}://{SUPERUSER}@127.0.0.1:{port}/{database}"
 
 
 def create_database(port: int, name: str) -> str:

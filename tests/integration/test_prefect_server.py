@@ -1,0 +1,79 @@
+"""The retraining deployment on a real `prefect server` with a process worker, fired the way the
+drift trigger fires it (`run_deployment` on the deployment name flows.monitoring uses)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from scale_stack import REPO, PrefectStack
+
+from edgeops.cli_ops import deploy
+from edgeops.services import log_tail
+
+TINY = {
+    "prepare": {"max_images": 300},
+    "train": {"epochs": 2},
+    "convert": {"targets": ["tflite-f32", "tflite-int8"], "representative_samples": 50, "latency_runs": 5},
+}
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _wait_for_flow_run(flow_run_id, timeout: float):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.type.value in FINAL:
+                return run
+            if time.monotonic() > deadline:
+                return run
+            time.sleep(2)
+
+
+@pytest.mark.slow
+def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from components.data import write_example_digits
+    from flows.monitoring import RETRAIN_DEPLOYMENT
+
+    data = tmp_path / "digits"
+    write_example_digits(data)
+    out = deploy(prefect_stack.env, REPO)  # every deployment in prefect.yaml
+    for name in ("release", "retrain", "monitor", "rollout-controller"):
+        assert name in out
+
+    reason = "drift: cohort pi-fleet data drift share 0.8"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+        started = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            parameters={"data_dir": str(data), "reason": reason, "merge_feedback": True, "overrides": TINY},
+            timeout=0,
+        )
+        assert started.work_pool_name == "edgeops-process"
+        run = _wait_for_flow_run(started.id, timeout=900)
+
+    worker_log = log_tail(prefect_stack.worker.log, 30)
+    assert run.state is not None and run.state.type.value == "COMPLETED", (
+        f"flow run ended {run.state}: {worker_log}"
+    )
+    assert str(started.id) in prefect_stack.worker.log.read_text()  # this worker ran it
+
+    # The run's side effects landed in the worker's EDGEOPS_HOME: a release run with the drift reason
+    home = Path(prefect_stack.env["EDGEOPS_HOME"])
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("edgeops").experiment_id], "tags.`edgeops.kind` = 'release'"
+    )
+    assert len(runs) == 1
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["edgeops.trigger"] == f"retrain: {reason}"
+    versions = client.search_model_versions(f"tags.run_id = '{runs[0].info.run_id}'")
+    assert {v.tags.get("target") for v in versions} >= {"tflite-f32", "tflite-int8"}
+    assert (home / "store" / "manifests").is_dir()
