@@ -51,7 +51,8 @@ def _actor(actor: str | None) -> str:
     return actor or os.environ.get("EDGEOPS_ACTOR") or getpass.getuser()
 
 
-def _manager() -> RolloutManager:
+def _manager(registry: bool = True) -> RolloutManager:
+    """Read-only commands skip the MLflow client (opening SQLite runs its migrations)."""
     from edgeops.settings import Settings
     from registry.keys import load_or_create_signing_key, publish_public_key
     from registry.rollouts import RolloutManager
@@ -160,7 +161,7 @@ def status_cmd(
     """Where each rollout stands."""
 
     def states() -> list[dict[str, Any]]:
-        mgr = _manager()
+        mgr = _manager(registry=False)
         names = [cohort] if cohort else sorted(mgr.catalog.cohorts)
         return [mgr.state(n).summary() for n in names]
 
@@ -187,7 +188,7 @@ def status_cmd(
 @release_app.command("history")
 def history_cmd(cohort: Cohort, as_json: Json = False) -> None:
     """Every transition of every rollout on a cohort: who, when, why."""
-    rows = _run(lambda: _manager().history(cohort))
+    rows = _run(lambda: _manager(registry=False).history(cohort))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -212,7 +213,7 @@ def history_cmd(cohort: Cohort, as_json: Json = False) -> None:
 @cohorts_app.command("list")
 def cohorts_list(as_json: Json = False) -> None:
     """Cohorts, their profile, and what their signed manifest points at."""
-    rows = _run(lambda: _manager().cohorts())
+    rows = _run(lambda: _manager(registry=False).cohorts())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
