@@ -7,6 +7,7 @@ Heavy imports (tensorflow, mlflow, prefect) happen inside commands so `--help` s
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +36,31 @@ app.add_typer(stage_app, name="stage")
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class _NoTracebackForExpectedErrors(logging.Filter):
+    """Prefect logs a flow's exception with its traceback; for the project's own errors the
+    user gets the one line the CLI prints instead (unexpected errors keep their traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EdgeOpsError):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg = str(record.getMessage()).split("\n", 1)[0]
+            record.args = ()
+        return True
+
+
+def quiet_expected_tracebacks() -> None:
+    """Attach the filter to every handler configured so far (call after importing flows)."""
+    quiet = _NoTracebackForExpectedErrors()
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, _NoTracebackForExpectedErrors) for f in handler.filters):
+                handler.addFilter(quiet)
 
 
 def _settings():
@@ -89,6 +115,7 @@ def pipeline_run(
     from flows.release import release_pipeline
     from flows.report import print_release
 
+    quiet_expected_tracebacks()
     result = release_pipeline(str(data), params_path=str(params) if params else None, model_name=name)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
@@ -104,6 +131,7 @@ def demo(
     """The whole loop twice on the bundled digits: once clean, once with injected drift."""
     from flows.demo import run_demo
 
+    quiet_expected_tracebacks()
     run_demo(data, console=console, quick=quick)
 
 
@@ -123,9 +151,11 @@ def _register_subcommands() -> None:
 
 def _embedded_prefect_home() -> None:
     """Prefect's own state (the ephemeral API's database) under EDGEOPS_HOME like everything else,
-    unless the user points Prefect elsewhere. Set before any command imports prefect."""
+    unless the user points Prefect elsewhere; Prefect's INFO chatter off unless asked for.
+    Set before any command imports prefect."""
     import os
 
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         home = _settings().ensure_home() / "prefect"
         home.mkdir(exist_ok=True)

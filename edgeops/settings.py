@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from device.store import ObjectStore
 
 
+def _first_existing(*paths: Path) -> Path:
+    """The working directory's file, else the one beside the installed project, else the first."""
+    return next((p for p in paths if p.exists()), paths[0])
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -58,7 +63,8 @@ class Settings:
             dvc_remote=env.get("EDGEOPS_DVC_REMOTE") or str(home / "dvc-remote"),
             keys_dir=Path(env.get("EDGEOPS_KEYS_DIR") or home / "keys"),
             params_path=Path(env.get("EDGEOPS_PARAMS") or cwd / "params.yaml"),
-            devices_path=Path(env.get("EDGEOPS_DEVICES") or cwd / "devices.yaml"),
+            devices_path=Path(env.get("EDGEOPS_DEVICES") or _first_existing(
+                cwd / "devices.yaml", Path(__file__).resolve().parents[1] / "devices.yaml")),
             experiment_name=env.get("EDGEOPS_EXPERIMENT") or "edgeops",
         )
 

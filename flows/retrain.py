@@ -30,13 +30,15 @@ def merge_feedback_task(data_dir: str) -> dict[str, Any]:
     if rows.empty or "label" not in rows:
         return {"offered": 0, "written": 0}
     rows = rows[rows["label"].notna() & rows["thumb"].notna()]
-    totals: dict[str, Any] = {"offered": 0, "written": 0, "already_present": 0, "per_class": {}}
+    totals: dict[str, Any] = {"offered": 0, "written": 0, "already_present": 0, "duplicates": 0,
+                              "per_class": {}}
     for bundle_id, part in rows.groupby("bundle_id"):
         labels = tuple(json.loads(store.get(f"bundles/{bundle_id}/labels.json")))
         merged = merge_feedback(pd.DataFrame(part), Path(data_dir), labels)
         totals["offered"] += merged.offered
         totals["written"] += merged.written
         totals["already_present"] += merged.already_present
+        totals["duplicates"] += merged.duplicates
         for k, v in merged.per_class.items():
             totals["per_class"][k] = totals["per_class"].get(k, 0) + v
     return totals

@@ -4,10 +4,14 @@ Records whose user corrected (or confirmed) the prediction carry a label and a d
 input (`thumb`, uint8 bytes of size x size x channels). They are written into the image folder
 as PNG files under their class, with names that make a re-merge idempotent
 (`fb-<device>-<seq>.png`), so the folder's DVC hash changes exactly when new feedback arrives.
+A thumbnail whose PNG bytes equal a file already in the folder is skipped: the same frame seen
+twice (or a copy of a training image) would otherwise put one image in two splits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ class FeedbackMerge:
     written: int  # new files
     already_present: int
     skipped_unknown_label: int
+    duplicates: int  # same pixels as an image already in the folder: would leak across splits
     per_class: dict[str, int]
 
 
@@ -45,8 +50,9 @@ def merge_feedback(rows: pd.DataFrame, data_dir: Path, labels: tuple[str, ...]) 
     if not data_dir.is_dir():
         raise DataError("data folder does not exist", where=str(data_dir))
     usable = rows[rows["label"].notna() & rows["thumb"].notna()] if len(rows) else rows
-    written = present = unknown = 0
+    written = present = unknown = duplicates = 0
     per_class: dict[str, int] = {}
+    seen = _content_hashes(data_dir)
     for row in usable.itertuples(index=False):
         label = int(row.label)
         if not 0 <= label < len(labels):
@@ -57,10 +63,27 @@ def merge_feedback(rows: pd.DataFrame, data_dir: Path, labels: tuple[str, ...]) 
         if path.exists():
             present += 1
             continue
+        png = _png(decode_thumb(bytes(row.thumb)))
+        digest = hashlib.sha256(png).hexdigest()
+        if digest in seen:
+            duplicates += 1
+            continue
+        seen.add(digest)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(".tmp.png")
-        Image.fromarray(decode_thumb(bytes(row.thumb))).save(tmp)
+        tmp.write_bytes(png)
         tmp.replace(path)
         written += 1
         per_class[name] = per_class.get(name, 0) + 1
-    return FeedbackMerge(len(usable), written, present, unknown, per_class)
+    return FeedbackMerge(len(usable), written, present, unknown, duplicates, per_class)
+
+
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _content_hashes(data_dir: Path) -> set[str]:
+    """sha256 of every file under the folder: the same content hash validation checks."""
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in data_dir.rglob("*") if p.is_file()}

@@ -28,6 +28,7 @@ def test_merge_writes_labelled_thumbs_once(tmp_path: Path) -> None:
             "thumb": [img, img, img, img],
         }
     )
+    rows.loc[2, "thumb"] = (np.arange(64, dtype=np.uint8) * 2).tobytes()
     first = merge_feedback(rows, data, labels=tuple(str(i) for i in range(10)))
     assert (first.offered, first.written, first.skipped_unknown_label) == (3, 2, 1)
     written = data / "3" / "fb-d1-1.png"
@@ -36,3 +37,14 @@ def test_merge_writes_labelled_thumbs_once(tmp_path: Path) -> None:
     )
     again = merge_feedback(rows, data, labels=tuple(str(i) for i in range(10)))
     assert (again.written, again.already_present) == (0, 2)
+
+
+def test_merge_skips_content_already_in_the_folder(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "3").mkdir(parents=True)
+    pixels = np.full((8, 8), 7, np.uint8)
+    Image.fromarray(pixels).save(data / "3" / "original.png")
+    rows = pd.DataFrame({"device_id": ["d1", "d2", "d3"], "seq": [1, 1, 1], "label": [3, 3, 3],
+                         "thumb": [pixels.tobytes(), (pixels + 1).tobytes(), (pixels + 1).tobytes()]})
+    merged = merge_feedback(rows, data, labels=tuple(str(i) for i in range(10)))
+    assert (merged.written, merged.duplicates) == (1, 2)
