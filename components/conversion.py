@@ -116,6 +116,12 @@ def artifact_sizes(path: Path) -> tuple[int, int]:
     return sum(f.stat().st_size for f in files), len(buf.getvalue())
 
 
+def keras_probs(model: keras.Model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Eager calls, not model.predict: predict() rebuilds a shared function and races in threads."""
+    out = [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
+    return np.concatenate(out).astype(np.float32)
+
+
 def validate_input(model: keras.Model, target: str, prepared: PreparedLike) -> np.ndarray:
     """Phase one: the model fits the data and gives finite probabilities. Returns them on test."""
     if target not in TARGETS:
@@ -132,7 +138,7 @@ def validate_input(model: keras.Model, target: str, prepared: PreparedLike) -> n
         raise ConversionError(target, "model weights hold NaN or infinity")
     if len(prepared.x_test) == 0 or len(prepared.x_train) == 0:
         raise ConversionError(target, "empty train or test split")
-    probs = model.predict(model_inputs(prepared.x_test, spec), verbose=0, batch_size=256)
+    probs = keras_probs(model, model_inputs(prepared.x_test, spec))
     if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3) or (probs < 0).any():
         raise ConversionError(
             target, "model output is not a probability distribution (softmax last?)"
@@ -165,7 +171,7 @@ def _convert(
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(prepared.x_train))[: params.representative_samples]
     rep = model_inputs(prepared.x_train[idx], prepared.spec)
-    to_tflite(model, target, rep, path)
+    to_tflite(model, target, rep, path, per_channel=params.int8_per_channel)
     try:
         return path, TFLiteRunner(path)
     except RuntimeLoadError as exc:

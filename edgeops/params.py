@@ -86,6 +86,11 @@ class ConvertParams(_Params):
     representative_samples: int = Field(200, ge=1)
     min_agreement: float = Field(0.99, ge=0, le=1, description="top-1 agreement with the float model")
     latency_runs: int = Field(50, ge=1)
+    int8_per_channel: bool = Field(
+        True,
+        description="per-channel int8 weights (accuracy); False: per-tensor, which drops a float32 "
+        "scale + int64 zero point per output channel (size: ~46 kB on a 257k-parameter model)",
+    )
 
 
 class EvaluateParams(_Params):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.convert import EXPORT_LOCK
 from components.keras import keras, tf
 from edgeops.errors import ConversionError
 
@@ -19,7 +20,10 @@ def to_onnx(model: keras.Model, path: Path) -> Path:
     shape = (None, *model.input_shape[1:])
     spec = [tf.TensorSpec(shape, tf.float32, name="input")]
     try:
-        tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET, output_path=str(path))
+        with EXPORT_LOCK:
+            tf2onnx.convert.from_keras(
+                model, input_signature=spec, opset=OPSET, output_path=str(path)
+            )
     except Exception as exc:  # tf2onnx raises bare ValueError/RuntimeError/KeyError by op
         raise ConversionError("onnx", f"tf2onnx: {str(exc).splitlines()[0]}") from exc
     return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.convert import EXPORT_LOCK
 from components.keras import keras
 from edgeops.errors import ConversionError
 
@@ -34,7 +35,8 @@ def to_openvino(model: keras.Model, out_dir: Path) -> Path:
     ir_dir = out_dir / "openvino"
     ir_dir.mkdir(parents=True, exist_ok=True)
     try:
-        ir = ov.convert_model(str(export))
+        with EXPORT_LOCK:
+            ir = ov.convert_model(str(export))
         ov.save_model(ir, str(ir_dir / "model.xml"), compress_to_fp16=False)
     except Exception as exc:  # OpenVINO raises its own OpConversionFailure, RuntimeError, ...
         raise ConversionError("openvino", f"ov.convert_model: {str(exc).splitlines()[0]}") from exc

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from components.convert import EXPORT_LOCK
 from components.keras import keras, tf
 from edgeops.errors import ConversionError
 
@@ -20,7 +21,8 @@ def to_savedmodel(model: keras.Model, base: Path, name: str = "model", version: 
         return {"probs": model(x, training=False)}
 
     try:
-        tf.saved_model.save(model, str(export), signatures={"serving_default": serve})
+        with EXPORT_LOCK:
+            tf.saved_model.save(model, str(export), signatures={"serving_default": serve})
     except Exception as exc:  # TF raises assorted types from tracing
         raise ConversionError(
             "savedmodel", f"tf.saved_model.save: {str(exc).splitlines()[0]}"

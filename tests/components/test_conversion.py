@@ -112,3 +112,14 @@ def test_safe_from_threads(digits, digits_model, tmp_path) -> None:  # noqa: F81
     threaded, alone = TFLiteRunner(results["tflite-int8"].path), TFLiteRunner(serial.path)
     np.testing.assert_array_equal(threaded.predict(x), alone.predict(x))  # same quantisation
     assert all(v.agreement >= PARAMS.min_agreement for v in results.values())
+
+
+def test_per_tensor_int8_is_smaller(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    per_tensor = PARAMS.model_copy(update={"int8_per_channel": False, "min_agreement": 0.95})
+    pc = convert_and_verify(
+        digits_model, "tflite-int8", digits, PARAMS, tmp_path / "pc", measure=False
+    )
+    pt = convert_and_verify(
+        digits_model, "tflite-int8", digits, per_tensor, tmp_path / "pt", measure=False
+    )
+    assert pt.bytes < pc.bytes and pt.input_dtype == "int8" and "float32" not in pt.tensor_dtypes
