@@ -67,25 +67,66 @@ def window(
     return frame(xs)
 
 
-def rates(x, y, params: MonitorParams, reps: int, seed: int) -> list[dict[str, object]]:
+class Population:
+    """Features of every image under each scenario, computed once.
+
+    The features of an image do not depend on the batch it is computed in (checked: identical
+    bits), and every scenario but noise is a deterministic function of the image, so a window
+    is an index draw (weighted for the class-prior shift) into these tables.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = x, y
+        self._feats: dict[str, np.ndarray] = {}
+
+    def draw(
+        self, scenario: str, n: int, rng: np.random.Generator, pool: np.ndarray | None = None
+    ) -> pd.DataFrame:
+        sc = make_scenario(scenario)
+        pool = np.arange(len(self.y)) if pool is None else pool
+        w = np.ones(len(pool))
+        if sc.class_weights is not None:
+            w = np.asarray(sc.class_weights, dtype=np.float64)[self.y[pool]]
+        idx = pool[rng.choice(len(pool), size=n, p=w / w.sum())]
+        if sc.noise_std > 0:  # random per frame: computed on the fly
+            return frame(sc.transform(self.x[idx], rng))
+        if scenario not in self._feats:
+            self._feats[scenario] = summary_features(sc.transform(self.x, rng))
+        return pd.DataFrame(self._feats[scenario][idx], columns=COLUMNS)
+
+
+def rates(
+    x,
+    y,
+    params: MonitorParams,
+    reps: int,
+    seed: int,
+    only: list[str] | None = None,
+    sizes: tuple[int, ...] = SIZES,
+) -> list[dict[str, object]]:
+    """Each repetition draws a fresh reference (REFERENCE_ROWS) and a fresh window: independent trials."""
     rng = np.random.default_rng(seed)
-    ref = window(x, y, "none", REFERENCE_ROWS, rng)
+    pop = Population(x, y)
     perm = rng.permutation(len(x))
     train, held = perm[:1200], perm[1200:]
-    ref_train = frame(x[train])
+    ref_train = pd.DataFrame(summary_features(x[train]), columns=COLUMNS)
     rows = []
     scenarios = [
         s for s in SCENARIO_NAMES if s != "concept_shift"
     ]  # P(x) unchanged: see concept drift tests
     for name in [*scenarios, "none (held-out pool)"]:
-        for n in SIZES:
+        if only and name not in only:
+            continue
+        for n in sizes:
             t0, hits = time.perf_counter(), 0
             for _ in range(reps):
-                if name.startswith("none ("):
-                    cur = window(x[held], y[held], "none", n, rng)
-                    hits += data_drift(ref_train, cur, params).drifted
+                if name.startswith(
+                    "none ("
+                ):  # the fleet simulator's setting: fixed training reference
+                    hits += data_drift(ref_train, pop.draw("none", n, rng, held), params).drifted
                 else:
-                    hits += data_drift(ref, window(x, y, name, n, rng), params).drifted
+                    ref = pop.draw("none", REFERENCE_ROWS, rng)
+                    hits += data_drift(ref, pop.draw(name, n, rng), params).drifted
             kind = "false alarm" if name.startswith("none") else "detection"
             rows.append(
                 {
@@ -164,7 +205,9 @@ def scale(
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     t1 = time.perf_counter()
-    if html is not None:  # the full Evidently Report (DataDriftPreset) with its HTML, as the flows run it
+    if (
+        html is not None
+    ):  # the full Evidently Report (DataDriftPreset) with its HTML, as the flows run it
         data_drift(ref, cur, params, html_path=html)
     with_html = time.perf_counter() - t1 if html is not None else None
     return {
@@ -216,8 +259,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--skip-rates", action="store_true")
+    ap.add_argument("--scenarios", nargs="*", default=None, help="only these (default: all)")
+    ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
     args = ap.parse_args()
-    warnings.filterwarnings("ignore", category=RuntimeWarning)  # Evidently's corrcoef on constant columns
+    warnings.filterwarnings(
+        "ignore", category=RuntimeWarning
+    )  # Evidently's corrcoef on constant columns
     params = MonitorParams()
     print(
         f"tests: {params.stattest} per feature, family-wise alpha {params.stattest_threshold} "
@@ -226,7 +273,11 @@ def main() -> None:
     )
     x, y = digits32()
     t0 = time.perf_counter()
-    rate_rows = [] if args.skip_rates else rates(x, y, params, args.reps, args.seed)
+    rate_rows = (
+        []
+        if args.skip_rates
+        else rates(x, y, params, args.reps, args.seed, args.scenarios, tuple(args.sizes))
+    )
     trig = time_to_trigger(x, y, params, FleetParams(), args.seed)
     speed = scale(params, html=Path("/tmp/edgeops-drift-bench.html"))
     print(
