@@ -11,7 +11,6 @@ source of truth, so an unreachable MLflow never blocks a rollback.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -22,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from device.protocol import Manifest, format_time, utcnow
 from device.store import MissingKeyError, ObjectStore
-from edgeops.errors import ConfigError, ConflictError, RegistryError, RolloutError
+from edgeops.errors import ConfigError, ConflictError, RolloutError
 from registry.bundles import find_bundle
 from registry.controller import GateThresholds
 from registry.keys import SigningKey, load_or_create_cohort_key, load_trusted_keys
 from registry.manifests import DEFAULT_TTL, empty_manifest, read_manifest_with_etag, update_manifest
+from registry.rollout_mirror import mirror_rollout
 from registry.rollout_state import ACTIVE, DEFAULT_STEPS, RolloutPlan, RolloutState, Status
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
     from components.profiles import DeviceCatalog
 
-log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 Step = Callable[[RolloutState, datetime], RolloutState]
 
@@ -136,7 +135,8 @@ class RolloutManager:
         position = len(new.history) - 1
         if manifest is not None:
             new = self._stamp(cohort, position, manifest.revision) or new
-        self._mirror(new)
+        if self.client is not None:
+            mirror_rollout(self.client, new)
         return new
 
     def sync(self, cohort: str) -> Manifest | None:
@@ -398,47 +398,6 @@ class RolloutManager:
         target = tags.get("target", "")
         model_name = rm.tags.get("model_name") or registered_model.removesuffix(f"-{target}")
         return tags, model_name
-
-    def _mirror(self, s: RolloutState) -> None:
-        """Aliases and tags in MLflow; a failure is logged, never blocks the rollout."""
-        if self.client is None or s.plan is None:
-            return
-        from mlflow.exceptions import MlflowException
-
-        from registry.mlflow_models import set_cohort_alias, set_version_tags
-
-        p, c, last = s.plan, s.cohort, s.history[-1]
-        try:
-            set_version_tags(
-                self.client,
-                p.registered_model,
-                p.version,
-                {
-                    f"rollout.{c}": f"{s.status} {s.percentage:g}% (rollout {s.rollout_id})",
-                    f"rollout.{c}.last": f"{last.at} {last.actor}: {last.action} - {last.reason}"[
-                        :4000
-                    ],
-                },
-            )
-            if last.action == "start":
-                set_cohort_alias(self.client, p.registered_model, c, "canary", p.version)
-            elif last.action == "complete":
-                set_cohort_alias(self.client, p.registered_model, c, "canary", None)
-                prev = s.previous_stable_version
-                if prev and prev["registered_model"] != p.registered_model:
-                    set_cohort_alias(self.client, prev["registered_model"], c, "stable", None)
-                set_cohort_alias(self.client, p.registered_model, c, "stable", p.version)
-            elif last.action == "rollback":
-                set_cohort_alias(self.client, p.registered_model, c, "canary", None)
-                prev = s.previous_stable_version
-                if last.from_status == "completed":
-                    set_cohort_alias(self.client, p.registered_model, c, "stable", None)
-                if prev:
-                    set_cohort_alias(
-                        self.client, prev["registered_model"], c, "stable", prev["version"]
-                    )
-        except (MlflowException, RegistryError, OSError) as exc:
-            log.warning("MLflow mirror of %s rollout failed: %s", c, exc)
 
 
 def active_cohorts(
