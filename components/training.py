@@ -51,6 +51,17 @@ class TrainResult:
     distilled: bool = False
     teacher: ModelReport | None = None
     teacher_model: keras.Model | None = field(default=None, repr=False)
+    train_accuracy: float = float("nan")  # inference mode, un-augmented train split
+
+    @property
+    def batchnorm_gap(self) -> float:
+        """Last epoch's fit accuracy (batch statistics) minus inference-mode train accuracy.
+
+        A large positive gap is the BatchNorm train/inference pitfall: moving statistics that
+        have not caught up with the weights.
+        """
+        fit_acc = self.history.get("accuracy", [float("nan")])[-1]
+        return float(fit_acc - self.train_accuracy)
 
     @property
     def test_errors(self) -> int:
@@ -65,6 +76,8 @@ class TrainResult:
             "params": float(self.params_count),
             "macs": float(self.macs),
             "train_seconds": self.train_seconds,
+            "train_accuracy": self.train_accuracy,
+            "batchnorm_gap": self.batchnorm_gap,
         }
         if self.teacher:
             out |= {"teacher_test_accuracy": self.teacher.test_accuracy, "teacher_params": float(self.teacher.params_count)}
@@ -166,6 +179,9 @@ def train(prepared: PreparedData, params: TrainParams, teacher: keras.Model | No
     history = _fit(trainee, prepared, params, params.epochs, params.seed)
     seconds = time.perf_counter() - start
     test_acc, val_acc, cm = _evaluate(model, prepared)
+    train_acc, _ = accuracy_and_confusion(
+        model, normalize(prepared.x_train, spec), prepared.y_train, len(spec.labels)
+    )
     cost = count_cost(model)
     return TrainResult(
         model=model,
@@ -180,4 +196,5 @@ def train(prepared: PreparedData, params: TrainParams, teacher: keras.Model | No
         distilled=params.distill.enabled,
         teacher=teacher_report,
         teacher_model=teacher if params.distill.enabled else None,
+        train_accuracy=train_acc,
     )

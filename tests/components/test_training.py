@@ -74,6 +74,8 @@ def test_train_returns_inference_mode_evidence(tiny_prepared, tiny_result) -> No
     assert r.test_accuracy == pytest.approx(float(np.mean(expected == tiny_prepared.y_test)))
     assert r.params_count == r.model.count_params() and r.macs > 0
     assert r.model.output_shape == (None, 3) and r.teacher is None
+    assert 0.0 <= r.train_accuracy <= 1.0
+    assert r.metrics()["batchnorm_gap"] == pytest.approx(r.history["accuracy"][-1] - r.train_accuracy)
 
 
 def _norm(p) -> np.ndarray:
@@ -108,6 +110,7 @@ def test_student_reaches_97_percent_on_digits(tmp_path: Path) -> None:
     prepared = prepare(tmp_path / "digits", PrepareParams())
     r = train(prepared, TrainParams())
     assert r.test_accuracy >= 0.97, r.history["val_accuracy"]
+    assert abs(r.batchnorm_gap) < 0.02  # moving statistics caught up with the weights
     assert r.val_accuracy >= 0.97
 
 
