@@ -114,7 +114,8 @@ def start(spec: ServiceSpec, home: Path, timeout: float = 180.0) -> Service:
     run.mkdir(parents=True, exist_ok=True)
     log = logs / f"{spec.name}.log"
     pidfile = run / f"{spec.name}.json"
-    if pidfile.exists() and group_alive(_read_pidfile(pidfile).get("pid", 0) or -1):
+    previous = int(_read_pidfile(pidfile).get("pid") or 0) if pidfile.exists() else 0
+    if previous > 0 and group_alive(previous):
         raise ServiceError(f"{spec.name} is already running; stop it first (edgeops down)", where=str(pidfile))
     if spec.port is not None and port_open(spec.port):
         raise ServiceError(f"port {spec.port} for {spec.name} is already in use", where="127.0.0.1")

@@ -5,6 +5,7 @@ at teardown, that no process of it is left.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,18 @@ from scale_stack import REPO, MlflowServer, PrefectStack
 
 from edgeops import postgres, services
 from edgeops.cli_ops import create_pool, flow_env
+
+
+@pytest.fixture(autouse=True)
+def isolated_prefect_home(tmp_path: Path) -> Iterator[Path]:
+    """The test process's own Prefect state (ephemeral API database) in a temp dir, not ~/.prefect."""
+    importlib.import_module("flows")  # sets Prefect's defaults before prefect is first imported
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    with temporary_settings(updates={PREFECT_HOME: home}):
+        yield home
 
 
 def _stop_and_check(service: services.Service) -> None:
