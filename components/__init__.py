@@ -8,4 +8,4 @@ that sets it for every entry point (CLI, flows, tests, DVC stages). `components.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ ERROR lines here are tf.data noise
