@@ -139,6 +139,7 @@ def _register_subcommands() -> None:
     """Sub-apps of the other packages; each keeps its heavy imports inside its commands."""
     from edgeops.cli_fleet import fleet_app
     from edgeops.cli_monitor import monitor_app
+    from edgeops.cli_ops import register_ops_commands
     from edgeops.cli_release import cohorts_app, release_app
     from edgeops.cli_stages import register_stage_commands
 
@@ -147,6 +148,7 @@ def _register_subcommands() -> None:
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(monitor_app, name="monitor")
     register_stage_commands(stage_app)
+    register_ops_commands(app)
 
 
 def _embedded_prefect_home() -> None:
