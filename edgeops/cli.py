@@ -123,6 +123,29 @@ def pipeline_run(
         print_release(console, result)
 
 
+@app.command("sweep")
+def sweep(
+    data: Annotated[Path, typer.Option("--data", help="Image folder: one subfolder per class.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Sweep width multiplier x input resolution (params.yaml `sweep`): a child run per point and a
+    Pareto plot of accuracy against MACs and parameters in MLflow."""
+    from rich.table import Table
+
+    from flows.sweep import architecture_sweep
+
+    quiet_expected_tracebacks()
+    result = architecture_sweep(str(data))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table("alpha", "rho", "test accuracy", "params", "MACs", "Pareto", title=f"sweep (run {result['run_id']})")
+    for p in result["points"]:
+        table.add_row(f"{p['alpha']:g}", str(p["rho"]), f"{100 * p['test_accuracy']:.2f}%", str(p["params"]),
+                      str(p["macs"]), "*" if p["pareto"] else "")
+    console.print(table)
+
+
 @app.command("demo")
 def demo(
     data: Annotated[Path, typer.Option(help="Where to write the example digits.")] = Path("data/digits"),

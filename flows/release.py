@@ -122,7 +122,7 @@ def release_pipeline(
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "bless") as rid:
             selection = bless_and_select(
-                client, rid, variants, trained.test_accuracy, catalog, params.evaluate, settings, name,
+                client, rid, variants, trained.test_accuracy, catalog, params.evaluate, settings, prepared,
                 work / "blessing",
             )
         timings["bless"] = time.perf_counter() - t0

@@ -22,20 +22,44 @@ if TYPE_CHECKING:
     from edgeops.settings import Settings
 
 
-def stable_accuracy(client: MlflowClient, model_name: str, cohorts: list[str]) -> float | None:
-    """Accuracy of what these cohorts run now (their `<cohort>-stable` alias), lowest if several."""
-    from mlflow.exceptions import MlflowException
+def stable_accuracy(settings: Settings, cohorts: list[str], x01: Any, y: Any) -> float | None:
+    """Accuracy of what these cohorts run now, measured on THIS release's test split.
 
+    The stable bundle is downloaded and verified as a device would, and run through its own
+    preprocessing spec, so the new variant and the incumbent are judged on the same images
+    (a retrain's test split holds field feedback the old model never saw). Lowest if several.
+    """
+    import numpy as np
+
+    from device.preprocessing import PreprocessingSpec, normalize
+    from device.runtime import TFLiteRunner
+    from registry.bundles import read_bundle
+    from registry.keys import load_or_create_cohort_key, load_trusted_keys
+    from registry.manifests import read_manifest
+
+    store = settings.store()
+    trusted = load_trusted_keys(store)
     found = []
-    for rm in client.search_registered_models(filter_string=f"name LIKE '{model_name}-%'"):
-        for cohort in cohorts:
-            try:
-                mv = client.get_model_version_by_alias(rm.name, f"{cohort}-stable")
-            except MlflowException:
-                continue
-            if "accuracy" in mv.tags:
-                found.append(float(mv.tags["accuracy"]))
+    for cohort in cohorts:
+        manifest = read_manifest(store, cohort, trusted) if trusted else None
+        if manifest is None or manifest.stable is None:
+            continue
+        key = None
+        if _encrypted(store, manifest.stable.bundle_id):
+            key = load_or_create_cohort_key(settings.keys_dir, cohort)
+        bundle = read_bundle(store, manifest.stable, trusted, encryption_key=key)
+        spec = PreprocessingSpec.from_json(bundle.files["preprocessing.json"].decode())
+        if (spec.height, spec.width, spec.channels) != tuple(x01.shape[1:]):
+            continue  # a different input shape: not comparable on these arrays
+        probs = TFLiteRunner(bundle.model_bytes).predict(normalize(x01, spec))
+        found.append(float((probs.argmax(axis=1) == np.asarray(y)).mean()))
     return min(found) if found else None
+
+
+def _encrypted(store: Any, bundle_id: str) -> bool:
+    import json
+
+    return bool(json.loads(store.get(f"bundles/{bundle_id}/metadata.json"))["signed"].get("encrypted"))
 
 
 def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: DeviceCatalog,
@@ -61,15 +85,17 @@ def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: Devic
 
 
 def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Variant], float_accuracy: float,
-                     catalog: DeviceCatalog, params: EvaluateParams, settings: Settings, model_name: str,
+                     catalog: DeviceCatalog, params: EvaluateParams, settings: Settings, prepared: Any,
                      out_dir: Path) -> dict[str, Any]:
     cohorts_of = {p: [c for c, co in catalog.cohorts.items() if co.profile == p] for p in catalog.profiles}
-    baselines = {p: stable_accuracy(client, model_name, cs) if cs else None for p, cs in cohorts_of.items()}
+    baselines = {p: stable_accuracy(settings, cs, prepared.x_test, prepared.y_test) if cs else None
+                 for p, cs in cohorts_of.items()}
     result = evaluate(variants, float_accuracy, catalog, params, baselines, out_dir)
     metrics = {f"blessed.{t}.{p}": float(b["blessed"]) for t, bs in result["blessings"].items()
                for p, b in bs.items()}
     tags = {f"selected.{p}": (c.get("target") or f"none: {c.get('reason', '')}")
             for p, c in result["per_profile"].items()}
+    metrics.update({f"stable_accuracy.{p}": b for p, b in baselines.items() if b is not None})
     log_batch(client, run_id, metrics=metrics, tags=tags)
     log_artifact(client, run_id, out_dir, "blessing")
     return result

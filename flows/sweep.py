@@ -1,0 +1,55 @@
+"""The alpha x rho architecture sweep as a flow: one MLflow parent, a child per point, and the
+Pareto plot of accuracy against MACs and parameters on the parent. The grid comes from the
+`sweep` key of params.yaml; `dvc exp run -S train.alpha=0.5 -S prepare.image_size=16` runs a
+single point through the DVC pipeline instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.tracking import child_run, configure_mlflow, log_artifact, log_batch
+
+
+@flow(name="architecture-sweep", log_prints=True)
+def architecture_sweep(data_dir: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from components import plots
+    from components.sweep import pareto_front, run_sweep
+    from edgeops.settings import Settings
+    from flows.release import _params
+    from flows.release_logging import log_data_version
+    from registry.data_versions import dvc_hash
+
+    settings = Settings.from_env()
+    params = _params(settings, None, overrides)
+    client, experiment_id = configure_mlflow(settings)
+    version = dvc_hash(data_dir)
+    parent = client.create_run(experiment_id, run_name=f"sweep-{Path(data_dir).name}-{version.short}",
+                               tags={"edgeops.kind": "sweep", "edgeops.data_version": version.md5}).info.run_id
+    log_data_version(parent, version, Path(data_dir).name, client)
+    log_batch(client, parent, params={"alphas": params.sweep.alphas, "resolutions": params.sweep.resolutions})
+    status = "FAILED"
+
+    def on_result(setting: Any, result: Any) -> None:
+        with child_run(client, experiment_id, parent, setting.name,
+                       {"edgeops.alpha": str(setting.alpha), "edgeops.rho": str(setting.rho)}) as rid:
+            log_batch(client, rid, params={"alpha": setting.alpha, "rho": setting.rho},
+                      metrics={"test_accuracy": result.test_accuracy, "params": result.params_count,
+                               "macs": result.macs, "train_seconds": result.train_seconds},
+                      history=result.history)
+        print(f"{setting.name}: test accuracy {result.test_accuracy:.4f}, {result.macs} MACs")
+
+    try:
+        points = run_sweep(data_dir, params, on_result=on_result)
+        front = {(p.alpha, p.rho) for p in pareto_front(points, "macs")}
+        with tempfile.TemporaryDirectory() as tmp:
+            log_artifact(client, parent, plots.pareto(points, Path(tmp) / "pareto.png"), "plots")
+        status = "FINISHED"
+        return {"run_id": parent, "points": [dataclasses.asdict(p) | {"pareto": (p.alpha, p.rho) in front} for p in points]}
+    finally:
+        client.set_terminated(parent, status)
