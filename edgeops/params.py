@@ -111,13 +111,21 @@ class FleetParams(_Params):
     buffer_size: int = Field(256, ge=1)
     daily_upload_bytes: int = Field(2_000_000, ge=1)
     seed: int = 7
+    step_minutes: float = Field(10.0, gt=0, description="simulated time per step")
+    offline_fraction: float = Field(0.1, ge=0, lt=1, description="share of time a device is offline")
+    mean_offline_hours: float = Field(0.5, gt=0, description="mean length of one offline window")
+    store_failure_rate: float = Field(0.05, ge=0, le=1, description="chance per device step that the store fails")
+    label_rate: float = Field(0.1, ge=0, le=1, description="share of inferences the user confirms or corrects")
+    manifest_poll_minutes: float = Field(15.0, gt=0)
+    upload_interval_minutes: float = Field(60.0, gt=0)
+    thumb_size: int = Field(8, ge=0, le=64, description="side of the uint8 thumbnail in telemetry; 0: none")
 
 
 class MonitorParams(_Params):
     drift_share: float = Field(0.5, gt=0, le=1, description="share of drifted features that means drift")
     stattest_threshold: float = Field(0.05, gt=0, lt=1)
     min_samples: int = Field(50, ge=1)
-    sustained_windows: int = Field(1, ge=1)
+    sustained_windows: int = Field(2, ge=1, description="consecutive drifted windows before a retrain")
     cooldown_hours: float = Field(6.0, ge=0)
     max_retrains_per_day: int = Field(2, ge=0)
     stattest: str = Field("ks", description="Evidently stattest for numerical columns (p-value tests)")

@@ -60,6 +60,16 @@ class WindowReport:
         return [r for res in self.results.values() for r in res.reasons]
 
 
+def distinct_frames(current: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct input (identical summary features), for the tests on P(x) and the
+    predictions. A repeated frame carries no new evidence about the input distribution, and the
+    per-feature tests assume independent samples: a fleet that sees the same scenes again and
+    again (or a simulator drawing from a finite pool of held-out images) would otherwise make a
+    small pool's sampling noise look like drift. Label and concept jobs keep every row."""
+    cols = [c for c in current.columns if c.startswith("f_")]
+    return current.drop_duplicates(subset=cols).reset_index(drop=True) if cols else current
+
+
 def run_window(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -80,10 +90,11 @@ def run_window(
     def html(kind: str) -> Path | None:
         return report_dir / f"{kind}_drift.html" if report_dir is not None else None
 
+    frames = distinct_frames(current)
     results: dict[str, DriftResult] = {
-        "data": data_drift(reference, current, deciding, html("data"))
+        "data": data_drift(reference, frames, deciding, html("data"))
     }
-    results["prediction"] = prediction_drift(reference, current, params, html("prediction"))
+    results["prediction"] = prediction_drift(reference, frames, params, html("prediction"))
     if embeddings:
         column = "embedding" if "embedding" in current.columns else "probs"
         results["embedding"] = embedding_drift(
