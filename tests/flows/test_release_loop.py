@@ -61,7 +61,8 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
         assert mv.tags["git_commit"]
         assert mv.tags["bundle_id"] == first["published"][
             "pi-fleet-eu" if target == "tflite-f32" else "mcu-line-a"]["bundle_id"]
-    assert client.get_registered_model("digits-tflite-f32").aliases == {"pi-fleet-eu-stable": "1"}
+    assert {k: str(v) for k, v in client.get_registered_model("digits-tflite-f32").aliases.items()} == {
+        "pi-fleet-eu-stable": "1"}
     mlflow.set_registry_uri(loop_env["MLFLOW_TRACKING_URI"])
     model = mlflow.pyfunc.load_model("models:/digits-tflite-int8/1")
     probs = np.asarray(model.predict(np.zeros((2, 16, 16, 1), np.float32)))

@@ -3,6 +3,8 @@ automatic rollback on a failing gate, concurrent commands, refusals, and the MLf
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import os
 import subprocess
 import sys
@@ -152,7 +154,11 @@ def test_healthy_candidate_is_advanced_by_the_controller(
     mgr.plan("pi-fleet-eu", "digits-tflite-f32", v2, actor="alice", min_dwell_s=600, min_count=50)
     mgr.start("pi-fleet-eu", actor="alice")
     xh, yh = held_out
-    gate = GateResult(canary=measure_arm(twin, xh, yh), stable=measure_arm(path, xh, yh))
+    stable = measure_arm(path, xh, yh)
+    # The twin runs the same graph: its latency is the stable's. Wall-clock p95 on a shared,
+    # loaded machine is noise that would make this correctness test flaky, so it is not re-timed.
+    canary = replace(measure_arm(twin, xh, yh), p95_latency_ms=stable.p95_latency_ms)
+    gate = GateResult(canary=canary, stable=stable)
     out = control_pass(mgr, lambda s, now: gate)
     assert out["pi-fleet-eu"]["action"] == "hold" and "dwell" in " ".join(
         out["pi-fleet-eu"]["reasons"]
