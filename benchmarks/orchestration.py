@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="Fewer images and epochs.")
     ap.add_argument("--no-server", action="store_true", help="Skip the prefect server + worker mode.")
     ap.add_argument("--workers", default="1,2,4", help="Thread counts for concurrent conversion.")
+    ap.add_argument("--images", type=int, help="prepare.max_images (default: 300 quick, 600).")
+    ap.add_argument("--epochs", type=int, help="train.epochs (default: 2 quick, 4).")
     ap.add_argument("--json", type=Path, default=bf.REPO / "build" / "bench" / "orchestration.json")
     args = ap.parse_args()
     from components.data import write_example_digits
@@ -171,6 +173,10 @@ def main() -> None:
     data = str(TMP / "digits")
     write_example_digits(Path(data))
     overrides = bf.tiny_overrides(args.quick)
+    if args.images:
+        overrides["prepare"]["max_images"] = args.images
+    if args.epochs:
+        overrides["train"]["epochs"] = args.epochs
     res: dict[str, Any] = {"overrides": overrides, "ephemeral": ephemeral(data, overrides, args.quick)}
     res["convert"] = concurrency(overrides, [int(k) for k in args.workers.split(",")])
     res["logging"] = logging_calls(data, overrides)
