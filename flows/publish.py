@@ -41,15 +41,15 @@ def register(
     """Register each TFLite variant; returns {target: {name, version, blessed_for}}."""
     from components.blessing import Blessing
     from device.preprocessing import normalize
-    from registry.mlflow_models import Lineage, register_variant
+    from registry.mlflow_models import Lineage, loggable, register_variant
 
     lineage = Lineage(data_version=data_version.md5, git_commit=git_commit, run_id=parent_run_id,
                       parent_model=float_model_uri)
     example = normalize(prepared.x_test[:2], prepared.spec)
     registered: dict[str, dict[str, Any]] = {}
     for target, variant in variants.items():
-        if not target.startswith("tflite"):
-            continue  # the registry's pyfunc runs TFLite; other formats stay run artifacts for now
+        if not loggable(target):
+            continue  # a directory format (SavedModel, OpenVINO IR): kept as a run artifact
         blessed_for = sorted(p for p, b in selection["blessings"].get(target, {}).items() if b["blessed"])
         first = selection["blessings"].get(target, {})
         blessing = None

@@ -1,4 +1,4 @@
-"""TFLite variants as real MLflow registry entries, with lineage and release state as tags.
+"""TFLite (and ONNX) variants as real MLflow registry entries, with lineage and release state as tags.
 
 MLflow has no TFLite flavor: `TFLitePyfunc` runs the LiteRT interpreter through
 `device.runtime.TFLiteRunner`, so `mlflow.pyfunc.load_model("models:/<name>/<version>")` serves
@@ -91,6 +91,25 @@ def _pins() -> list[str]:
     return pins
 
 
+def _log_model_dir(client: MlflowClient, run_id: str, name: str, tags: dict[str, str] | None,
+                   model_type: str, save: Any, where: str) -> str:
+    """A LoggedModel of `run_id` whose files `save(out_dir)` writes; returns `models:/<id>`."""
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(
+        run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, model_type=model_type
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp, "model")
+            save(out, Path(tmp))
+            client.log_model_artifacts(logged.model_id, str(out))
+        client.finalize_logged_model(logged.model_id, "READY")
+    except (MlflowException, OSError) as exc:
+        client.finalize_logged_model(logged.model_id, "FAILED")
+        raise RegistryError(f"logging the {model_type} model failed: {exc}", where=where) from exc
+    return f"models:/{logged.model_id}"
+
+
 def log_tflite_model(
     client: MlflowClient,
     run_id: str,
@@ -108,31 +127,59 @@ def log_tflite_model(
 
     example = np.asarray(input_example, dtype=np.float32)[:2]
     signature = infer_signature(example, TFLiteRunner(Path(model_path)).predict(example))
-    run = client.get_run(run_id)
-    logged = client.create_logged_model(
-        run.info.experiment_id, name=name, source_run_id=run_id, tags=tags, model_type="tflite"
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            spec_path = Path(tmp, "preprocessing.json")
-            spec_path.write_text(spec.to_json())
-            out = Path(tmp, "model")
-            mlflow.pyfunc.save_model(
-                str(out),
-                python_model=TFLitePyfunc(),
-                artifacts={"model": str(model_path), "preprocessing": str(spec_path)},
-                signature=signature,
-                input_example=example,
-                pip_requirements=_pins(),
-            )
-            client.log_model_artifacts(logged.model_id, str(out))
-        client.finalize_logged_model(logged.model_id, "READY")
-    except (MlflowException, OSError) as exc:
-        client.finalize_logged_model(logged.model_id, "FAILED")
-        raise RegistryError(
-            f"logging the TFLite model failed: {exc}", where=str(model_path)
-        ) from exc
-    return f"models:/{logged.model_id}"
+
+    def save(out: Path, tmp: Path) -> None:
+        spec_path = tmp / "preprocessing.json"
+        spec_path.write_text(spec.to_json())
+        mlflow.pyfunc.save_model(
+            str(out),
+            python_model=TFLitePyfunc(),
+            artifacts={"model": str(model_path), "preprocessing": str(spec_path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pins(),
+        )
+
+    return _log_model_dir(client, run_id, name, tags, "tflite", save, str(model_path))
+
+
+def log_onnx_model(
+    client: MlflowClient,
+    run_id: str,
+    model_path: Path | str,
+    spec: PreprocessingSpec,
+    input_example: np.ndarray,
+    *,
+    name: str = ARTIFACT_NAME,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log an ONNX file with MLflow's own onnx flavor (pyfunc serves it with onnxruntime)."""
+    import mlflow.onnx
+    import onnx
+    import onnxruntime as ort
+    from mlflow.models import infer_signature
+
+    example = np.asarray(input_example, dtype=np.float32)[:2]
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: example})[0]
+    signature = infer_signature(example, outputs)
+
+    def save(out: Path, tmp: Path) -> None:
+        spec_path = tmp / "preprocessing.json"
+        spec_path.write_text(spec.to_json())
+        mlflow.onnx.save_model(onnx.load(str(model_path)), str(out), signature=signature,
+                               input_example=example, onnx_execution_providers=["CPUExecutionProvider"])
+        (out / "preprocessing.json").write_text(spec.to_json())
+
+    return _log_model_dir(client, run_id, name, tags, "onnx", save, str(model_path))
+
+
+LOGGERS = {"onnx": log_onnx_model}
+
+
+def loggable(target: str) -> bool:
+    """Targets the registry can hold as a single file: TFLite (pyfunc) and ONNX (onnx flavor)."""
+    return target.startswith("tflite") or target in LOGGERS
 
 
 def register_variant(
@@ -154,9 +201,8 @@ def register_variant(
     if releasable:
         _require_blessing(blessing, target)
     name = registered_model_name(model_name, target)
-    model_uri = log_tflite_model(
-        client, run_id, model_path, spec, input_example, tags={"target": target}
-    )
+    log = LOGGERS.get(target, log_tflite_model)
+    model_uri = log(client, run_id, model_path, spec, input_example, tags={"target": target})
     tags = {
         **lineage.tags(),
         "target": target,

@@ -93,3 +93,26 @@ def test_releasable_needs_a_passing_blessing(mlflow_client, experiment_run, tiny
         mlflow_client, experiment_run, path, spec, x[:2], **{**kw, "releasable": False}
     )
     assert mlflow_client.get_model_version(mv.name, mv.version).tags["releasable"] == "false"
+
+
+def test_onnx_variant_registers_with_the_onnx_flavor(mlflow_client, experiment_run, tiny_tflite,
+                                                     tmp_path) -> None:
+    import mlflow
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    _, spec, x = tiny_tflite
+    model = tf.keras.Sequential([tf.keras.layers.Input((8, 8, 1)), tf.keras.layers.Flatten(),
+                                 tf.keras.layers.Dense(10, activation="softmax")])
+    path = tmp_path / "model.onnx"
+    tf2onnx.convert.from_keras(model, input_signature=[tf.TensorSpec((None, 8, 8, 1), tf.float32, name="input")],
+                               opset=17, output_path=str(path))
+    mv = register_variant(mlflow_client, experiment_run, path, spec, x[:4], model_name="digits", target="onnx",
+                          lineage=LINEAGE)
+    assert mv.name == "digits-onnx"
+    assert mlflow_client.get_model_version(mv.name, mv.version).tags["target"] == "onnx"
+    out = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}").predict(x[:8])
+    served = np.asarray(next(iter(out.values())) if isinstance(out, dict) else out)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(served, session.run(None, {"input": x[:8]})[0], atol=1e-6)
