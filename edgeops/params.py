@@ -82,7 +82,10 @@ class CompressParams(_Params):
 
 
 class ConvertParams(_Params):
-    targets: list[str] = ["tflite-f32", "tflite-int8"]
+    targets: list[str] = Field(
+        ["tflite-f32", "tflite-f16", "tflite-dynamic", "tflite-int8", "onnx"],
+        description="[] builds every target some profile in devices.yaml runs",
+    )
     representative_samples: int = Field(200, ge=1)
     min_agreement: float = Field(0.99, ge=0, le=1, description="top-1 agreement with the float model")
     latency_runs: int = Field(50, ge=1)
