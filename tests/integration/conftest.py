@@ -30,6 +30,17 @@ def isolated_prefect_home(tmp_path: Path) -> Iterator[Path]:
         yield home
 
 
+@pytest.fixture(autouse=True)
+def restore_mlflow_uris(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flows set MLflow's process-wide tracking/registry URIs; put them back after each test so a
+    later test does not talk to a server this one stopped."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+
+
 def _stop_and_check(service: services.Service) -> None:
     services.stop(service)
     assert not service.alive(), f"{service.name} (pid group {service.pid}) still has processes"

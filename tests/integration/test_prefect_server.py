@@ -68,7 +68,8 @@ def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, t
 
     # The run's side effects landed in the worker's EDGEOPS_HOME: a release run with the drift reason
     home = Path(prefect_stack.env["EDGEOPS_HOME"])
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    db = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=db, registry_uri=db)
     runs = client.search_runs(
         [client.get_experiment_by_name("edgeops").experiment_id], "tags.`edgeops.kind` = 'release'"
     )
