@@ -169,7 +169,7 @@ def validate_prepared(
         ctx.delete_data_docs_site(site)
     docs: Path | None = None
     if report_dir is not None:
-        docs = Path(report_dir)
+        docs = Path(report_dir).resolve()  # GE wants an absolute base_directory
         _clear_previous_docs(docs)
         backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)}
         ctx.add_data_docs_site("edgeops", {"class_name": "SiteBuilder", "store_backend": backend})
