@@ -57,15 +57,10 @@ def _tflite_graph(
 ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]], set[int], list[int]]:
     """(ops, tensors by index, constant tensor indices, graph outputs) at batch 1, no delegate."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(
-        model_content=data,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
-    interp.allocate_tensors()
+    from device.runtime import plain_interpreter
+
+    interp = plain_interpreter(data)
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     model = schema.Model.GetRootAs(data, 0)
     graph = model.Subgraphs(0)

@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
 from device import AGENT_VERSION
 from device.preprocessing import PreprocessingSpec
 from device.protocol import BundleMetadata
-from device.runtime import TFLiteRunner
+from device.runtime import TFLiteRunner, plain_interpreter
 from edgeops.errors import IntegrityError
 
 
@@ -57,13 +55,7 @@ def _version(v: str) -> tuple[int, ...]:
 def arena_bytes(model: bytes) -> int:
     """The tensor arena at batch 1: the address span the LiteRT planner gave the activations
     (what components.measure reports to the blessing, so device and pipeline agree)."""
-    interp = Interpreter(
-        model_content=model,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    inp = interp.get_input_details()[0]
-    interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
-    interp.allocate_tensors()
+    interp = plain_interpreter(model)
     ops = interp._get_ops_details()
     activations = {int(i) for op in ops for i in op["outputs"]}
     activations |= {int(d["index"]) for d in interp.get_input_details()}

@@ -42,6 +42,21 @@ def _dequantize(q: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((q.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
+def plain_interpreter(model: bytes, batch1: bool = True) -> Interpreter:
+    """An allocated interpreter without the default XNNPACK delegate (which would fold the graph
+    into one opaque node), optionally at batch 1: what op listing, cost counting and the
+    arena measurement of both the pipeline and the device read."""
+    interp = Interpreter(
+        model_content=model,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    if batch1:
+        inp = interp.get_input_details()[0]
+        interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+    interp.allocate_tensors()
+    return interp
+
+
 class TFLiteRunner:
     """A loaded .tflite model. Safe to share between threads (one invoke at a time)."""
 
@@ -85,11 +100,7 @@ class TFLiteRunner:
         Read from an interpreter without the default XNNPACK delegate, which would otherwise
         fold the graph into one opaque DELEGATE node.
         """
-        plain = Interpreter(
-            model_content=self.model_bytes,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-        plain.allocate_tensors()
+        plain = plain_interpreter(self.model_bytes, batch1=False)
         return [
             {
                 "op": d["op_name"],

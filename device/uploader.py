@@ -14,11 +14,12 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from device.protocol import utcnow
 from device.sampling import DailyBudget
 from device.store import ObjectStore
 from edgeops.errors import ConflictError, StoreError
@@ -28,10 +29,6 @@ TELEMETRY_PREFIX = "telemetry/raw"
 
 def batch_key(cohort: str, device_id: str, seq: int) -> str:
     return f"{TELEMETRY_PREFIX}/{cohort}/{device_id}/{seq:012d}.parquet"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class Uploader:
         cohort: str,
         device_id: str,
         spool_dir: Path,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         backoff_base_s: float = 30.0,
         backoff_max_s: float = 3600.0,
         seed: int | None = None,

@@ -21,7 +21,7 @@ from evidently.presets import ClassificationPreset
 from scipy.stats import chi2, chi2_contingency
 
 from edgeops.params import MonitorParams
-from monitoring.drift import DriftResult, labelled
+from monitoring.drift import DriftResult, labelled_pair
 
 
 def conditional_label_test(
@@ -74,9 +74,10 @@ def concept_drift(
     html_path: Path | None = None,
 ) -> DriftResult | None:
     """None when either side has fewer than `min_labels` labelled rows: no verdict without evidence."""
-    ref, cur = labelled(reference), labelled(current)
-    if len(ref) < params.min_labels or len(cur) < params.min_labels:
+    pair = labelled_pair(reference, current, params)
+    if pair is None:
         return None
+    ref, cur = pair
     ref_acc, ref_f1 = _scores(ref)
     cur_acc, cur_f1 = _scores(cur)
     p, stat, dof = conditional_label_test(

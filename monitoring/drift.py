@@ -273,6 +273,15 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["label"].notna()] if "label" in df.columns else df.iloc[0:0]
 
 
+def labelled_pair(
+    reference: pd.DataFrame, current: pd.DataFrame, params: MonitorParams
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Labelled rows of both sides; None when either has fewer than `min_labels` (no verdict
+    without evidence)."""
+    ref, cur = labelled(reference), labelled(current)
+    return (ref, cur) if min(len(ref), len(cur)) >= params.min_labels else None
+
+
 def label_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -280,10 +289,10 @@ def label_drift(
     html_path: Path | None = None,
 ) -> DriftResult | None:
     """P(y) on labelled feedback; None when there are fewer than `min_labels` labels."""
-    ref, cur = labelled(reference), labelled(current)
-    if len(ref) < params.min_labels or len(cur) < params.min_labels:
+    pair = labelled_pair(reference, current, params)
+    if pair is None:
         return None
-    ref, cur = (pd.DataFrame({"label": d["label"].astype("int64")}) for d in (ref, cur))
+    ref, cur = (pd.DataFrame({"label": d["label"].astype("int64")}) for d in pair)
     thr = params.stattest_threshold
     scores, html = _value_drift_scores(
         ref, cur, {"label": params.cat_stattest}, thr, html_path, frozenset({"label"})

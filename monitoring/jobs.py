@@ -22,7 +22,7 @@ from monitoring.drift import (
     data_drift,
     embedding_drift,
     label_drift,
-    labelled,
+    labelled_pair,
     prediction_drift,
 )
 
@@ -83,7 +83,7 @@ def run_window(
     embeddings: bool = True,
 ) -> WindowReport:
     """Every drift job on one window; HTML reports under `report_dir` when given."""
-    enough_labels = min(len(labelled(reference)), len(labelled(current))) >= params.min_labels
+    enough_labels = labelled_pair(reference, current, params) is not None
     k = 3 if enough_labels else 1
     deciding = params.model_copy(update={"stattest_threshold": params.stattest_threshold / k})
 

@@ -52,17 +52,19 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     # Registry: one registered model per target, lineage tags, a loadable pyfunc.
     client = MlflowClient(loop_env["MLFLOW_TRACKING_URI"])
     version = dvc_hash(data).md5
-    for target in ("tflite-f32", "tflite-int8"):
+    for target in ("tflite-f32", "tflite-int8", "onnx"):
         mv = client.get_model_version(f"digits-{target}", "1")
         assert mv.tags["target"] == target
         assert mv.tags["data_version"] == version
         assert mv.tags["run_id"] == first["run_id"]
         assert mv.tags["parent_model"].startswith("models:/")
         assert mv.tags["git_commit"]
-        assert mv.tags["bundle_id"] == first["published"][
-            "pi-fleet-eu" if target == "tflite-f32" else "mcu-line-a"]["bundle_id"]
-    assert {k: str(v) for k, v in client.get_registered_model("digits-tflite-f32").aliases.items()} == {
-        "pi-fleet-eu-stable": "1"}
+    for cohort, outcome in first["published"].items():
+        assert outcome["role"] == "stable"
+        name = f"digits-{outcome['target']}"
+        assert client.get_model_version(name, "1").tags["bundle_id"] == outcome["bundle_id"]
+        aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+        assert aliases[f"{cohort}-stable"] == "1"
     mlflow.set_registry_uri(loop_env["MLFLOW_TRACKING_URI"])
     model = mlflow.pyfunc.load_model("models:/digits-tflite-int8/1")
     probs = np.asarray(model.predict(np.zeros((2, 16, 16, 1), np.float32)))
@@ -106,6 +108,9 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     second = caught["retrain_result"]
     assert second["feedback"]["written"] > 0
     assert second["data_version"] != version
-    assert client.get_model_version("digits-tflite-f32", "2").tags["data_version"] == second["data_version"]
+    retrained = second["registered"]
+    assert retrained
+    for target, reg in retrained.items():
+        assert client.get_model_version(reg["name"], str(reg["version"])).tags["data_version"] == second["data_version"]
     for cohort, outcome in second["published"].items():
         assert outcome.get("role", "not published") != "stable", (cohort, outcome)
