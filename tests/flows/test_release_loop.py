@@ -32,10 +32,10 @@ def loop_env(tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyP
 
 @pytest.mark.slow
 def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, str]) -> None:
-    import components  # noqa: F401  (legacy Keras before tensorflow)
     import mlflow
     from mlflow import MlflowClient
 
+    import components  # noqa: F401  (legacy Keras before tensorflow)
     from components.data import write_example_digits
     from device.protocol import verify_manifest
     from edgeops.errors import IntegrityError
