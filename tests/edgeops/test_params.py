@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from edgeops.errors import ConfigError
 from edgeops.params import PipelineParams, load_params
@@ -31,5 +32,5 @@ def test_out_of_range_value_names_key(tmp_path: Path) -> None:
 
 def test_params_are_frozen() -> None:
     p = PipelineParams()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         p.train.epochs = 1  # type: ignore[misc]

@@ -110,7 +110,7 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     assert second["data_version"] != version
     retrained = second["registered"]
     assert retrained
-    for target, reg in retrained.items():
+    for reg in retrained.values():
         assert client.get_model_version(reg["name"], str(reg["version"])).tags["data_version"] == second["data_version"]
     for cohort, outcome in second["published"].items():
         assert outcome.get("role", "not published") != "stable", (cohort, outcome)

@@ -3,11 +3,10 @@ automatic rollback on a failing gate, concurrent commands, refusals, and the MLf
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
