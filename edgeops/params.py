@@ -40,7 +40,7 @@ class AugmentParams(_Params):
 
 
 class DistillParams(_Params):
-    enabled: bool = False
+    enabled: bool = True
     temperature: float = Field(4.0, gt=0)
     soft_weight: float = Field(0.9, ge=0, le=1, description="weight of the soft loss vs the hard loss")
     teacher_alpha: float = Field(2.0, gt=0)

@@ -47,24 +47,26 @@ def register(
                       parent_model=float_model_uri)
     example = normalize(prepared.x_test[:2], prepared.spec)
     registered: dict[str, dict[str, Any]] = {}
-    for target, variant in variants.items():
+    for key, variant in variants.items():
+        target = variant.target
         if not loggable(target):
             continue  # a directory format (SavedModel, OpenVINO IR): kept as a run artifact
-        blessed_for = sorted(p for p, b in selection["blessings"].get(target, {}).items() if b["blessed"])
-        first = selection["blessings"].get(target, {})
+        blessed_for = sorted(p for p, b in selection["blessings"].get(key, {}).items() if b["blessed"])
+        first = selection["blessings"].get(key, {})
         blessing = None
         if first:
             name, b = next(((p, b) for p, b in first.items() if b["blessed"]), next(iter(first.items())))
             blessing = Blessing(b["blessed"], target, name, tuple(b["reasons"]), b["metrics"])
         mv = register_variant(
             client, stage_run_id, variant.path, prepared.spec, example,
-            model_name=model_name, target=target, lineage=lineage, blessing=blessing,
+            model_name=variant_model_name(model_name, key), target=target, lineage=lineage, blessing=blessing,
             releasable=bool(blessed_for),
             extra_tags={"blessed_for": ",".join(blessed_for) or "none", "accuracy": f"{variant.accuracy:.6f}",
                         "bytes": str(variant.bytes)},
         )
-        registered[target] = {"name": mv.name, "version": mv.version, "blessed_for": blessed_for,
-                              "accuracy": variant.accuracy}
+        registered[key] = {"name": mv.name, "version": mv.version, "blessed_for": blessed_for,
+                           "accuracy": variant.accuracy, "model_name": variant_model_name(model_name, key),
+                           "target": target}
     log_batch(client, stage_run_id, tags={f"registered.{t}": f"{r['name']}/{r['version']}"
                                           for t, r in registered.items()})
     return registered
@@ -100,13 +102,14 @@ def publish(
     out: dict[str, dict[str, Any]] = {}
     for cohort_name, cohort in catalog.cohorts.items():
         choice = selection["per_profile"].get(cohort.profile, {})
-        target = choice.get("target")
-        if not target or target not in registered:
+        chosen = choice.get("target")  # the chosen variant's name
+        if not chosen or chosen not in registered:
             out[cohort_name] = {"published": False, "reason": choice.get("reason", "no blessed variant")}
             continue
-        reg = registered[target]
+        reg = registered[chosen]
+        target = reg["target"]
         enc_key = load_or_create_cohort_key(settings.keys_dir, cohort_name) if cohort.encrypt else None
-        ref = publish_bundle(store, key, variants[target].path, prepared.spec, model_name=model_name,
+        ref = publish_bundle(store, key, variants[chosen].path, prepared.spec, model_name=reg["model_name"],
                              model_version=reg["version"], target=target, encryption_key=enc_key)
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
         current = read_manifest(store, cohort_name, trusted | _published_keys(store))
@@ -119,13 +122,21 @@ def publish(
 
             status = start_canary(client, settings, catalog, cohort_name, reg)
             role = "canary" if status == "running" else f"candidate ({status})"
-        _save_reference(store, ref.bundle_id, variants[target].path, prepared)
-        out[cohort_name] = {"published": True, "role": role, "target": target, "bundle_id": ref.bundle_id,
-                            "registered": f"{reg['name']}/{reg['version']}"}
+        _save_reference(store, ref.bundle_id, variants[chosen].path, prepared)
+        out[cohort_name] = {"published": True, "role": role, "target": target, "variant": chosen,
+                            "bundle_id": ref.bundle_id, "registered": f"{reg['name']}/{reg['version']}"}
     log_batch(client, stage_run_id, tags={f"cohort.{c}": (f"{o['role']} {o['registered']}" if o["published"]
                                                           else f"not published: {o['reason']}")
                                           for c, o in out.items()})
     return out
+
+
+def variant_model_name(model_name: str, variant: str) -> str:
+    """`digits` for the float model's variants, `digits-prune` for a compressed parent's."""
+    from flows.stages import variant_method
+
+    method = variant_method(variant)
+    return model_name if method == "float" else f"{model_name}-{method}"
 
 
 def _published_keys(store: Any) -> dict[str, Any]:

@@ -39,9 +39,15 @@ def train_task(prepared: Any, params: Any, work: Path) -> Any:
     return stages.train(prepared, params, work / "model")
 
 
-@task(name="convert", cache_policy=NO_CACHE, task_run_name="convert-{target}")
-def convert_task(model: Any, target: str, prepared: Any, params: Any, work: Path) -> Any:
-    return stages.convert(model, target, prepared, params, work / "variants")
+@task(name="compress", cache_policy=NO_CACHE)
+def compress_task(model: Any, prepared: Any, params: Any) -> Any:
+    return stages.compress(model, prepared, params)
+
+
+@task(name="convert", cache_policy=NO_CACHE, task_run_name="convert-{variant}")
+def convert_task(model: Any, variant: str, prepared: Any, params: Any, work: Path) -> Any:
+    return stages.convert(model, stages.variant_target(variant), prepared, params,
+                          work / "variants" / stages.variant_method(variant))
 
 
 def _git_commit() -> str:
@@ -104,11 +110,22 @@ def release_pipeline(
         timings["train"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        parents = {"float": trained.model}
+        if params.compress.methods:
+            with child_run(client, experiment_id, run_id, "compress") as rid:
+                compressed = compress_task(trained.model, prepared, params.compress)
+                release_logging.log_compression(client, rid, compressed)
+            parents.update({m: c.model for m, c in compressed.items()})
+        timings["compress"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
         targets = stages.targets_for(params.convert, catalog)
-        futures = {t: convert_task.submit(trained.model, t, prepared, params.convert, work) for t in targets}
+        futures = {v: convert_task.submit(parents[stages.variant_method(v)], v, prepared, params.convert, work)
+                   for v in stages.variant_names(targets, list(parents))}
         variants, failures = {}, {}
         for target, fut in futures.items():
-            with child_run(client, experiment_id, run_id, f"convert-{target}", {"edgeops.target": target}) as rid:
+            with child_run(client, experiment_id, run_id, f"convert-{target}",
+                           {"edgeops.target": stages.variant_target(target)}) as rid:
                 fut.wait()
                 outcome = fut.result(raise_on_failure=False)
                 if isinstance(outcome, BaseException):

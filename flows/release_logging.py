@@ -98,6 +98,18 @@ def log_training(client: MlflowClient, run_id: str, trained: TrainResult, prepar
     return info.model_uri
 
 
+def log_compression(client: MlflowClient, run_id: str, compressed: dict[str, Any]) -> None:
+    """Sparsity and weight sharing reached by each tfmot method, and its fine-tuning curves."""
+    metrics: dict[str, float] = {}
+    history: dict[str, list[float]] = {}
+    for method, c in compressed.items():
+        metrics[f"{method}.sparsity"] = c.sparsity
+        if c.unique_weights:
+            metrics[f"{method}.max_unique_weights"] = max(c.unique_weights.values())
+        history.update({f"{method}.{k}": v for k, v in c.history.items()})
+    log_batch(client, run_id, metrics=metrics, history=history)
+
+
 def log_variant(client: MlflowClient, run_id: str, variant: Variant) -> None:
     d = variant.to_dict()
     log_batch(client, run_id,

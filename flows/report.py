@@ -18,8 +18,8 @@ def _pct(x: Any) -> str:
 
 def variant_table(result: dict[str, Any]) -> Table:
     table = Table(title=f"release {result['model_name']} (data {result['data_version'][:12]})")
-    for col in ("target", "accuracy", "vs float", "bytes", "gzip", "agreement", "registered"):
-        table.add_column(col, justify="right" if col not in ("target", "registered") else "left")
+    for col in ("variant", "accuracy", "vs float", "bytes", "gzip", "agreement", "registered"):
+        table.add_column(col, justify="right" if col not in ("variant", "registered") else "left")
     float_acc = result["float"]["test_accuracy"]
     for target, v in result["variants"].items():
         reg = result["registered"].get(target, {})

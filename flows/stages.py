@@ -8,7 +8,6 @@ call these same functions; they call the pure components and write each stage's 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from components.profiles import DeviceCatalog
     from components.training import TrainResult
     from components.validation import ValidationResult
-    from edgeops.params import ConvertParams, PrepareParams, TrainParams
+    from edgeops.params import CompressParams, ConvertParams, PrepareParams, TrainParams
 
 
 def prepare(data_dir: str | Path, params: PrepareParams, out: Path) -> PreparedData:
@@ -73,27 +72,39 @@ def targets_for(params: ConvertParams, catalog: DeviceCatalog) -> list[str]:
     return list(params.targets) if params.targets else catalog.targets()
 
 
-_CLONE_LOCK = threading.Lock()
+# Variants are named by target for the float model ("tflite-int8") and "<method>/<target>" for a
+# compressed parent ("prune/tflite-int8"); a compressed parent is converted to full-integer int8,
+# the target where pruning and QAT pay on a device.
+COMPRESSED_TARGETS = ("tflite-int8",)
 
 
-def own_copy(model: Any) -> Any:
-    """A private copy of a Keras model for one thread.
+def variant_names(targets: list[str], parents: list[str]) -> list[str]:
+    names = list(targets)
+    for method in parents:
+        if method != "float":
+            names += [f"{method}/{t}" for t in COMPRESSED_TARGETS if t in targets]
+    return names
 
-    Converting traces the model's functions; two threads tracing the same model deadlock inside
-    TensorFlow (seen with Prefect's ThreadPoolTaskRunner), so each conversion gets its own copy.
-    """
-    from components.keras import keras
 
-    with _CLONE_LOCK:
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-    return copy
+def variant_method(name: str) -> str:
+    return name.split("/", 1)[0] if "/" in name else "float"
+
+
+def variant_target(name: str) -> str:
+    return name.rsplit("/", 1)[-1]
+
+
+def compress(model: Any, prepared: PreparedData, params: CompressParams) -> dict[str, Any]:
+    from components.compression import compress as compress_model
+
+    return compress_model(model, prepared, params)
 
 
 def convert(model: Any, target: str, prepared: PreparedData, params: ConvertParams, out: Path) -> Variant:
+    """Thread-safe: components.conversion serialises the Keras export step itself."""
     from components.conversion import convert_and_verify
 
-    return convert_and_verify(own_copy(model), target, prepared, params, out)
+    return convert_and_verify(model, target, prepared, params, out)
 
 
 def write_json(path: Path, payload: Any) -> Path:

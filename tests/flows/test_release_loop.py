@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"prepare": {"max_images": 600, "image_size": 16}, "train": {"epochs": 8}}
+TINY = {"prepare": {"max_images": 600, "image_size": 16},
+        "train": {"epochs": 8, "distill": {"enabled": True, "teacher_epochs": 4}},
+        "compress": {"methods": ["prune"], "prune_epochs": 2}}
 
 
 @pytest.fixture
