@@ -63,6 +63,8 @@ def register(
             releasable=bool(blessed_for),
             extra_tags={"blessed_for": ",".join(blessed_for) or "none", "accuracy": f"{variant.accuracy:.6f}",
                         "bytes": str(variant.bytes)},
+            description=release_notes(key, variant, data_version, selection["blessings"].get(key, {}),
+                                      _previous_data_version(client, variant_model_name(model_name, key), target)),
         )
         registered[key] = {"name": mv.name, "version": mv.version, "blessed_for": blessed_for,
                            "accuracy": variant.accuracy, "model_name": variant_model_name(model_name, key),
@@ -129,6 +131,36 @@ def publish(
                                                           else f"not published: {o['reason']}")
                                           for c, o in out.items()})
     return out
+
+
+def _previous_data_version(client: MlflowClient, model_name: str, target: str) -> str | None:
+    """The data version of the latest version registered before this one, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{model_name}-{target}'")
+    except MlflowException:
+        return None
+    latest = max(versions, key=lambda v: int(v.version), default=None)
+    return latest.tags.get("data_version") if latest else None
+
+
+def release_notes(key: str, variant: Variant, data_version: DataVersion, blessings: dict[str, Any],
+                  previous_data: str | None) -> str:
+    """The model version description a reviewer reads in the MLflow UI."""
+    lines = [f"Release notes for {key} ({variant.target}).", "",
+             f"Data version {data_version.md5} ({data_version.nfiles} files)"
+             + (f"; previous version trained on {previous_data}." if previous_data and previous_data != data_version.md5
+                else "; same data as the previous version." if previous_data else "; first release."),
+             f"Accuracy {variant.accuracy:.4f} on the test split, {variant.accuracy - variant.float_accuracy:+.4f} "
+             f"against its float parent ({variant.float_accuracy:.4f}); top-1 agreement {variant.agreement:.4f}; "
+             f"{variant.bytes} bytes ({variant.gzip_bytes} gzipped).", "", "Per device profile:"]
+    for profile, b in sorted(blessings.items()):
+        base = b["metrics"].get("baseline_accuracy")
+        against = f"current stable {base:.4f}" if isinstance(base, float) else "no stable yet"
+        verdict = "blessed" if b["blessed"] else "not blessed: " + "; ".join(b["reasons"])
+        lines.append(f"- {profile}: {verdict} ({against})")
+    return "\n".join(lines)
 
 
 def variant_model_name(model_name: str, variant: str) -> str:

@@ -61,6 +61,7 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
         assert mv.tags["run_id"] == first["run_id"]
         assert mv.tags["parent_model"].startswith("models:/")
         assert mv.tags["git_commit"]
+        assert version in mv.description and "first release" in mv.description  # release notes
     for cohort, outcome in first["published"].items():
         assert outcome["role"] == "stable"
         name = f"digits-{outcome['target']}"
@@ -113,6 +114,9 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     retrained = second["registered"]
     assert retrained
     for reg in retrained.values():
-        assert client.get_model_version(reg["name"], str(reg["version"])).tags["data_version"] == second["data_version"]
+        mv = client.get_model_version(reg["name"], str(reg["version"]))
+        assert mv.tags["data_version"] == second["data_version"]
+        if str(reg["version"]) != "1":
+            assert f"previous version trained on {version}" in mv.description
     for cohort, outcome in second["published"].items():
         assert outcome.get("role", "not published") != "stable", (cohort, outcome)
