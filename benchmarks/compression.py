@@ -27,7 +27,7 @@ import components  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before tensorflow)
 from components.compression import compress  # noqa: E402
 from components.conversion import convert_and_verify  # noqa: E402
 from edgeops.errors import ConversionError  # noqa: E402
-from edgeops.params import CompressParams, ConvertParams, PrepareParams, TrainParams  # noqa: E402
+from edgeops.params import CompressParams, ConvertParams, DistillParams, PrepareParams, TrainParams  # noqa: E402
 
 # "tflite-int8-pt": the same full-int8 target with per-tensor weights (ConvertParams.int8_per_channel)
 FLOAT_TARGETS = (
@@ -66,7 +66,7 @@ def bench_model(name: str, alpha: float, prepared, args, work: Path) -> list[dic
     from components.training import train
 
     t0 = time.perf_counter()
-    trained = train(prepared, TrainParams(alpha=alpha, epochs=args.epochs))
+    trained = train(prepared, TrainParams(alpha=alpha, epochs=args.epochs, distill=DistillParams(enabled=False)))
     print(
         f"[{name}] trained alpha={alpha} in {time.perf_counter() - t0:.0f}s: test acc {trained.test_accuracy:.4f}, {trained.params_count} params",
         flush=True,

@@ -14,7 +14,7 @@ from components.prepare import prepare
 from components.training import train
 from edgeops.params import DistillParams, PrepareParams, TrainParams
 
-TINY = TrainParams(epochs=2, batch_size=16, alpha=0.25)
+TINY = TrainParams(epochs=2, batch_size=16, alpha=0.25, distill=DistillParams(enabled=False))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_student_reaches_97_percent_on_digits(tmp_path: Path) -> None:
 
     write_example_digits(tmp_path / "digits")
     prepared = prepare(tmp_path / "digits", PrepareParams())
-    r = train(prepared, TrainParams())
+    r = train(prepared, TrainParams(distill=DistillParams(enabled=False)))  # the student alone
     assert r.test_accuracy >= 0.97, r.history["val_accuracy"]
     assert abs(r.batchnorm_gap) < 0.02  # moving statistics caught up with the weights
     assert r.val_accuracy >= 0.97

@@ -10,7 +10,8 @@ from scale_stack import MlflowServer
 
 TINY = {
     "prepare": {"max_images": 300},
-    "train": {"epochs": 2},
+    "train": {"epochs": 2, "distill": {"enabled": False}},
+    "compress": {"methods": []},  # distillation and tfmot are tested in tests/components
     "convert": {"targets": ["tflite-f32", "tflite-int8"], "representative_samples": 50, "latency_runs": 5,
                 "min_agreement": 0.8},  # the parity gate is tested elsewhere; here: the engines
 }
