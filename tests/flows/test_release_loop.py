@@ -98,8 +98,10 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     assert clean["records_lost"] == 0 and clean["records_in_store"] > 0
     quiet = _monitor(data, TINY)
     assert quiet["ingest"]["reconciles"]
-    assert quiet["drifted_windows"] == 0, quiet
-    assert not quiet["retrain"]
+    # Each window may raise a false alarm with probability <= 5% (the family-wise budget); what must
+    # not happen is a retrain, which needs 2 drifted windows in a row.
+    assert quiet["drifted_windows"] <= 1, quiet
+    assert not quiet["retrain"], quiet
 
     # The fleet sees rotated, darkened frames: drift is caught and answered with a retrain that
     # registers new versions and goes canary-first (or is refused by its blessing, never 100%).
