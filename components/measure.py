@@ -75,20 +75,12 @@ def _tflite_graph(
 
 def _planned_span(interp: Any, tensors: dict[int, dict[str, Any]], const: set[int]) -> int | None:
     """Bytes between the lowest and highest activation address: what the planner laid out."""
-    spans = []
-    for i in tensors:
-        if i in const:
-            continue
-        try:
-            view = interp.tensor(i)()
-        except ValueError:
-            continue
-        if view.nbytes:
-            spans.append((view.ctypes.data, view.ctypes.data + view.nbytes, view.nbytes))
-    if not spans:
+    from device.runtime import tensor_spans
+
+    span, total = tensor_spans(interp, (i for i in tensors if i not in const))
+    if not total:
         return None
-    span = max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
-    return span if span <= sum(n for _, _, n in spans) else None  # not one arena: do not guess
+    return span if span <= total else None  # not one arena: do not guess
 
 
 def _nbytes(t: dict[str, Any]) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from device import AGENT_VERSION
 from device.preprocessing import PreprocessingSpec
 from device.protocol import BundleMetadata
-from device.runtime import TFLiteRunner, plain_interpreter
+from device.runtime import TFLiteRunner, plain_interpreter, tensor_spans
 from edgeops.errors import IntegrityError
 
 
@@ -59,18 +59,7 @@ def arena_bytes(model: bytes) -> int:
     ops = interp._get_ops_details()
     activations = {int(i) for op in ops for i in op["outputs"]}
     activations |= {int(d["index"]) for d in interp.get_input_details()}
-    spans = []
-    for i in activations:
-        try:
-            view = interp.tensor(i)()
-        except ValueError:
-            continue
-        if view.nbytes:
-            spans.append((view.ctypes.data, view.ctypes.data + view.nbytes, view.nbytes))
-    if not spans:
-        return 0
-    total = sum(n for _, _, n in spans)
-    span = max(e for _, e, _ in spans) - min(b for b, _, _ in spans)
+    span, total = tensor_spans(interp, activations)
     return span if span <= total else total
 
 

@@ -8,6 +8,7 @@ scale and zero point so every caller passes normalized float32 and gets float32 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,24 @@ def plain_interpreter(model: bytes, batch1: bool = True) -> Interpreter:
         interp.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
     interp.allocate_tensors()
     return interp
+
+
+def tensor_spans(interp: Interpreter, indices: Iterable[int]) -> tuple[int, int]:
+    """(address span, summed bytes) of the allocated tensors among `indices`; (0, 0) if none.
+
+    A span no larger than the sum means the planner laid the tensors out in one arena.
+    """
+    spans = []
+    for i in indices:
+        try:
+            view = interp.tensor(i)()
+        except ValueError:
+            continue
+        if view.nbytes:
+            spans.append((view.ctypes.data, view.ctypes.data + view.nbytes, view.nbytes))
+    if not spans:
+        return 0, 0
+    return max(e for _, e, _ in spans) - min(b for b, _, _ in spans), sum(n for _, _, n in spans)
 
 
 class TFLiteRunner:
