@@ -9,7 +9,9 @@ Embedded defaults sit under `EDGEOPS_HOME` (default `.edgeops/` in the working d
     .edgeops/keys/           Ed25519 signing keys (generated on first use)
 
 The ecosystem's own variables override parts: MLFLOW_TRACKING_URI, PREFECT_API_URL,
-AWS_ENDPOINT_URL, and EDGEOPS_STORE_URL (a path or s3://bucket/prefix).
+AWS_ENDPOINT_URL, and EDGEOPS_STORE_URL (a path or s3://bucket/prefix). EDGEOPS_MLFLOW_UI_URL
+says where people open MLflow (for links from Prefect; default: the tracking server, or
+`mlflow ui`'s http://127.0.0.1:5000 for the embedded SQLite file).
 Nothing here runs at import time.
 """
 
@@ -46,6 +48,7 @@ class Settings:
     params_path: Path
     devices_path: Path
     experiment_name: str
+    mlflow_ui_url: str | None = None  # where people open MLflow, for links from Prefect
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -66,6 +69,7 @@ class Settings:
             devices_path=Path(env.get("EDGEOPS_DEVICES") or _first_existing(
                 cwd / "devices.yaml", Path(__file__).resolve().parents[1] / "devices.yaml")),
             experiment_name=env.get("EDGEOPS_EXPERIMENT") or "edgeops",
+            mlflow_ui_url=env.get("EDGEOPS_MLFLOW_UI_URL") or None,
         )
 
     def as_json_dict(self) -> dict[str, Any]:

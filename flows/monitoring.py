@@ -110,7 +110,7 @@ def _log_window(client: Any, experiment_id: str, parent: str, rep: WindowReport)
 @flow(name="detect-drift", log_prints=True)
 def detect_drift(window_hours: float | None = None, embeddings: bool = True) -> list[WindowReport]:
     """Every scope (cohort, model version, bundle) and every window not yet judged by the policy."""
-    from flows.tracking import configure_mlflow, log_batch
+    from flows.tracking import configure_mlflow, log_batch, start_run
     from monitoring.policy import load_states
     from monitoring.reference import load_reference
     from monitoring.table import inferences, list_partitions, read_table, windows
@@ -120,9 +120,7 @@ def detect_drift(window_hours: float | None = None, embeddings: bool = True) -> 
     hours = window_hours or params.window_hours
     states, _ = load_states(store)
     client, experiment_id = configure_mlflow(settings)
-    parent = client.create_run(
-        experiment_id, run_name="detect-drift", tags={"edgeops.stage": "monitor"}
-    ).info.run_id
+    parent = start_run(client, experiment_id, "detect-drift", {"edgeops.stage": "monitor"})
     reports: list[WindowReport] = []
     links: list[tuple[str, str]] = []
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.tracking import child_run, configure_mlflow, log_artifact, log_batch
+from flows.tracking import child_run, configure_mlflow, log_artifact, log_batch, start_run
 
 
 @flow(name="architecture-sweep", log_prints=True)
@@ -29,8 +29,8 @@ def architecture_sweep(data_dir: str, overrides: dict[str, Any] | None = None) -
     params = _params(settings, None, overrides)
     client, experiment_id = configure_mlflow(settings)
     version = dvc_hash(data_dir)
-    parent = client.create_run(experiment_id, run_name=f"sweep-{Path(data_dir).name}-{version.short}",
-                               tags={"edgeops.kind": "sweep", "edgeops.data_version": version.md5}).info.run_id
+    parent = start_run(client, experiment_id, f"sweep-{Path(data_dir).name}-{version.short}",
+                       {"edgeops.kind": "sweep", "edgeops.data_version": version.md5})
     log_data_version(parent, version, Path(data_dir).name, client)
     log_batch(client, parent, params={"alphas": params.sweep.alphas, "resolutions": params.sweep.resolutions})
     status = "FAILED"

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flows.links import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, prefect_run_tags
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -51,21 +53,31 @@ def configure_mlflow(settings: Settings) -> tuple[MlflowClient, str]:
     exp = client.get_experiment_by_name(settings.experiment_name)
     if exp is not None:
         experiment_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     else:
         local = not settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks"))
         location = f"{settings.mlflow_artifact_root}/{settings.experiment_name}" if local else None
-        experiment_id = client.create_experiment(settings.experiment_name, artifact_location=location)
+        experiment_id = client.create_experiment(settings.experiment_name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     mlflow.set_experiment(experiment_id=experiment_id)
     return client, experiment_id
 
 
-def start_child(client: MlflowClient, experiment_id: str, parent_run_id: str | None, name: str,
-                tags: Mapping[str, str] | None = None) -> str:
-    all_tags = {"mlflow.runName": name, **(tags or {})}
-    if parent_run_id:
-        all_tags["mlflow.parentRunId"] = parent_run_id
+def start_run(client: MlflowClient, experiment_id: str, name: str,
+              tags: Mapping[str, str] | None = None) -> str:
+    """A run tagged with the Prefect flow run that creates it (see flows.links)."""
+    all_tags = {**prefect_run_tags(), "mlflow.runName": name, **(tags or {})}
     run = client.create_run(experiment_id, run_name=name, tags=all_tags)
     return run.info.run_id
+
+
+def start_child(client: MlflowClient, experiment_id: str, parent_run_id: str | None, name: str,
+                tags: Mapping[str, str] | None = None) -> str:
+    all_tags = dict(tags or {})
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    return start_run(client, experiment_id, name, all_tags)
 
 
 @contextmanager
