@@ -127,6 +127,8 @@ class DeviceAgent:
         self._bytes_per_record = 400.0
         self._next_poll: datetime | None = None
         self._next_upload: datetime | None = None
+        if self.slots.recovered:  # a torn state.json: say so in telemetry
+            self._event("error", self.slots.recovered, None)
         self._restore()
 
     # --- models ----------------------------------------------------------------------------
@@ -274,6 +276,10 @@ class DeviceAgent:
 
     def _event(self, kind: str, reason: str | None, ref: BundleRef | None) -> None:
         self.events.add(Pending(self.clock(), kind, self.model, error=reason, ref=ref))
+
+    def report_error(self, reason: str) -> None:
+        """An `error` event in telemetry for a fault around the agent (e.g. a bad inbox file)."""
+        self._event("error", reason, None)
 
     # --- telemetry -------------------------------------------------------------------------
     def _take_seqs(self, n: int) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 
 from device.agent import AgentConfig, DeviceAgent
 from device.capabilities import DeviceCaps
+from device.inbox import serve_inbox
 from device.protocol import encryption_key_id, load_public_key_pem, public_key_id
 from device.sampling import SamplingPolicy
 from device.store import ObjectStore, open_store
@@ -144,11 +145,8 @@ def run_loop(agent: DeviceAgent, cfg: dict[str, Any], once: bool) -> None:
     try:
         while not stop["now"]:
             agent.tick()
-            if agent.model is not None:
-                for f in sorted(inbox.glob("*.npy")):
-                    out = _result(agent, f.name, np.load(f))
-                    (outbox / f"{f.stem}.json").write_text(json.dumps(out))
-                    f.unlink()
+            if agent.model is not None:  # a bad file is quarantined, the loop goes on
+                serve_inbox(agent, inbox, outbox, _result)
             if once:
                 break
             time.sleep(float(cfg["loop_interval_s"]))

@@ -11,7 +11,6 @@ swapped in, with the previous model kept as the fallback slot.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Mapping, MutableMapping
@@ -35,6 +34,7 @@ from device.protocol import (
     verify_manifest,
 )
 from device.runtime import RuntimeLoadError, TFLiteRunner
+from device.state import read_state, write_state
 from device.store import ObjectStore
 from edgeops.errors import DataError, IntegrityError
 
@@ -171,14 +171,11 @@ class ModelSlots:
             "revision": None,
             "seq_reserved": 0,
         }
-        if self._path.exists():
-            self.state.update(json.loads(self._path.read_text()))
+        loaded = read_state(self._path, self.state)  # a torn file is recovered (device.state)
+        self.state, self.recovered = loaded.state, loaded.recovered
 
     def save(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_name(".state.json.tmp")
-        tmp.write_text(json.dumps(self.state, sort_keys=True))
-        os.replace(tmp, self._path)
+        write_state(self._path, self.state)  # tmp + fsync + rename + directory fsync
 
     def write(self, vb: VerifiedBundle) -> None:
         """Write a verified bundle to its own directory (complete before it becomes visible)."""
