@@ -30,6 +30,9 @@ class PreprocessingSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     labels: tuple[str, ...]
+    # Temperature scaling of the outputs, fitted on validation (components.calibration): the
+    # monitor reads calibrated confidence as estimated accuracy. 1.0 = uncalibrated.
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -40,6 +43,8 @@ class PreprocessingSpec:
             raise DataError("preprocessing spec: mean and std need one value per channel")
         if any(s <= 0 for s in self.std):
             raise DataError(f"preprocessing spec: std must be positive, got {self.std}")
+        if not self.temperature > 0:
+            raise DataError(f"preprocessing spec: temperature must be positive, got {self.temperature}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -56,6 +61,7 @@ class PreprocessingSpec:
                 mean=tuple(float(v) for v in d["mean"]),
                 std=tuple(float(v) for v in d["std"]),
                 labels=tuple(str(v) for v in d["labels"]),
+                temperature=float(d.get("temperature", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"preprocessing spec is malformed: {exc!r}") from exc

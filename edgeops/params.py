@@ -143,6 +143,19 @@ class MonitorParams(_Params):
     min_labels: int = Field(50, ge=1, description="labelled feedback rows needed for label/concept drift")
     max_accuracy_drop: float = Field(0.05, ge=0, le=1, description="concept drift: accuracy drop vs reference")
     max_reference_rows: int = Field(20000, ge=100, description="reference rows kept per variant")
+    trigger: Literal["harm", "drift"] = Field(
+        "harm", description="harm: retrain on an accuracy drop; drift: on any significant shift"
+    )
+    harm_margin: float = Field(0.005, ge=0, le=1, description="accuracy drop (fraction) that is harm")
+    harm_alpha: float = Field(0.05, gt=0, lt=1, description="one-sided level of the drop's lower bound")
+    allowed_lateness_minutes: float | None = Field(
+        None, ge=0, description="watermark lag after a window's end; None: fleet.upload_interval_minutes"
+    )
+    late_reopen_share: float = Field(0.2, ge=0, description="late rows above this share re-open a window")
+    segment_fdr: float = Field(0.05, gt=0, lt=1, description="Benjamini-Hochberg rate for segment flags")
+    min_new_labels: int = Field(20, ge=0, description="new labelled field rows needed before a retrain")
+    max_retrains_global_per_day: int = Field(2, ge=0, description="retrains in 24 h across all scopes")
+    incident_hours: float = Field(24.0, gt=0, description="how long one harm incident blocks new retrains")
 
 
 class PipelineParams(_Params):

@@ -111,7 +111,8 @@ def publish(
         reg = registered[chosen]
         target = reg["target"]
         enc_key = load_or_create_cohort_key(settings.keys_dir, cohort_name) if cohort.encrypt else None
-        ref = publish_bundle(store, key, variants[chosen].path, prepared.spec, model_name=reg["model_name"],
+        spec = _calibrated_spec(variants[chosen].path, prepared)  # temperature ships in the bundle
+        ref = publish_bundle(store, key, variants[chosen].path, spec, model_name=reg["model_name"],
                              model_version=reg["version"], target=target, encryption_key=enc_key)
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
         current = read_manifest(store, cohort_name, trusted | _published_keys(store))
@@ -178,9 +179,21 @@ def _published_keys(store: Any) -> dict[str, Any]:
 
 
 def _save_reference(store: Any, bundle_id: str, model_path: Path, prepared: PreparedData) -> None:
-    """The drift reference of this variant: training data through the same features and model."""
+    """The monitoring reference of this variant: the held-out validation split (not the training
+    data) through the same features and the shipped model."""
     from device.runtime import TFLiteRunner
     from monitoring.reference import build_reference, save_reference
 
-    reference = build_reference(prepared.x_train, prepared.y_train, TFLiteRunner(model_path), prepared.spec)
+    reference = build_reference(prepared.x_val, prepared.y_val, TFLiteRunner(model_path), prepared.spec)
     save_reference(store, bundle_id, reference)
+
+
+def _calibrated_spec(model_path: Path, prepared: PreparedData) -> Any:
+    """The preprocessing spec with this variant's temperature, fitted on the validation split."""
+    from dataclasses import replace
+
+    from device.runtime import TFLiteRunner
+    from monitoring.reference import fit_variant_temperature
+
+    t = fit_variant_temperature(TFLiteRunner(model_path), prepared.x_val, prepared.y_val, prepared.spec)
+    return replace(prepared.spec, temperature=t.temperature)

@@ -1,15 +1,18 @@
-"""All drift jobs of one window of one scope (cohort, model version, bundle): a typed report.
+"""Everything judged about one complete window of one scope (cohort, model version, bundle).
 
-Which verdicts decide: data drift P(x), label drift P(y) and concept drift P(y|x) are reasons
-to retrain; prediction and embedding drift are reported (and feed rollout gates) but are
-symptoms of the others, so they do not vote. The deciding tests share the family-wise alpha
-(Bonferroni over the tests that actually ran), so a window without drift raises an alarm with
-probability <= `stattest_threshold` however many labels it has.
+What decides (`monitor.trigger`): by default harm, an accuracy drop against the variant's
+held-out reference beyond `harm_margin` with confidence, estimated from calibrated confidence
+(CBPE, monitoring.performance) or measured on labels when the window has `min_labels` of them.
+The drift jobs are the explanation attached to it (which features moved, how far). With
+`trigger: drift` the old rule holds: data drift P(x), label drift P(y) and concept drift P(y|x)
+decide, prediction and embedding drift do not vote, and the deciding tests share the
+family-wise alpha (Bonferroni over the tests that actually ran). Segments (per device) are
+judged on every window and flagged with false-discovery control (monitoring.segments).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +20,8 @@ import pandas as pd
 
 from edgeops.params import MonitorParams
 from monitoring.concept import concept_drift
+from monitoring.performance import AccuracyEstimate, HarmVerdict, cbpe, harm, measured_accuracy
+from monitoring.segments import SegmentFlag, flag_segments
 from monitoring.drift import (
     DriftResult,
     data_drift,
@@ -37,6 +42,13 @@ class WindowReport:
     window_start: datetime
     n_current: int
     results: dict[str, DriftResult] = field(default_factory=dict)
+    estimate: AccuracyEstimate | None = None  # CBPE on this window
+    reference_estimate: AccuracyEstimate | None = None  # CBPE on the held-out reference
+    labelled: AccuracyEstimate | None = None  # measured, when the window has enough labels
+    harm: HarmVerdict | None = None
+    segments: tuple[SegmentFlag, ...] = ()
+    trigger: str = "drift"
+    late_rows: int = 0
 
     @property
     def scope(self) -> str:
@@ -50,14 +62,42 @@ class WindowReport:
     def drifted(self) -> bool:
         return bool(self.drifted_kinds)
 
+    @property
+    def harmful(self) -> bool:
+        return self.harm is not None and self.harm.harmful
+
+    @property
+    def deciding(self) -> bool:
+        """The signal the retrain policy acts on under `monitor.trigger`."""
+        return self.harmful if self.trigger == "harm" else self.drifted
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        res = self.results.get("data")
+        return res.drifted_features if res is not None else ()
+
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {"n_current": float(self.n_current), "drifted": float(self.drifted)}
         for res in self.results.values():
             out.update({k: float(v) for k, v in res.metrics.items()})
+        if self.estimate is not None:
+            low, high = self.estimate.interval()
+            out |= {"estimated_accuracy": self.estimate.accuracy, "estimated_accuracy_low": low,
+                    "estimated_accuracy_high": high}
+        if self.reference_estimate is not None:
+            out["reference_estimated_accuracy"] = self.reference_estimate.accuracy
+        if self.labelled is not None:
+            out["labelled_accuracy"] = self.labelled.accuracy
+        if self.harm is not None:
+            out |= {"accuracy_drop": self.harm.drop, "accuracy_drop_low": self.harm.drop_low,
+                    "harmful": float(self.harm.harmful)}
+        out |= {"segments_flagged": float(len(self.segments)), "late_rows": float(self.late_rows)}
         return out
 
     def reasons(self) -> list[str]:
-        return [r for res in self.results.values() for r in res.reasons]
+        out = [self.harm.reason] if self.harm is not None else []
+        out += [r for res in self.results.values() for r in res.reasons]
+        return out + [f"segment {f}" for f in self.segments]
 
 
 def distinct_frames(current: pd.DataFrame) -> pd.DataFrame:
@@ -81,8 +121,10 @@ def run_window(
     window_start: datetime,
     report_dir: Path | None = None,
     embeddings: bool = True,
+    temperature: float = 1.0,
+    late_rows: int = 0,
 ) -> WindowReport:
-    """Every drift job on one window; HTML reports under `report_dir` when given."""
+    """Harm, segments and every drift job on one window; HTML reports under `report_dir`."""
     enough_labels = labelled_pair(reference, current, params) is not None
     k = 3 if enough_labels else 1
     deciding = params.model_copy(update={"stattest_threshold": params.stattest_threshold / k})
@@ -104,4 +146,32 @@ def run_window(
         res = job(reference, current, deciding, html(kind))
         if res is not None:
             results[kind] = res
-    return WindowReport(cohort, model_version, bundle_id, window_start, len(current), results)
+    est, ref_est, lab, verdict = judge_harm(reference, current, params, temperature)
+    return WindowReport(
+        cohort, model_version, bundle_id, window_start, len(current), results, est, ref_est, lab,
+        verdict, tuple(flag_segments(current, params.segment_fdr)), params.trigger, late_rows,
+    )
+
+
+def judge_harm(
+    reference: pd.DataFrame, current: pd.DataFrame, params: MonitorParams, temperature: float
+) -> tuple[AccuracyEstimate, AccuracyEstimate, AccuracyEstimate | None, HarmVerdict]:
+    """CBPE on the window and the reference; measured accuracy decides when labels suffice."""
+    groups = current["device_id"].to_numpy() if "device_id" in current.columns else None
+    est = cbpe(list(current["probs"]), temperature, groups)
+    ref_est = cbpe(list(reference["probs"]), temperature)
+    verdict = harm(ref_est, est, params.harm_margin, params.harm_alpha)
+    lab = None
+    pair = labelled_pair(reference, current, params)
+    if pair is not None:
+        ref_l, cur_l = pair
+        cur_groups = cur_l["device_id"].to_numpy() if "device_id" in cur_l.columns else None
+        lab = measured_accuracy(cur_l["top1"], cur_l["label"], cur_groups)
+        ref_lab = measured_accuracy(ref_l["top1"], ref_l["label"])
+        measured = harm(ref_lab, lab, params.harm_margin, params.harm_alpha)
+        # either signal may show harm: labels see confidently-wrong shifts that the estimate
+        # misses; the estimate has the power that a few dozen labels lack
+        first, second = (measured, verdict) if measured.harmful or not verdict.harmful else (
+            verdict, measured)
+        verdict = replace(first, reason=f"{first.reason}; {second.reason}")
+    return est, ref_est, lab, verdict

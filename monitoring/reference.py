@@ -1,7 +1,8 @@
-"""Training-time drift references, one per deployed variant, stored with the release.
+"""Monitoring references, one per deployed variant, stored with the release: the held-out
+validation split through the shipped variant (never the training data, which the model has fit).
 
 Why per variant: an int8 model's probabilities differ from the float model's, so prediction
-drift must compare a cohort's telemetry with what *its* variant produced on the training data.
+drift must compare a cohort's telemetry with what *its* variant produced on held-out data.
 The feature columns come from the same `device.features.summary_features` the agent runs, so
 reference and telemetry cannot disagree on what a feature means.
 """
@@ -15,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from components.calibration import Calibration, fit_temperature
 from device.features import FEATURE_NAMES, summary_features
 from device.preprocessing import PreprocessingSpec, normalize
 from device.store import ObjectStore
@@ -45,18 +47,39 @@ def build_reference(
             f"{len(labels)} labels for {len(x01)} images", where="build_reference"
         )
     feats = summary_features(x01)
-    probs = np.concatenate(
-        [
-            np.asarray(runner.predict(normalize(x01[i : i + _BATCH], spec)), dtype=np.float32)
-            for i in range(0, len(x01), _BATCH)
-        ]
-    )
+    probs = variant_probs(runner, x01, spec)
     df = pd.DataFrame(feats.astype(np.float32), columns=[f"f_{n}" for n in FEATURE_NAMES])
     df["probs"] = list(probs)
     df["top1"] = probs.argmax(axis=1).astype(np.int32)
     df["confidence"] = probs.max(axis=1).astype(np.float32)
     df["label"] = pd.array(labels if labels is not None else [pd.NA] * len(df), dtype="Int32")
     return df
+
+
+def variant_probs(runner: Predictor, x01: np.ndarray, spec: PreprocessingSpec) -> np.ndarray:
+    """The variant's output probabilities on [0,1] images, in batches."""
+    return np.concatenate(
+        [
+            np.asarray(runner.predict(normalize(x01[i : i + _BATCH], spec)), dtype=np.float32)
+            for i in range(0, len(x01), _BATCH)
+        ]
+    )
+
+
+def fit_variant_temperature(
+    runner: Predictor, x01: np.ndarray, labels: np.ndarray, spec: PreprocessingSpec
+) -> Calibration:
+    """Temperature scaling of this variant's own outputs on held-out images (validation)."""
+    return fit_temperature(variant_probs(runner, x01, spec), np.asarray(labels))
+
+
+def load_temperature(store: ObjectStore, bundle_id: str) -> float:
+    """The temperature shipped in the bundle's preprocessing spec (1.0 for older bundles)."""
+    key = f"bundles/{bundle_id}/preprocessing.json"
+    try:
+        return PreprocessingSpec.from_json(store.get(key)).temperature
+    except StoreError:
+        return 1.0
 
 
 def save_reference(store: ObjectStore, bundle_id: str, df: pd.DataFrame) -> str:

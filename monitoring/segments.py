@@ -1,0 +1,135 @@
+"""Below the cohort: per-device (and per reported hardware/firmware/agent) statistics, and faults.
+
+A frozen camera, a miswired sensor or a slow firmware shows in one segment long before it moves
+the cohort: one of four devices sending the same frame is a quarter of the window but a single
+distinct input. Each segment value is compared with the rest of its window on cheap statistics:
+the share of repeated frames (identical summary features within the segment), the prediction
+mix, the confidence and the latency. With many segments and four tests each, the p-values are
+held to a false discovery rate with Benjamini-Hochberg, so a fleet of healthy devices raises a
+false flag in at most `segment_fdr` of windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2_contingency, fisher_exact, mannwhitneyu
+
+SEGMENT_FIELDS = ("device_id", "hardware", "firmware", "agent_version")
+_MIN_ROWS = 10
+_MIN_CELL = 5
+
+
+@dataclass(frozen=True)
+class SegmentFlag:
+    field: str
+    value: str
+    statistic: str  # repeated_frames | prediction_mix | confidence | latency
+    p_value: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}={self.value}: {self.statistic} ({self.detail}, p={self.p_value:.2g})"
+
+
+def benjamini_hochberg(p: np.ndarray, q: float) -> np.ndarray:
+    """Mask of rejected hypotheses at false discovery rate q (Benjamini & Hochberg, 1995)."""
+    p = np.asarray(p, dtype=np.float64)
+    m = len(p)
+    if m == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(p)
+    ok = p[order] <= q * np.arange(1, m + 1) / m
+    k = int(np.max(np.flatnonzero(ok))) + 1 if ok.any() else 0
+    out = np.zeros(m, dtype=bool)
+    out[order[:k]] = True
+    return out
+
+
+def repeated(rows: pd.DataFrame) -> np.ndarray:
+    """Per row: does an earlier row of the same device carry the identical frame (features)?"""
+    cols = [c for c in rows.columns if c.startswith("f_")]
+    if not cols or rows.empty:
+        return np.zeros(len(rows), dtype=bool)
+    keys = ["device_id", *cols] if "device_id" in rows.columns else cols
+    return rows.duplicated(subset=keys).to_numpy()
+
+
+def segment_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per device: rows, repeated-frame share, mean confidence, p95 latency, top class share."""
+    if rows.empty or "device_id" not in rows.columns:
+        return pd.DataFrame()
+    df = rows.assign(_rep=repeated(rows))
+    g = df.groupby("device_id")
+    return pd.DataFrame(
+        {
+            "rows": g.size(),
+            "repeated_share": g["_rep"].mean(),
+            "mean_confidence": g["confidence"].mean(),
+            "p95_latency_ms": g["latency_ms"].quantile(0.95),
+            "top_class_share": g["top1"].agg(lambda s: s.value_counts(normalize=True).iloc[0]),
+        }
+    )
+
+
+def _mix_p(inside: pd.Series, outside: pd.Series) -> float:
+    """Chi-square of the prediction mix, classes with fewer than 5 expected rows pooled."""
+    table = pd.crosstab(
+        np.r_[np.zeros(len(inside)), np.ones(len(outside))],
+        np.r_[inside.to_numpy(np.int64), outside.to_numpy(np.int64)],
+    ).to_numpy()
+    expected_small = table.sum(axis=0) * min(table.sum(axis=1)) / table.sum() < _MIN_CELL
+    if expected_small.any():
+        table = np.c_[table[:, ~expected_small], table[:, expected_small].sum(axis=1)]
+        table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 1.0
+    return float(chi2_contingency(table, correction=False)[1])
+
+
+def _tests(rows: pd.DataFrame, mask: np.ndarray, rep: np.ndarray) -> dict[str, tuple[float, str]]:
+    inside, outside = rows[mask], rows[~mask]
+    r_in, r_out = int(rep[mask].sum()), int(rep[~mask].sum())
+    _, p_rep = fisher_exact(
+        [[r_in, len(inside) - r_in], [r_out, len(outside) - r_out]], alternative="greater"
+    )
+    out = {
+        "repeated_frames": (
+            float(p_rep),
+            f"{r_in / len(inside):.0%} repeated vs {r_out / max(len(outside), 1):.0%}",
+        ),
+        "prediction_mix": (_mix_p(inside["top1"], outside["top1"]), "class mix differs"),
+        "confidence": (
+            float(mannwhitneyu(inside["confidence"], outside["confidence"]).pvalue),
+            f"mean {inside['confidence'].mean():.3f} vs {outside['confidence'].mean():.3f}",
+        ),
+    }
+    lat_in, lat_out = inside["latency_ms"].dropna(), outside["latency_ms"].dropna()
+    if len(lat_in) and len(lat_out) and lat_in.nunique() + lat_out.nunique() > 2:
+        out["latency"] = (
+            float(mannwhitneyu(lat_in, lat_out, alternative="greater").pvalue),
+            f"median {lat_in.median():.1f} ms vs {lat_out.median():.1f} ms",
+        )
+    return out
+
+
+def flag_segments(rows: pd.DataFrame, fdr: float = 0.05) -> list[SegmentFlag]:
+    """Segments (device, hardware, ...) that differ from the rest of the window, BH-controlled."""
+    rep = repeated(rows)
+    found: list[tuple[str, str, str, float, str]] = []
+    for field in (f for f in SEGMENT_FIELDS if f in rows.columns):
+        values = rows[field].astype("string").fillna("?")
+        if values.nunique() < 2:
+            continue
+        for value in values.unique():
+            mask = (values == value).to_numpy()
+            if mask.sum() < _MIN_ROWS or (~mask).sum() < _MIN_ROWS:
+                continue
+            for stat, (p, detail) in _tests(rows, mask, rep).items():
+                found.append((field, str(value), stat, p, detail))
+    if not found:
+        return []
+    keep = benjamini_hochberg(np.array([f[3] for f in found]), fdr)
+    return [SegmentFlag(*f) for f, k in zip(found, keep, strict=True) if k]
