@@ -1,8 +1,9 @@
-"""Prepare: decode, resize, split (stratified, seeded) and compute normalisation statistics.
+"""Prepare: decode, resize, split (by content, components.splits) and compute normalisation statistics.
 
 The statistics come from the train split only and become the PreprocessingSpec that ships with
-every bundle. Files with identical content always land in the same split, so a duplicate can
-never leak from train into test; duplicates inside one split are left for validation to report.
+every bundle. Splits are train, val (chooses), test (scores the chosen once) and field (the pool
+the fleet simulator draws frames from). Identical and near-duplicate images share a split, so a
+copy can never leak from train into test; `splits.csv` records which image went where.
 """
 
 from __future__ import annotations
@@ -13,20 +14,30 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from components.data import decode_image, scan_image_folder
+from components.splits import (
+    SIGNATURE_SIDE,
+    SPLIT_COLUMNS,
+    SPLITS,
+    assign,
+    check_previous,
+    feedback_sources,
+    pixel_hash,
+    read_split_manifest,
+    signature,
+)
 from device.preprocessing import LUMA, PreprocessingSpec, to_unit
 from edgeops.errors import DataError
 from edgeops.params import PrepareParams
 
-SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ["path", "label", "split", "index", "sha256", "height", "width", "channels"]
+FEEDBACK_PREFIX = "fb-"  # monitoring/feedback.py names merged thumbnails fb-<device>-<seq>.png
+MANIFEST_COLUMNS = ["path", "label", "split", "index", "sha256", "height", "width", "channels", "group"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class PreparedData:
     spec: PreprocessingSpec
     manifest: pd.DataFrame
     skipped: int = 0
+    x_field: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 1), np.float32))
+    y_field: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -49,6 +62,11 @@ class PreparedData:
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    @property
+    def splits(self) -> pd.DataFrame:
+        """The split manifest (`splits.csv`): path relative to the data folder, sha256, group, split."""
+        return self.manifest[SPLIT_COLUMNS].reset_index(drop=True)
 
     def save(self, directory: Path | str) -> Path:
         """Write arrays, spec and manifest into a temp sibling, then rename: never half-written."""
@@ -61,6 +79,7 @@ class PreparedData:
             )
             (tmp / "preprocessing.json").write_text(self.spec.to_json())
             self.manifest.to_csv(tmp / "manifest.csv", index=False)
+            self.splits.to_csv(tmp / "splits.csv", index=False)
             (tmp / "info.json").write_text(json.dumps({"skipped": self.skipped}))
             if target.exists():
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -81,67 +100,79 @@ class PreparedData:
             with np.load(root / "arrays.npz") as arrays:
                 parts = {k: arrays[k] for k in arrays.files}
             spec = PreprocessingSpec.from_json((root / "preprocessing.json").read_text())
-            manifest = pd.read_csv(root / "manifest.csv", dtype={"label": str, "sha256": str})
+            manifest = pd.read_csv(root / "manifest.csv", dtype={"label": str, "sha256": str, "group": str})
             info = json.loads((root / "info.json").read_text())
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"prepared data is missing or unreadable: {exc}", where=str(root)) from exc
+        if (root / "splits.csv").exists():
+            _check_splits_match(read_split_manifest(root / "splits.csv"), manifest, root / "splits.csv")
         return cls(**parts, spec=spec, manifest=manifest, skipped=int(info.get("skipped", 0)))
 
 
-def _stratified_indices(
-    y: np.ndarray, size: float | int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    idx = np.arange(len(y))
-    try:
-        a, b = train_test_split(idx, test_size=size, stratify=y, random_state=seed)
-    except ValueError as exc:
-        raise DataError(f"cannot make a stratified split: {exc}") from exc
-    return np.sort(a), np.sort(b)
+def _check_splits_match(splits: pd.DataFrame, manifest: pd.DataFrame, where: Path) -> None:
+    """splits.csv and the arrays must describe the same images in the same splits."""
+    ours = manifest.reindex(columns=SPLIT_COLUMNS).astype(str).reset_index(drop=True)
+    if not ours.equals(splits.astype(str).reset_index(drop=True)):
+        raise DataError("split manifest is from another data version than these prepared arrays",
+                        where=str(where))
 
 
-def assign_splits(y: np.ndarray, params: PrepareParams) -> np.ndarray:
-    """Split names per item, stratified by label and seeded."""
-    rest, test = _stratified_indices(y, params.test_fraction, params.seed)
-    val_share = params.val_fraction / (1.0 - params.test_fraction)
-    tr, va = _stratified_indices(y[rest], val_share, params.seed + 1)
-    out = np.empty(len(y), dtype=object)
-    out[test], out[rest[va]], out[rest[tr]] = "test", "val", "train"
-    return out
+def _subset(files: list[tuple[Path, str]], digests: list[str], params: PrepareParams) -> list[int]:
+    """`max_images` kept per class in proportion, chosen by salted content hash (not by order)."""
+    assert params.max_images is not None
+    by_class: dict[str, list[int]] = {}
+    for i, (_, label) in enumerate(files):
+        by_class.setdefault(label, []).append(i)
+    keep = []
+    for idx in by_class.values():
+        k = max(1, round(params.max_images * len(idx) / len(files)))
+        keep += sorted(idx, key=lambda i: hashlib.sha256(f"{params.split_salt}:subset:{digests[i]}".encode()).digest())[:k]
+    return sorted(keep)
 
 
 def prepare(
     data_dir: Path | str,
     params: PrepareParams,
     progress: Callable[[int, int], None] | None = None,
+    previous: pd.DataFrame | None = None,
+    previous_where: str = "split manifest",
 ) -> PreparedData:
-    """Decode an image folder into seeded stratified splits with train-split statistics.
+    """Decode an image folder into content-assigned splits with train-split statistics.
 
-    Each image is resized as soon as it is decoded, so memory grows with the model's input
-    size, not with the photos'. `progress(done, total)` is called as files are read.
+    Splits follow components.splits (salted content hash, near-duplicate groups, and the
+    earlier data version's `previous` split manifest when given). Each image is resized as soon
+    as it is decoded, so memory grows with the model's input size, not with the photos'.
+    `progress(done, total)` is called as files are read.
     """
     scan = scan_image_folder(data_dir, params.min_per_class)
     label_index = {label: i for i, label in enumerate(scan.labels)}
     files = list(scan.files)
-    y_all = np.array([label_index[label] for _, label in files], dtype=np.int64)
+    digests = [hashlib.sha256(path.read_bytes()).hexdigest() for path, _ in files]
     if params.max_images is not None and params.max_images < len(files):
-        _, keep = _stratified_indices(y_all, params.max_images, params.seed)
-        files, y_all = [files[i] for i in keep], y_all[keep]
+        keep = _subset(files, digests, params)
+        files, digests = [files[i] for i in keep], [digests[i] for i in keep]
+    y_all = np.array([label_index[label] for _, label in files], dtype=np.int64)
 
     size = params.image_size
     rgb = PreprocessingSpec(size, size, 3, (0.0,) * 3, (1.0,) * 3, scan.labels)
     x_all = np.empty((len(files), size, size, 3), dtype=np.float32)
     rows = []
+    sigs = np.empty((len(files), SIGNATURE_SIDE * SIGNATURE_SIDE), dtype=np.float32)
+    thumbs: dict[int, np.ndarray] = {}  # labelled field feedback, traced to its source below
     for i, (path, label) in enumerate(files):
-        raw = path.read_bytes()
         img = decode_image(path)
         x_all[i] = to_unit(img, rgb)[0]
+        sigs[i] = signature(img)
+        if path.name.startswith(FEEDBACK_PREFIX):
+            thumbs[i] = img if img.ndim == 2 else np.round(img[..., :3] @ np.asarray(LUMA)).astype(np.uint8)
         if progress is not None:
             progress(i + 1, len(files))
         rows.append(
             {
                 "path": path.relative_to(scan.root).as_posix(),
                 "label": label,
-                "sha256": hashlib.sha256(raw).hexdigest(),
+                "sha256": digests[i],
+                "pixels": pixel_hash(img),
                 "height": img.shape[0],
                 "width": img.shape[1],
                 "channels": 1 if img.ndim == 2 else img.shape[2],
@@ -149,11 +180,10 @@ def prepare(
         )
     manifest = pd.DataFrame(rows)
     channels = params.channels or (1 if (manifest["channels"] == 1).all() else 3)
-
-    # Split unique contents, then give every copy its original's split (no cross-split leakage).
-    first = manifest.drop_duplicates("sha256")
-    split_of = dict(zip(first["sha256"], assign_splits(y_all[first.index.to_numpy()], params), strict=True))
-    manifest["split"] = manifest["sha256"].map(split_of)
+    if previous is not None:
+        check_previous(previous, manifest, previous_where)
+    links = feedback_sources(thumbs, x_all @ np.asarray(LUMA, np.float32), params.near_duplicate_rms) if thumbs else []
+    manifest = assign(manifest, sigs, params, previous, where=str(data_dir), links=links)
 
     if channels == 1:  # grey images were replicated, so channel 0 is exact; colour goes to luma
         all_grey = bool((manifest["channels"] == 1).all())
@@ -166,8 +196,8 @@ def prepare(
         parts[f"x_{s}"], parts[f"y_{s}"] = x_all[sel], y_all[sel]
     if len(parts["x_train"]) == 0:
         raise DataError("the train split is empty", where=str(data_dir))
-    mean = parts["x_train"].mean(axis=(0, 1, 2))
-    std = np.maximum(parts["x_train"].std(axis=(0, 1, 2)), 1e-3)
+    mean = parts["x_train"].mean(axis=(0, 1, 2), dtype=np.float64)  # float64: see DEPENDENCIES.md
+    std = np.maximum(parts["x_train"].std(axis=(0, 1, 2), dtype=np.float64), 1e-3)
     spec = PreprocessingSpec(
         size, size, channels, tuple(map(float, mean)), tuple(map(float, std)), scan.labels
     )

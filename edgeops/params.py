@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeops.errors import ConfigError
 
@@ -24,11 +24,22 @@ class PrepareParams(_Params):
     channels: Literal[1, 3] | None = Field(None, description="None: 1 if every image is grayscale, else 3")
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
-    seed: int = 42
+    field_fraction: float = Field(0.1, ge=0, lt=0.5, description="held-out frames the fleet simulator draws")
+    split_salt: str = Field("edgeops-splits-1", min_length=1, description="salt of the content-hash split rule")
+    near_duplicate_rms: float = Field(
+        0.03, ge=0, lt=1, description="signature distance (8x8 grey, [0,1]) at which images share a split"
+    )
+    seed: int = Field(42, description="not used by splits (they come from content and split_salt)")
     min_per_class: int = Field(10, ge=1)
     max_imbalance: float = Field(10.0, ge=1, description="largest class / smallest class")
-    max_images: int | None = Field(None, description="cap for quick runs (stratified subset)")
+    max_images: int | None = Field(None, description="cap for quick runs (per-class subset chosen by content)")
     fail_on_validation: bool = True
+
+    @model_validator(mode="after")
+    def _fractions_leave_train(self) -> PrepareParams:
+        if self.val_fraction + self.test_fraction + self.field_fraction > 0.8:
+            raise ValueError("val_fraction + test_fraction + field_fraction must leave at least 0.2 for train")
+        return self
 
 
 class AugmentParams(_Params):

@@ -12,16 +12,24 @@ import components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before tensorflow)
 
 
 def pattern(kind: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A learnable uint8 image per class: bars in different orientations, with noise."""
+    """A learnable uint8 image per class: bars in different orientations, with noise.
+
+    The bar moves by up to two pixels and its brightness varies, so images of one class are
+    distinct pictures, not near-duplicates (which would share a split, components.splits).
+    """
     img = rng.integers(0, 40, (size, size)).astype(np.uint8)
-    lo, hi = size // 3, 2 * size // 3
+    shift = int(rng.integers(-2, 3))
+    lo, hi = size // 3 + shift, 2 * size // 3 + shift + int(rng.integers(0, 2))
+    level = int(rng.integers(150, 256))
     if kind == 0:
-        img[lo:hi, :] = 220
+        img[lo:hi, :] = level
     elif kind == 1:
-        img[:, lo:hi] = 220
+        img[:, lo:hi] = level
     else:
-        np.fill_diagonal(img, 240)
-        np.fill_diagonal(img[1:], 240)
+        offset = abs(shift)
+        view = img[offset:] if shift >= 0 else img[:, offset:]
+        np.fill_diagonal(view, level)
+        np.fill_diagonal(view[1:], level)
     return img
 
 

@@ -16,25 +16,28 @@ from tests.components.conftest import write_folder
 PARAMS = PrepareParams(image_size=10, min_per_class=5)
 
 
-def test_splits_are_stratified_seeded_and_statistics_from_train(tiny_folder: Path) -> None:
+def test_splits_come_from_content_and_statistics_from_train(tiny_folder: Path) -> None:
     p = prepare(tiny_folder, PARAMS)
     assert p.x_train.shape[1:] == (10, 10, 1) and p.x_train.dtype == np.float32
-    assert len(p.x_train) + len(p.x_val) + len(p.x_test) == 60
-    assert len(p.x_test) == 12 and np.bincount(p.y_test).tolist() == [4, 4, 4]
+    assert len(p.x_train) + len(p.x_val) + len(p.x_test) + len(p.x_field) == 60
+    for s in ("train", "test"):  # every class in train and in test (refused otherwise)
+        assert sorted(set(p.split(s)[1].tolist())) == [0, 1, 2]
+    assert len(p.x_field) > 0 and p.x_field.shape[1:] == (10, 10, 1)
     assert p.x_train.min() >= 0.0 and p.x_train.max() <= 1.0
     assert p.spec.mean[0] == pytest.approx(float(p.x_train.mean()), abs=1e-5)
     assert p.spec.std[0] == pytest.approx(float(p.x_train.std()), abs=1e-5)
     assert p.spec.labels == ("bars_h", "bars_v", "diag")
     assert p.skipped == 1  # notes.txt
     m = p.manifest
-    assert list(m.columns) == ["path", "label", "split", "index", "sha256", "height", "width", "channels"]
+    assert list(m.columns) == ["path", "label", "split", "index", "sha256", "height", "width", "channels", "group"]
     assert set(m["height"]) == {12, 16, 20}
+    assert list(p.splits.columns) == ["path", "sha256", "group", "split"]
     again = prepare(tiny_folder, PARAMS)
     assert again.manifest.equals(m) and np.array_equal(again.x_train, p.x_train)
-    other = prepare(tiny_folder, PARAMS.model_copy(update={"seed": 7}))
+    other = prepare(tiny_folder, PARAMS.model_copy(update={"split_salt": "another"}))
     assert not other.manifest["split"].equals(m["split"])
     # a manifest row points at its array row
-    row = m[m["split"] == "test"].iloc[3]
+    row = m[m["split"] == "test"].iloc[0]
     assert p.spec.labels[p.y_test[row["index"]]] == row["label"]
 
 
@@ -73,7 +76,8 @@ def test_save_load_round_trip_and_atomic_failure(
     q = PreparedData.load(out)
     assert q.spec == p.spec and q.skipped == p.skipped
     assert q.manifest.equals(p.manifest)
-    for s in ("train", "val", "test"):
+    assert (out / "splits.csv").exists()
+    for s in ("train", "val", "test", "field"):
         assert np.array_equal(q.split(s)[0], p.split(s)[0])
         assert np.array_equal(q.split(s)[1], p.split(s)[1])
     p.save(out)  # overwriting keeps exactly one copy
