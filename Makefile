@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_LOGGING_LEVEL ?= WARNING
+# The console shows Prefect's warnings and up; flow runs still log at INFO to the Prefect API/UI.
+export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 
 .PHONY: venv demo test test-fast lint bench repro up down clean
 

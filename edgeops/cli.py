@@ -174,13 +174,27 @@ def _register_subcommands() -> None:
     register_ops_commands(app)
 
 
+@app.callback()
+def _global_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's and libraries' logs.")] = False,
+) -> None:
+    """Runs before every command, before any of them imports prefect."""
+    import os
+
+    if verbose:
+        os.environ["EDGEOPS_VERBOSE"] = "1"
+        os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
 def _embedded_prefect_home() -> None:
     """Prefect's own state (the ephemeral API's database) under EDGEOPS_HOME like everything else,
-    unless the user points Prefect elsewhere; Prefect's INFO chatter off unless asked for.
+    unless the user points Prefect elsewhere. Flow runs log at INFO (to the API, so a server's UI
+    shows them); only this console shows warnings and up, unless `--verbose`.
     Set before any command imports prefect."""
     import os
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         home = _settings().ensure_home() / "prefect"
         home.mkdir(exist_ok=True)

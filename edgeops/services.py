@@ -231,19 +231,40 @@ def _is_ours(service: Service) -> bool:
 
 
 # --- the services edgeops runs -------------------------------------------------------------
-def prefect_server_spec(home: Path, port: int, *, scheduler: bool = True, ui: bool = True) -> ServiceSpec:
-    """`prefect server start` on loopback, its SQLite database under `<home>/prefect`."""
+def prefect_server_spec(home: Path, port: int, *, scheduler: bool = True, ui: bool = True,
+                        database_url: str | None = None, scheduler_loop_seconds: float | None = None) -> ServiceSpec:
+    """`prefect server start` on loopback; its database is SQLite under `<home>/prefect` unless
+    `database_url` (postgresql+asyncpg://...) is given."""
     argv = [bin_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port),
             "--analytics-off", "--scheduler" if scheduler else "--no-scheduler", "--ui" if ui else "--no-ui"]
     url = f"http://127.0.0.1:{port}"
-    return ServiceSpec("prefect-server", argv, prefect_env(home, f"{url}/api"), f"{url}/api/health", port,
-                       url=url)
+    env = prefect_env(home, f"{url}/api")
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    if scheduler_loop_seconds is not None:
+        env["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"] = str(scheduler_loop_seconds)
+    return ServiceSpec("prefect-server", argv, env, f"{url}/api/health", port, url=url)
+
+
+def s3_server_spec(port: int) -> ServiceSpec:
+    """moto's standalone S3 server on loopback: the S3 wire protocol, conditional writes included."""
+    argv = [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    return ServiceSpec("s3-server", argv, {}, f"{url}/moto-api/", port, url=url)
 
 
 def prefect_env(home: Path, api_url: str) -> dict[str, str]:
     """What every Prefect process of this stack shares: its own PREFECT_HOME, the server's API."""
     return {"PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api_url,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **SERVER_LOGGING}
+
+
+# Processes of the stack log at INFO, whatever quiet default the shell that ran `edgeops up` had:
+# flow-run logs (log_prints included) must reach the Prefect UI, and the worker's log must say
+# what it submitted and how it ended. Third-party noise is filtered at its source instead
+# (TF_CPP_MIN_LOG_LEVEL, and flows.logs for absl and TensorFlow's Python loggers).
+SERVER_LOGGING = {"PREFECT_LOGGING_LEVEL": "INFO", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
+                  "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def worker_spec(home: Path, api_url: str, pool: str, env: dict[str, str], health_port: int,
@@ -264,4 +285,7 @@ def mlflow_server_spec(port: int, backend_store_uri: str, artifacts_destination:
             "--backend-store-uri", backend_store_uri, "--serve-artifacts",
             "--artifacts-destination", artifacts_destination, "--workers", str(workers)]
     url = f"http://127.0.0.1:{port}"
-    return ServiceSpec("mlflow-server", argv, dict(env or {}), f"{url}/health", port, url=url)
+    # MLflow 3.17 also starts a job runner (7 huey worker processes, ~1.5 GB here) for GenAI
+    # jobs that edgeops never submits: off.
+    server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    return ServiceSpec("mlflow-server", argv, server_env, f"{url}/health", port, url=url)

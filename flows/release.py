@@ -19,14 +19,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import publish, release_logging, stages
+from flows.links import link_in_prefect, mlflow_model_version_url, mlflow_run_url, mlflow_ui_base
 from flows.report import release_markdown
 from flows.selection import bless_and_select
-from flows.tracking import child_run, configure_mlflow, flatten, log_batch
+from flows.tracking import child_run, configure_mlflow, flatten, log_batch, start_run
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
 def prepare_task(data_dir: str, params: Any, work: Path) -> Any:
-    return stages.prepare(data_dir, params, work / "prepared")
+    home = work.parent.parent  # EDGEOPS_HOME/runs/<run id>: the split ledger lives in EDGEOPS_HOME
+    return stages.prepare(data_dir, params, work / "prepared", stages.split_ledger(home, data_dir))
 
 
 @task(name="validate", cache_policy=NO_CACHE)
@@ -48,6 +50,26 @@ def compress_task(model: Any, prepared: Any, params: Any) -> Any:
 def convert_task(model: Any, variant: str, prepared: Any, params: Any, work: Path) -> Any:
     return stages.convert(model, stages.variant_target(variant), prepared, params,
                           work / "variants" / stages.variant_method(variant))
+
+
+@task(name="bless", cache_policy=NO_CACHE)
+def bless_task(client: Any, run_id: str, variants: dict[str, Any], float_accuracy: float, catalog: Any,
+               params: Any, settings: Any, prepared: Any, out: Path) -> dict[str, Any]:
+    return bless_and_select(client, run_id, variants, float_accuracy, catalog, params, settings, prepared, out)
+
+
+# Registration is idempotent per release run (registry.mlflow_models.register_variant returns the
+# version this release already made), so a retry after a lost server reply is safe.
+@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def register_task(*args: Any) -> dict[str, dict[str, Any]]:
+    return publish.register(*args)
+
+
+# Publishing writes content-addressed bundles and compare-and-swap manifest/rollout updates that
+# are idempotent transitions, so a retry after a store error repeats nothing twice.
+@task(name="publish", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def publish_task(*args: Any) -> dict[str, Any]:
+    return publish.publish(*args)
 
 
 def _git_commit() -> str:
@@ -82,13 +104,14 @@ def release_pipeline(
     data_version = dvc_hash(data_dir)
     client, experiment_id = configure_mlflow(settings)
     timings: dict[str, float] = {}
-    parent = client.create_run(
-        experiment_id,
-        run_name=f"release-{name}-{data_version.short}",
-        tags={"edgeops.kind": "release", "edgeops.trigger": trigger, "edgeops.model_name": name,
-              "edgeops.data_version": data_version.md5, "edgeops.git_commit": git_commit},
+    run_id = start_run(
+        client, experiment_id, f"release-{name}-{data_version.short}",
+        {"edgeops.kind": "release", "edgeops.trigger": trigger, "edgeops.model_name": name,
+         "edgeops.data_version": data_version.md5, "edgeops.git_commit": git_commit},
     )
-    run_id = parent.info.run_id
+    mlflow_ui = mlflow_ui_base(settings.mlflow_tracking_uri, settings.mlflow_ui_url)
+    link_in_prefect(f"mlflow-run-{name}", mlflow_run_url(mlflow_ui, experiment_id, run_id),
+                    f"MLflow run release-{name}-{data_version.short}", "the release's MLflow run")
     work = settings.home / "runs" / run_id
     status = "FAILED"
     try:
@@ -138,7 +161,7 @@ def release_pipeline(
 
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "bless") as rid:
-            selection = bless_and_select(
+            selection = bless_task(
                 client, rid, variants, trained.test_accuracy, catalog, params.evaluate, settings, prepared,
                 work / "blessing",
             )
@@ -146,15 +169,19 @@ def release_pipeline(
 
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "register") as rid:
-            registered = publish.register(
+            registered = register_task(
                 client, rid, run_id, name, variants, selection, prepared, data_version, float_model_uri,
                 git_commit,
             )
+        for entry in registered.values():
+            link_in_prefect(f"mlflow-model-{entry['name']}", mlflow_model_version_url(
+                mlflow_ui, entry["name"], entry["version"]), f"{entry['name']} version {entry['version']}",
+                "registered model version")
         timings["register"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         with child_run(client, experiment_id, run_id, "publish") as rid:
-            published = publish.publish(
+            published = publish_task(
                 client, rid, settings, catalog, name, registered, selection, prepared, variants, params, rollout
             )
         timings["publish"] = time.perf_counter() - t0

@@ -91,9 +91,20 @@ def mlflow_server(postgres_uri: str, s3_env: dict[str, str], services_home: Path
 def prefect_stack(services_home: Path, tmp_path: Path) -> Iterator[PrefectStack]:
     """`prefect server` (no scheduler: only the runs a test creates) and a process worker for the
     `edgeops-process` pool, whose flow runs keep all state under `tmp_path/edgeops`."""
+    yield from _prefect_stack(services_home, tmp_path, scheduler=False)
+
+
+@pytest.fixture
+def scheduled_prefect_stack(services_home: Path, tmp_path: Path) -> Iterator[PrefectStack]:
+    """The same with the server's scheduler on (a short loop, so a test does not wait a minute)."""
+    yield from _prefect_stack(services_home, tmp_path, scheduler=True)
+
+
+def _prefect_stack(services_home: Path, tmp_path: Path, scheduler: bool) -> Iterator[PrefectStack]:
     edgeops_home = tmp_path / "edgeops"
-    server = services.start(services.prefect_server_spec(services_home, services.free_port(), scheduler=False,
-                                                         ui=False), services_home, timeout=240)
+    spec = services.prefect_server_spec(services_home, services.free_port(), scheduler=scheduler, ui=False,
+                                        scheduler_loop_seconds=5 if scheduler else None)
+    server = services.start(spec, services_home, timeout=240)
     worker = None
     try:
         api_url = f"{server.url}/api"
@@ -104,7 +115,7 @@ def prefect_stack(services_home: Path, tmp_path: Path) -> Iterator[PrefectStack]
         create_pool(env, REPO)
         worker = services.start(services.worker_spec(services_home, api_url, "edgeops-process", env,
                                                      services.free_port()), services_home, timeout=180)
-        yield PrefectStack(api_url, services_home, env, worker)
+        yield PrefectStack(api_url, services_home, env, worker, server)
     finally:
         if worker is not None:
             _stop_and_check(worker)

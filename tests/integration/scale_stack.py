@@ -26,3 +26,4 @@ class PrefectStack:
     home: Path
     env: dict[str, str]  # what a `prefect` command or flow run needs to talk to this stack
     worker: services.Service
+    server: services.Service
