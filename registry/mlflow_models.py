@@ -197,10 +197,17 @@ def register_variant(
     description: str | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> ModelVersion:
-    """Log and register one variant as a new version of `<model_name>-<target>`."""
+    """Log and register one variant as a new version of `<model_name>-<target>`.
+
+    Idempotent per release: if this release run (`lineage.run_id`) already registered a version
+    of the model (a retried task after a lost reply), that version is returned, not a second one.
+    """
     if releasable:
         _require_blessing(blessing, target)
     name = registered_model_name(model_name, target)
+    existing = _version_of_release(client, name, lineage.run_id)
+    if existing is not None:
+        return existing
     log = LOGGERS.get(target, log_tflite_model)
     model_uri = log(client, run_id, model_path, spec, input_example, tags={"target": target})
     tags = {
@@ -232,6 +239,16 @@ def register_variant(
             f"registering {name} failed: {exc.message}", where=str(model_path)
         ) from exc
     return mv
+
+
+def _version_of_release(client: MlflowClient, name: str, release_run_id: str) -> ModelVersion | None:
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.run_id = '{release_run_id}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise RegistryError(f"reading versions of {name} failed: {exc.message}", where=name) from exc
+    return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
 def _require_blessing(blessing: BlessingLike | None, target: str) -> None:
