@@ -4,7 +4,8 @@ Every simulated device is a real `DeviceAgent` with its own state directory, spo
 and budget; it reads its cohort's signed manifest from the real store, verifies and installs
 bundles, runs the real LiteRT interpreter (one interpreter shared per bundle, to fit hundreds
 of devices in one process), and uploads Parquet telemetry. The simulator supplies what the
-field would: frames drawn from the held-out images through a drift scenario, user
+field would: frames drawn from the field pool (`field_pool`: images no model trained, was
+chosen or was tested on) through a drift scenario, user
 corrections, offline windows, and a flaky network between each device and the store.
 At the end the network is restored, every device uploads what it still holds, and the
 store is read back to count each record: `records_lost` is measured, not assumed.
@@ -39,6 +40,36 @@ if TYPE_CHECKING:
     from edgeops.params import FleetParams
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class FramePool:
+    """Frames a simulated fleet may see, (N,H,W,C) [0, 1] with integer labels and class names."""
+
+    x01: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+
+
+def field_pool(prepared_dir: Path | str) -> FramePool:
+    """The field split of a prepared data directory: images no model trained, was chosen or was
+    tested on. Never the train, val or test arrays; DataError when there is no field split."""
+    import json
+
+    from edgeops.errors import DataError
+
+    root = Path(prepared_dir)
+    try:
+        with np.load(root / "arrays.npz") as arrays:
+            x, y = arrays["x_field"], arrays["y_field"]
+        classes = tuple(json.loads((root / "preprocessing.json").read_text())["labels"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"no field split to draw frames from ({exc}); prepare with "
+                        "prepare.field_fraction > 0", where=str(root)) from exc
+    if len(x) == 0:
+        raise DataError("the field split is empty; prepare with a larger prepare.field_fraction",
+                        where=str(root))
+    return FramePool(x.astype(np.float32), y.astype(np.int64), classes)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ def simulate_fleet(
     start: datetime | None = None,
     state_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Drive `devices_per_cohort` agents per cohort on the held-out test split of a release."""
-    from components.prepare import PreparedData
-    from device.fleet import simulate
+    """Drive `devices_per_cohort` agents per cohort on the field split of a release's prepared data
+    (never its train, validation or test images)."""
+    from device.fleet import field_pool, simulate
     from device.scenarios import make_scenario
     from edgeops.settings import Settings
     from registry.keys import load_trusted_keys
@@ -35,11 +35,11 @@ def simulate_fleet(
     catalog = settings.devices()
     cohorts = cohorts or list(catalog.cohorts)
     store = settings.store()
-    prepared = PreparedData.load(Path(prepared_dir))
+    pool = field_pool(Path(prepared_dir))
     model_keys = _cohort_keys(settings, catalog, cohorts)
     summary = simulate(
-        store, cohorts, prepared.x_test, prepared.y_test,
-        make_scenario(scenario, onset_hours, n_classes=len(prepared.labels)), params,
+        store, cohorts, pool.x01, pool.labels,
+        make_scenario(scenario, onset_hours, n_classes=len(pool.classes)), params,
         load_trusted_keys(store), {c: catalog.profile_for(c).model_dump() for c in cohorts},
         model_keys=model_keys, start=start, state_dir=Path(state_dir) if state_dir else None,
     )

@@ -65,6 +65,9 @@ def log_prepare(client: MlflowClient, run_id: str, prepared: PreparedData, valid
         manifest = Path(tmp) / "manifest.csv"
         prepared.manifest.to_csv(manifest, index=False)
         log_artifact(client, run_id, manifest, "data")
+        splits = Path(tmp) / "splits.csv"  # which image was used for what in this data version
+        prepared.splits.to_csv(splits, index=False)
+        log_artifact(client, run_id, splits, "data")
     if validation.report_html is not None:
         log_artifact(client, run_id, Path(validation.report_html).parent, "validation_report")
 

@@ -20,12 +20,31 @@ if TYPE_CHECKING:
     from edgeops.params import CompressParams, ConvertParams, PrepareParams, TrainParams
 
 
-def prepare(data_dir: str | Path, params: PrepareParams, out: Path) -> PreparedData:
+def prepare(data_dir: str | Path, params: PrepareParams, out: Path, ledger: Path | None = None) -> PreparedData:
+    """Prepare and save (with `splits.csv`). With a `ledger` (every image this data set ever had,
+    and its split), images seen in an earlier data version keep their split; the ledger is
+    updated only after the prepared data is saved."""
     from components.prepare import prepare as prepare_data
+    from components.splits import ledger as merged_ledger
+    from components.splits import read_split_manifest
 
-    prepared = prepare_data(data_dir, params)
+    previous = read_split_manifest(ledger) if ledger is not None and ledger.exists() else None
+    prepared = prepare_data(data_dir, params, previous=previous, previous_where=str(ledger))
     prepared.save(out)
+    if ledger is not None:
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ledger.with_suffix(".csv.tmp")
+        merged_ledger(previous, prepared.splits).to_csv(tmp, index=False)
+        tmp.replace(ledger)
     return prepared
+
+
+def split_ledger(home: Path, data_dir: str | Path) -> Path:
+    """Where the release flow keeps a data folder's split ledger: one per folder path."""
+    import hashlib
+
+    path = Path(data_dir).resolve()
+    return home / "splits" / f"{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}.csv"
 
 
 def validate(prepared: PreparedData, params: PrepareParams, report_dir: Path) -> ValidationResult:
