@@ -40,6 +40,7 @@ def ingest_cmd(
     """Validate, quarantine, de-duplicate and compact new telemetry batches."""
     from edgeops.errors import ConfigError
     from monitoring.ingest import ingest, known_versions
+    from registry.enrolment import enrolled_devices
 
     settings = _settings()
     store = settings.store()
@@ -47,7 +48,13 @@ def ingest_cmd(
         cohorts = cohort or sorted(settings.devices().cohorts)
     except ConfigError:
         cohorts = None  # no devices.yaml: accept any cohort
-    rep = ingest(store, cohorts, known_versions(store))
+    rep = ingest(
+        store,
+        cohorts,
+        known_versions(store),
+        devices=enrolled_devices(settings.keys_dir),
+        params=settings.params().ingest,
+    )
     if as_json:
         _echo_json(rep.as_dict())
         return
@@ -116,6 +123,76 @@ def drift_cmd(
             else "no retrain"
         )
         console.print(verdict)
+
+
+def _parse_now(now: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    from edgeops.errors import ConfigError
+
+    if now is None:
+        return None
+    try:
+        t = datetime.fromisoformat(now)
+    except ValueError as exc:
+        raise ConfigError(f"--now must be an ISO time, got {now!r}", where="monitor run") from exc
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@monitor_app.command("run")
+def run_cmd(
+    now: Annotated[
+        str | None,
+        typer.Option(help="The monitor's clock (ISO time; default now): a simulated fleet's time."),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="Ask the retrain policy and request a retrain if it says so.")
+    ] = True,
+    embeddings: Annotated[bool, typer.Option(help="Also run embedding drift on probs.")] = False,
+    as_json: JSON = False,
+) -> None:
+    """Ingest, judge every window that is due (estimated accuracy, harm, drift, segments), decide."""
+    from edgeops.errors import EdgeOpsError
+    from flows.monitoring import detect_drift, ingest_telemetry, retrain_trigger, window_summary
+
+    try:
+        clock = _parse_now(now)
+        ingest_telemetry()
+        reports = detect_drift(embeddings=embeddings, now=clock)
+        trigger = (
+            retrain_trigger(reports, clock=(lambda: clock) if clock else None) if retrain else None
+        )
+    except EdgeOpsError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    rows = window_summary(reports, trigger)
+    started = None
+    if trigger is not None and trigger.launched:
+        res = trigger.result
+        started = {"how": trigger.how, "reason": trigger.reason,
+                   "run": res.get("run_id") if isinstance(res, dict) else res}
+    if as_json:
+        _echo_json({"windows": rows, "retrain": started,
+                    "alerts": list(trigger.alerts) if trigger else []})
+        return
+    table = Table("cohort", "model", "window", "rows", "late", "est. accuracy (95% CI)",
+                  "labelled", "drifted features", "segments", "decision", "reason",
+                  title="monitoring windows")
+    for r in rows:
+        ci = r["estimated_accuracy_ci"]
+        est = "-" if r["estimated_accuracy"] is None else (
+            f"{r['estimated_accuracy']:.1%} ({ci[0]:.1%}-{ci[1]:.1%})")
+        lab = "-" if r["labelled_accuracy"] is None else f"{r['labelled_accuracy']:.1%}"
+        table.add_row(r["cohort"], r["model_version"], r["window_start"][:16], str(r["rows"]),
+                      str(r["late_rows"]), est, lab, ", ".join(r["drifted_features"][:4]) or "-",
+                      "; ".join(r["segments_flagged"])[:40] or "-", r["decision"], r["reason"][:90])
+    console.print(table)
+    for alert in trigger.alerts if trigger else ():
+        console.print(f"[red]{alert}[/]")
+    console.print(
+        f"[red]retrain requested ({started['how']})[/]: {started['reason']}" if started
+        else "no retrain"
+    )
 
 
 @monitor_app.command("status")

@@ -1,8 +1,8 @@
 """`make demo`: the whole loop twice on the bundled digits, once clean and once with drift.
 
 release -> fleet (no drift) -> monitor (nothing happens) -> fleet (rotated, darkened frames)
--> monitor (drift caught, the retrain policy fires, retraining registers new versions and
-starts canary rollouts). Ends with a summary table and writes it to EDGEOPS_HOME/demo-summary.json.
+-> monitor (estimated accuracy drops: harm, with the drift as its explanation; the retrain
+policy fires, retraining registers new versions and starts canary rollouts). Ends with a summary table and writes it to EDGEOPS_HOME/demo-summary.json.
 """
 
 from __future__ import annotations
@@ -44,19 +44,38 @@ def reset_example(data: Path) -> str:
     return pristine
 
 
-def _monitor(data: Path, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    from flows.monitoring import detect_drift, ingest_telemetry, retrain_trigger
+def _monitor(data: Path, overrides: dict[str, Any] | None, now: datetime | None = None) -> dict[str, Any]:
+    """One monitor pass. `now`: the simulated clock after the fleet's last upload plus the allowed
+    lateness, so every window the fleet produced is complete (a real monitor uses the wall clock)."""
+    from edgeops.settings import Settings
+    from flows.monitoring import (
+        detect_drift,
+        ingest_telemetry,
+        lateness,
+        retrain_trigger,
+        window_summary,
+    )
 
+    clock = now + lateness(Settings.from_env()) if now is not None else None
     ingested = ingest_telemetry()
-    reports = detect_drift()
-    trigger = retrain_trigger(reports, retrain_kwargs={"data_dir": str(data), "overrides": overrides})
+    reports = detect_drift(now=clock)
+    trigger = retrain_trigger(reports, retrain_kwargs={"data_dir": str(data), "overrides": overrides},
+                              clock=(lambda: clock) if clock else None)
+    judged = [r for r in reports if r.status == "judged" and r.estimate is not None]
     return {
         "ingest": ingested.as_dict(),
-        "windows": len(reports),
-        "drifted_windows": sum(r.drifted for r in reports),
-        "drift_kinds": sorted({k for r in reports for k in r.drifted_kinds}),
+        "windows": len(judged),
+        "drifted_windows": sum(r.drifted for r in judged),
+        "harmful_windows": sum(r.harmful for r in judged),
+        "drift_kinds": sorted({k for r in judged for k in r.drifted_kinds}),
+        "late_rows": sum(r.late_rows for r in reports),
+        "segments_flagged": sorted({str(f) for r in judged for f in r.segments}),
+        "estimated_accuracy": {f"{r.scope} {r.window_start:%H:%M}": round(r.estimate.accuracy, 4)
+                               for r in judged},
+        "decisions": [w["decision"] for w in window_summary(reports, trigger)],
         "retrain": trigger.launched,
         "reason": trigger.reason,
+        "alerts": list(trigger.alerts),
         "retrain_result": trigger.result if isinstance(trigger.result, dict) else None,
     }
 
@@ -93,11 +112,11 @@ def run_demo(data: Path, console: Console | None = None, quick: bool = False) ->
     state = str(settings.home / "fleet")
     clean = timed("fleet, no drift", simulate_fleet, prepared, scenario="none", hours=hours,
                   devices_per_cohort=fleet.get("devices_per_cohort"), start=start, state_dir=state)
-    quiet = timed("monitor, no drift", _monitor, data, overrides)
+    quiet = timed("monitor, no drift", _monitor, data, overrides, start + timedelta(hours=hours))
     drifted = timed(f"fleet, drift ({DRIFT_SCENARIO})", simulate_fleet, prepared, scenario=DRIFT_SCENARIO,
                     onset_hours=0.0, hours=hours, devices_per_cohort=fleet.get("devices_per_cohort"),
                     start=start + timedelta(hours=hours), state_dir=state)
-    caught = timed("monitor, drift", _monitor, data, overrides)
+    caught = timed("monitor, drift", _monitor, data, overrides, start + timedelta(hours=2 * hours))
     timings["total"] = time.perf_counter() - t_all
     summary = {"release": _release_brief(release), "fleet_clean": _fleet_brief(clean), "monitor_clean": quiet,
                "fleet_drift": _fleet_brief(drifted), "monitor_drift": _without_result(caught),
@@ -149,7 +168,11 @@ def summary_table(s: dict[str, Any]) -> Table:
                   f"{f['records_in_store']} records, {f['records_lost']} lost; accuracy {acc}")
     for key, name in (("monitor_clean", "monitor, no drift"), ("monitor_drift", "monitor, drift")):
         m = s[key]
-        verdict = f"drift in {m['drifted_windows']}/{m['windows']} windows ({', '.join(m['drift_kinds']) or 'none'})"
+        est = m.get("estimated_accuracy") or {}
+        low = f"; lowest estimated accuracy {_pct(min(est.values()))}" if est else ""
+        verdict = (f"harm in {m['harmful_windows']}/{m['windows']} windows{low}; drift in "
+                   f"{m['drifted_windows']} ({', '.join(m['drift_kinds']) or 'none'}); "
+                   f"{len(m['segments_flagged'])} segment flag(s), {m['late_rows']} late rows")
         t.add_row(name, f"{tm[name]:.0f}", f"{verdict}; retrain: {'yes' if m['retrain'] else 'no'}")
     if s["retrain"]:
         rt = s["retrain"]

@@ -1,9 +1,13 @@
-"""Monitoring flows: ingest telemetry, run the drift jobs per scope and window, decide on retraining.
+"""Monitoring flows: ingest telemetry, judge each complete window per scope, decide on retraining.
 
 Thin wiring over `monitoring/`: the components decide, these flows read the store, log every
 window's metrics and Evidently HTML reports to MLflow (one parent run per flow run, one child
-per window), publish Prefect artifacts (markdown tables, links to the reports), and launch the
-retraining deployment (or the flow in-process when no Prefect API is configured).
+per window), publish Prefect artifacts (markdown tables, links to the reports) and emit Prefect
+events. A retrain request is the event `edgeops.retrain.requested`: on a Prefect server the
+retrain deployment's trigger in prefect.yaml starts the run (the loop is the engine's, visible
+in the UI); under the embedded default (no server) the same decision calls the retrain flow
+in-process. Windows are judged once complete (monitoring.windows), harm decides by default
+(monitoring.jobs) and the deployment-wide guard keeps one retrain per incident (monitoring.guard).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +30,46 @@ from monitoring.jobs import WindowReport, run_window
 
 RETRAIN_TARGET = "flows.retrain:retrain"
 RETRAIN_DEPLOYMENT = "retrain/retrain"
+RETRAIN_EVENT = "edgeops.retrain.requested"
+HARM_EVENT = "edgeops.window.harm"
+MONITOR_RESOURCE = "edgeops.monitor"
 
 
 @dataclass(frozen=True)
 class TriggerReport:
-    decisions: tuple[tuple[str, str, bool, tuple[str, ...]], ...]  # scope, window, retrain, reasons
+    # scope, window, retrain, reasons, decision (retrain | hold | none)
+    decisions: tuple[tuple[str, str, bool, tuple[str, ...], str], ...]
     launched: bool
-    how: str | None = None  # "deployment" | "in-process"
+    how: str | None = None  # "event" (a server's deployment trigger) | "in-process"
     reason: str = ""
     result: Any = field(default=None, compare=False)
+    alerts: tuple[str, ...] = ()
+
+
+def _emit(event: str, cohort: str | None, payload: dict[str, Any]) -> str | None:
+    """One Prefect event about the monitor (and the cohort it concerns); its id, or None when
+    events are off (no API to send to)."""
+    from prefect.events import emit_event
+
+    related = (
+        [{"prefect.resource.id": f"edgeops.cohort.{cohort}", "prefect.resource.role": "cohort"}]
+        if cohort
+        else None
+    )
+    ev = emit_event(
+        event,
+        resource={"prefect.resource.id": MONITOR_RESOURCE, "prefect.resource.name": "edgeops monitor"},
+        related=related,
+        payload=payload,
+    )
+    return str(ev.id) if ev is not None else None
+
+
+def lateness(settings: Settings) -> timedelta:
+    """The watermark lag: monitor.allowed_lateness_minutes, else the fleet's upload interval."""
+    p = settings.params()
+    minutes = p.monitor.allowed_lateness_minutes
+    return timedelta(minutes=p.fleet.upload_interval_minutes if minutes is None else minutes)
 
 
 def _cohorts(settings: Settings) -> list[str] | None:
@@ -58,7 +93,11 @@ def ingest_telemetry(known_cohorts: list[str] | None = None) -> IngestReport:
     """Validate, quarantine, de-duplicate and compact every new raw telemetry batch."""
     settings = Settings.from_env()
     store = settings.store()
-    rep = ingest(store, known_cohorts or _cohorts(settings), known_versions(store))
+    from registry.enrolment import DeviceRegistry, enrolment_dir
+
+    devices = DeviceRegistry(enrolment_dir(settings.keys_dir)).load()
+    rep = ingest(store, known_cohorts or _cohorts(settings), known_versions(store),
+                 devices=devices, params=settings.params().ingest)
     rows = [[k, v] for k, v in rep.as_dict().items() if not isinstance(v, tuple)]
     rows += [[f"quarantined {k}", r[:120]] for k, r in rep.quarantined]
     create_markdown_artifact(
@@ -73,7 +112,7 @@ def ingest_telemetry(known_cohorts: list[str] | None = None) -> IngestReport:
     return rep
 
 
-@task(name="drift-window", cache_policy=NO_CACHE, task_run_name="drift-{scope}-{start}")
+@task(name="drift-window", cache_policy=NO_CACHE, task_run_name="judge-{scope}-{start}")
 def drift_window_task(
     reference: Any,
     current: Any,
@@ -95,10 +134,12 @@ def _log_window(client: Any, experiment_id: str, parent: str, rep: WindowReport)
         "bundle_id": rep.bundle_id,
         "window_start": rep.window_start.isoformat(),
         "drifted": str(rep.drifted),
+        "harmful": str(rep.harmful),
         "drifted_kinds": ",".join(rep.drifted_kinds),
+        "segments_flagged": "; ".join(str(f) for f in rep.segments)[:4000],
         "reasons": " | ".join(rep.reasons())[:4000],
     }
-    name = f"drift {rep.scope} {rep.window_start:%Y-%m-%d %H:%M}"
+    name = f"window {rep.scope} {rep.window_start:%Y-%m-%d %H:%M}"
     with child_run(client, experiment_id, parent, name, tags={"edgeops.stage": "drift"}) as run_id:
         log_batch(client, run_id, metrics=rep.metrics(), tags=tags)
         for res in rep.results.values():
@@ -107,111 +148,159 @@ def _log_window(client: Any, experiment_id: str, parent: str, rep: WindowReport)
     return run_id
 
 
+def _bundle_windows(
+    part: Any, reference: Any, plans: list[Any], ctx: dict[str, Any]
+) -> list[WindowReport]:
+    """Judge the complete windows of one bundle; late-only windows come back as bare reports."""
+    settings, params, embeddings = ctx["settings"], ctx["params"], ctx["embeddings"]
+    cohort, version, bundle_id = ctx["cohort"], ctx["version"], ctx["bundle_id"]
+    out: list[WindowReport] = []
+    for plan in plans:
+        start = plan.start.to_pydatetime()
+        if plan.status == "late":
+            out.append(WindowReport(cohort, version, bundle_id, start, plan.judged_rows,
+                                    trigger=params.trigger, late_rows=plan.late_rows, status="late"))
+            continue
+        if plan.status not in ("judge", "rejudge"):
+            continue
+        if len(plan.rows) < max(params.min_samples, 2):
+            out.append(WindowReport(cohort, version, bundle_id, start, len(plan.rows),
+                                    trigger=params.trigger))
+            continue
+        meta = {"cohort": cohort, "model_version": version, "bundle_id": bundle_id,
+                "window_start": start, "embeddings": embeddings,
+                "temperature": ctx["temperature"], "late_rows": plan.late_rows}
+        out_dir = settings.home / "reports" / cohort / version / f"{plan.start:%Y%m%dT%H%M}"
+        scope = f"{cohort}/{version}/{bundle_id[:12]}"
+        rep = drift_window_task(reference, plan.rows, params, scope, f"{plan.start:%Y%m%dT%H%M}",
+                                meta, out_dir)
+        run_id = _log_window(ctx["client"], ctx["experiment_id"], ctx["parent"], rep)
+        ctx["links"].append((f"{rep.scope} {plan.start:%H:%M}", f"{out_dir.as_uri()}/data_drift.html"))
+        out.append(rep)
+        est = f"{rep.estimate.accuracy:.3f}" if rep.estimate else "-"
+        print(f"{rep.scope} {plan.start}: n={rep.n_current} est.acc={est} harmful={rep.harmful} "
+              f"drifted={rep.drifted_kinds} segments={len(rep.segments)} run {run_id}")
+        if rep.harmful:
+            _emit(HARM_EVENT, cohort, {"scope": rep.scope, "window_start": start.isoformat(),
+                                       "reason": rep.harm.reason if rep.harm else ""})
+    return out
+
+
 @flow(name="detect-drift", log_prints=True)
-def detect_drift(window_hours: float | None = None, embeddings: bool = True) -> list[WindowReport]:
-    """Every scope (cohort, model version, bundle) and every window not yet judged by the policy."""
-    from flows.tracking import configure_mlflow, log_batch, start_run
-    from monitoring.policy import load_states
-    from monitoring.reference import load_reference
-    from monitoring.table import inferences, list_partitions, read_table, windows
+def detect_drift(
+    window_hours: float | None = None, embeddings: bool = True, now: datetime | None = None
+) -> list[WindowReport]:
+    """Every scope (cohort, model version, bundle): judge each window that the watermark has
+    completed, once; count rows arriving after their window was judged (re-open above a share).
+
+    `now`: the monitor's clock (default: the wall clock; a simulation passes its own time).
+    """
+    from flows.tracking import configure_mlflow, log_batch
+    from monitoring.reference import load_reference, load_temperature
+    from monitoring.table import inferences, read_table
+    from monitoring.windows import load_ledger, plan_windows, record, watermark
 
     settings = Settings.from_env()
     store, params = settings.store(), settings.params().monitor
     hours = window_hours or params.window_hours
-    states, _ = load_states(store)
+    ledger, _ = load_ledger(store)
+    clock = now or datetime.now(UTC)
     client, experiment_id = configure_mlflow(settings)
-    parent = start_run(client, experiment_id, "detect-drift", {"edgeops.stage": "monitor"})
+    parent = client.create_run(
+        experiment_id, run_name="detect-drift", tags={"edgeops.stage": "monitor"}
+    ).info.run_id
     reports: list[WindowReport] = []
-    links: list[tuple[str, str]] = []
+    ctx: dict[str, Any] = {"settings": settings, "params": params, "embeddings": embeddings,
+                           "client": client, "experiment_id": experiment_id, "parent": parent,
+                           "links": []}
+    pending = 0
     try:
-        scopes = sorted({(p["cohort"], p["model_version"]) for p in list_partitions(store)})
-        for cohort, version in scopes:
-            rows = inferences(read_table(store, cohort=cohort, model_version=version))
-            for bundle_id, part in rows.groupby("bundle_id") if not rows.empty else []:
+        from monitoring.table import list_partitions
+
+        for cohort in sorted({p["cohort"] for p in list_partitions(store)}):
+            rows = inferences(read_table(store, cohort=cohort))
+            if rows.empty:
+                continue
+            mark = watermark(rows, clock, lateness(settings))
+            for (version, bundle_id), part in rows.groupby(["model_version", "bundle_id"]):
+                version, bundle_id = str(version), str(bundle_id)
                 try:
-                    reference = load_reference(store, str(bundle_id))
+                    reference = load_reference(store, bundle_id)
                 except MonitoringError as exc:  # a bundle published before references existed
                     print(f"skipping {cohort}/{version}/{bundle_id}: {exc}")
                     continue
-                scope = WindowReport(cohort, version, str(bundle_id), datetime.now(UTC), 0).scope
-                judged = states.get(scope)
-                for start, w in windows(part, hours):
-                    if (
-                        judged is not None
-                        and judged.last_window is not None
-                        and start <= judged.last_window
-                    ):
-                        continue
-                    meta = {
-                        "cohort": cohort,
-                        "model_version": version,
-                        "bundle_id": str(bundle_id),
-                        "window_start": start.to_pydatetime(),
-                        "embeddings": embeddings,
-                    }
-                    if len(w) < max(params.min_samples, 2):
-                        reports.append(
-                            WindowReport(
-                                cohort, version, str(bundle_id), start.to_pydatetime(), len(w)
-                            )
-                        )
-                        continue
-                    out = settings.home / "reports" / cohort / version / f"{start:%Y%m%dT%H%M}"
-                    rep = drift_window_task(
-                        reference, w, params, scope, f"{start:%Y%m%dT%H%M}", meta, out
-                    )
-                    run_id = _log_window(client, experiment_id, parent, rep)
-                    links.append((f"{rep.scope} {start:%H:%M}", f"{out.as_uri()}/data_drift.html"))
-                    reports.append(rep)
-                    print(
-                        f"{rep.scope} {start}: n={rep.n_current} drifted={rep.drifted_kinds} run {run_id}"
-                    )
-        log_batch(
-            client,
-            parent,
-            metrics={"windows": len(reports), "drifted_windows": sum(r.drifted for r in reports)},
-        )
+                scope = f"{cohort}/{version}/{bundle_id[:12]}"
+                plans = plan_windows(part.reset_index(drop=True), hours, mark,
+                                     ledger.get(scope, {}), params.late_reopen_share)
+                pending += sum(len(p.rows) for p in plans if p.status == "open")
+                ctx |= {"cohort": cohort, "version": version, "bundle_id": bundle_id,
+                        "temperature": load_temperature(store, bundle_id)}
+                reports += _bundle_windows(part, reference, plans, ctx)
+                record(store, scope, plans)
+        judged = [r for r in reports if r.status == "judged"]
+        log_batch(client, parent, metrics={
+            "windows": len(judged), "drifted_windows": sum(r.drifted for r in judged),
+            "harmful_windows": sum(r.harmful for r in judged),
+            "late_rows": sum(r.late_rows for r in reports), "pending_rows": pending})
         client.set_terminated(parent, "FINISHED")
     except BaseException:
         client.set_terminated(parent, "FAILED")
         raise
+    print(f"{pending} rows wait for their window to complete (watermark)")
     rows_md = [
-        [
-            r.scope,
-            f"{r.window_start:%Y-%m-%d %H:%M}",
-            r.n_current,
-            ",".join(r.drifted_kinds) or "-",
-            "; ".join(r.reasons())[:160],
-        ]
+        [r.scope, f"{r.window_start:%Y-%m-%d %H:%M}", r.n_current, r.late_rows,
+         f"{r.estimate.accuracy:.3f}" if r.estimate else "-", ",".join(r.drifted_kinds) or "-",
+         "; ".join(r.reasons())[:160]]
         for r in reports
     ]
     create_markdown_artifact(
-        "# Drift\n\n" + _md_table(["scope", "window", "n", "drift", "reasons"], rows_md),
+        "# Monitoring windows\n\n"
+        + _md_table(["scope", "window", "n", "late", "est. acc", "drift", "reasons"], rows_md),
         key="drift-summary",
         description=f"MLflow run {parent}",
     )
-    for name, link in links[-20:]:
+    for name, link in ctx["links"][-20:]:
         create_link_artifact(link, link_text=f"Evidently data drift {name}", key="drift-report")
     return reports
 
 
-def _launch(
+def _new_labels(store: Any, since: datetime | None) -> int:
+    """Labelled field rows (with the thumbnail a retrain learns from) since the last retrain."""
+    from monitoring.table import inferences, read_table
+
+    rows = inferences(read_table(store))
+    if rows.empty or "label" not in rows.columns:
+        return 0
+    mask = rows["label"].notna()
+    if "thumb" in rows.columns:
+        mask &= rows["thumb"].notna()
+    if since is not None:
+        mask &= rows["ts"] > since
+    return int(mask.sum())
+
+
+def request_retrain(
     settings: Settings,
     reason: str,
+    cohorts: list[str],
     retrain_fn: Callable[..., Any] | None,
     retrain_kwargs: dict[str, Any],
 ) -> tuple[str, Any]:
+    """The one code path after a retrain decision: the event always; then on a Prefect server
+    the retrain deployment's trigger (prefect.yaml) starts the run, and without one (the
+    embedded default) the retrain flow runs here, in-process."""
+    event_id = _emit(RETRAIN_EVENT, cohorts[0] if cohorts else None,
+                     {"reason": reason, "cohorts": cohorts, **retrain_kwargs})
     if retrain_fn is None and settings.prefect_api_url:
-        from prefect.deployments import run_deployment
-
-        run = run_deployment(
-            RETRAIN_DEPLOYMENT, parameters={"reason": reason, **retrain_kwargs}, timeout=0
-        )
-        return "deployment", str(run.id)
+        return "event", event_id
     if retrain_fn is None:
         module, _, name = RETRAIN_TARGET.partition(":")
         retrain_fn = getattr(importlib.import_module(module), name)
     return "in-process", retrain_fn(reason=reason, **retrain_kwargs)
+
+
+def _decision(rep: WindowReport, fired: bool) -> str:
+    return "retrain" if fired else "hold" if rep.deciding else "none"
 
 
 @flow(name="retrain-trigger", log_prints=True)
@@ -221,45 +310,108 @@ def retrain_trigger(
     retrain_kwargs: dict[str, Any] | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> TriggerReport:
-    """Ask the policy about each judged window in time order; launch at most one retrain."""
+    """Ask the policy about each judged window in time order; start at most one retrain, and
+    none while an incident is open, past the global cap, or without new labelled rows."""
+    from monitoring.guard import blocked_reason, follow_up, load_guard, open_incident, save_guard
     from monitoring.policy import WindowEvidence, evaluate
 
     settings = Settings.from_env()
     store, params = settings.store(), settings.params().monitor
     now = clock or (lambda: datetime.now(UTC))
-    decisions, fire = [], []
-    for rep in sorted(reports, key=lambda r: (r.scope, r.window_start)):
-        ev = WindowEvidence(rep.window_start, rep.n_current, rep.drifted, rep.drifted_kinds)
-        d = evaluate(store, rep.scope, ev, params, now)
-        decisions.append((rep.scope, rep.window_start.isoformat(), d.retrain, d.reasons))
+    judged = sorted((r for r in reports if r.status == "judged"),
+                    key=lambda r: (r.window_start, r.scope))
+    guard, etag = load_guard(store)
+    guard, alerts = follow_up(
+        guard, [(r.cohort, r.model_version, r.deciding, r.window_start) for r in judged
+                if r.n_current >= params.min_samples], params, now())
+    for note in alerts:
+        print(note)
+        if note.startswith("ALERT"):
+            _emit("edgeops.retrain.alert", None, {"alert": note})
+    since = guard.triggers[-1] if guard.triggers else None
+    labels = _new_labels(store, since) if any(r.deciding for r in judged) else 0
+    decisions, fire, harmed = [], [], {}
+    for rep in judged:
+        ev = WindowEvidence(rep.window_start, rep.n_current, rep.deciding, rep.drifted_kinds,
+                            "harm" if rep.trigger == "harm" else "drift")
+        blocked = blocked_reason(guard, params, now(), labels) if not fire else (
+            "one retrain per monitor run: already requested for " + fire[0].split(" @")[0])
+        d = evaluate(store, rep.scope, ev, params, now, blocked)
+        decisions.append((rep.scope, rep.window_start.isoformat(), d.retrain, d.reasons,
+                          _decision(rep, d.retrain)))
+        if rep.deciding:
+            harmed.setdefault(rep.cohort, rep.model_version)
         if d.retrain:
             fire.append(f"{rep.scope} @ {rep.window_start:%Y-%m-%d %H:%M}: {'; '.join(d.reasons)}")
-    rows = [[s, w, "retrain" if r else "-", "; ".join(why)[:160]] for s, w, r, why in decisions]
+    rows = [[s, w, dec, "; ".join(why)[:160]] for s, w, _, why, dec in decisions]
     create_markdown_artifact(
-        "# Retrain policy\n\n" + _md_table(["scope", "window", "decision", "reasons"], rows),
+        "# Retrain policy\n\n" + _md_table(["scope", "window", "decision", "reasons"], rows)
+        + ("\n\n" + "\n".join(f"- {a}" for a in alerts) if alerts else ""),
         key="retrain-policy",
     )
     if not fire:
-        return TriggerReport(tuple(decisions), False)
-    reason = "drift: " + " | ".join(fire)
+        save_guard(store, guard, etag)
+        return TriggerReport(tuple(decisions), False, alerts=tuple(alerts))
+    signal = "harm" if params.trigger == "harm" else "drift"
+    reason = f"{signal}: " + " | ".join(fire)
+    guard = open_incident(guard, now(), reason[:300], harmed)
+    save_guard(store, guard, etag)  # before the run: a concurrent monitor cannot start a second
     print(f"retraining: {reason}")
-    how, result = _launch(settings, reason[:500], retrain_fn, retrain_kwargs or {})
-    return TriggerReport(tuple(decisions), True, how, reason, result)
+    how, result = request_retrain(settings, reason[:500], sorted(harmed), retrain_fn,
+                                  retrain_kwargs or {})
+    return TriggerReport(tuple(decisions), True, how, reason, result, tuple(alerts))
+
+
+def window_summary(reports: list[WindowReport], trigger: TriggerReport | None) -> list[dict[str, Any]]:
+    """One plain dict per window: what `edgeops monitor run --json` prints."""
+    decided = {(s, w): (dec, why) for s, w, _, why, dec in (trigger.decisions if trigger else ())}
+    out = []
+    for r in reports:
+        dec, why = decided.get((r.scope, r.window_start.isoformat()), (None, ()))
+        if dec is None:
+            dec = "none"
+            why = ((f"{r.late_rows} late row(s) counted, window judged before",) if r.status == "late"
+                   else (f"{r.n_current} rows < monitor.min_samples",) if r.estimate is None
+                   else tuple(r.reasons()[:1]))
+        out.append({
+            "cohort": r.cohort,
+            "model_version": r.model_version,
+            "window_start": r.window_start.isoformat(),
+            "rows": r.n_current if r.status == "judged" else 0,
+            "late_rows": r.late_rows,
+            "estimated_accuracy": r.estimate.accuracy if r.estimate else None,
+            "estimated_accuracy_ci": list(r.estimate.interval()) if r.estimate else None,
+            "labelled_accuracy": r.labelled.accuracy if r.labelled else None,
+            "drifted_features": [c.removeprefix("f_") for c in r.drifted_features],
+            "segments_flagged": [str(f) for f in r.segments],
+            "decision": dec,
+            "reason": "; ".join(why),
+        })
+    return out
 
 
 @flow(name="monitor", log_prints=True)
 def monitor(
-    retrain_kwargs: dict[str, Any] | None = None, embeddings: bool = True
+    retrain_kwargs: dict[str, Any] | None = None,
+    embeddings: bool = True,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The scheduled loop: ingest, detect drift, maybe retrain."""
+    """The scheduled loop: ingest, judge complete windows, maybe request a retrain."""
     ingested = ingest_telemetry()
-    reports = detect_drift(embeddings=embeddings)
-    trigger = retrain_trigger(reports, retrain_kwargs=retrain_kwargs)
+    reports = detect_drift(embeddings=embeddings, now=now)
+    trigger = retrain_trigger(
+        reports, retrain_kwargs=retrain_kwargs, clock=(lambda: now) if now else None
+    )
+    judged = [r for r in reports if r.status == "judged"]
     return {
         "ingest": ingested.as_dict(),
-        "windows": len(reports),
-        "drifted": sum(r.drifted for r in reports),
+        "windows": len(judged),
+        "drifted": sum(r.drifted for r in judged),
+        "harmful": sum(r.harmful for r in judged),
+        "late_rows": sum(r.late_rows for r in reports),
         "retrain": trigger.launched,
         "how": trigger.how,
         "reason": trigger.reason,
+        "alerts": list(trigger.alerts),
+        "window_reports": window_summary(reports, trigger),
     }

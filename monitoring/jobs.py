@@ -20,8 +20,6 @@ import pandas as pd
 
 from edgeops.params import MonitorParams
 from monitoring.concept import concept_drift
-from monitoring.performance import AccuracyEstimate, HarmVerdict, cbpe, harm, measured_accuracy
-from monitoring.segments import SegmentFlag, flag_segments
 from monitoring.drift import (
     DriftResult,
     data_drift,
@@ -30,6 +28,8 @@ from monitoring.drift import (
     labelled_pair,
     prediction_drift,
 )
+from monitoring.performance import AccuracyEstimate, HarmVerdict, cbpe, harm, measured_accuracy
+from monitoring.segments import SegmentFlag, flag_segments
 
 DECIDING = ("data", "label", "concept")
 
@@ -49,6 +49,7 @@ class WindowReport:
     segments: tuple[SegmentFlag, ...] = ()
     trigger: str = "drift"
     late_rows: int = 0
+    status: str = "judged"  # judged | late (only late rows counted for a window judged before)
 
     @property
     def scope(self) -> str:

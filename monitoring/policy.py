@@ -1,10 +1,16 @@
-"""Guarded retraining: a pure decision over drift evidence, with its state kept in the store.
+"""Guarded retraining: a pure decision over harm (or drift) evidence, with its state in the store.
 
-Why guarded: one noisy window must not start a training run, and a real drift that persists
-must not start one every window. So a retrain needs enough samples per window, drift sustained
-over `sustained_windows` consecutive windows, a cool-down since the last trigger, and at most
-`max_retrains_per_day` triggers in any 24 hours. `decide` is pure (the caller passes `now`);
-`evaluate` loads and saves the state per scope (cohort/model version) by compare-and-swap.
+Why guarded: one noisy window must not start a training run, and a real harm that persists
+must not start one every window. So per scope (cohort/model version/bundle) a retrain needs
+enough samples per window, the signal sustained over `sustained_windows` consecutive windows, a
+cool-down since the last trigger, and at most `max_retrains_per_day` triggers in any 24 hours.
+Across scopes (`GlobalState`): one incident at a time (a retrain opened for one cohort covers
+every other cohort that shows the same harm, and nothing new starts until the retrained model
+has been judged or `incident_hours` pass), a global daily cap, and a minimum of new labelled
+field rows since the last retrain (no labels, nothing to learn from: refused with the reason).
+After a retrain, the first judged window of a newer model in an affected cohort closes the
+incident, or, if the harm is still there, raises an alert instead of another retrain.
+`decide` is pure (the caller passes `now`); `evaluate` loads and saves by compare-and-swap.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class WindowEvidence:
     n_current: int
     drifted: bool
     kinds: tuple[str, ...] = ()  # which drift jobs said drift (data, prediction, concept...)
+    signal: str = "drift"  # what `drifted` stands for: "drift" or "harm" (monitor.trigger)
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,13 @@ class PolicyDecision:
 
 
 def decide(
-    ev: WindowEvidence, state: PolicyState, params: MonitorParams, now: datetime
+    ev: WindowEvidence,
+    state: PolicyState,
+    params: MonitorParams,
+    now: datetime,
+    blocked: str | None = None,
 ) -> PolicyDecision:
+    """`blocked`: why the deployment-wide guard refuses a retrain now (None: it allows one)."""
     if state.last_window is not None and ev.window_start <= state.last_window:
         return PolicyDecision(
             False, (f"window {ev.window_start.isoformat()} already counted",), state
@@ -77,8 +89,12 @@ def decide(
     streak = state.streak + 1 if ev.drifted else 0
     state = replace(state, streak=streak, last_window=ev.window_start)
     if not ev.drifted:
-        return PolicyDecision(False, ("no drift in this window",), state)
-    what = f"drift ({', '.join(ev.kinds) or 'unspecified'}) in {streak} consecutive window(s)"
+        return PolicyDecision(False, (f"no {ev.signal} in this window",), state)
+    what = (
+        f"harm in {streak} consecutive window(s)"
+        if ev.signal == "harm"
+        else f"drift ({', '.join(ev.kinds) or 'unspecified'}) in {streak} consecutive window(s)"
+    )
     if streak < params.sustained_windows:
         return PolicyDecision(False, (f"{what}, need {params.sustained_windows}",), state)
     if state.last_trigger is not None and now - state.last_trigger < timedelta(
@@ -94,6 +110,8 @@ def decide(
             (f"{what}, but cap of {params.max_retrains_per_day} retrains/24h reached",),
             replace(state, triggers=recent),
         )
+    if blocked:
+        return PolicyDecision(False, (f"{what}, but {blocked}",), replace(state, triggers=recent))
     new = replace(state, streak=0, last_trigger=now, triggers=(*recent, now))
     return PolicyDecision(True, (f"{what} with >= {params.min_samples} samples: retrain",), new)
 
@@ -115,11 +133,12 @@ def evaluate(
     ev: WindowEvidence,
     params: MonitorParams,
     clock: Callable[[], datetime] = _utcnow,
+    blocked: str | None = None,
 ) -> PolicyDecision:
     """Decide for one scope (e.g. 'pi-fleet-eu/3') and persist the new state atomically."""
     for _ in range(_CAS_TRIES):
         states, etag = load_states(store)
-        decision = decide(ev, states.get(scope, PolicyState()), params, clock())
+        decision = decide(ev, states.get(scope, PolicyState()), params, clock(), blocked)
         states[scope] = decision.state
         body = json.dumps({k: v.to_dict() for k, v in sorted(states.items())}, indent=1).encode()
         try:

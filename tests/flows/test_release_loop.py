@@ -96,20 +96,26 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     clean = simulate_fleet(prepared, scenario="none", hours=2, devices_per_cohort=2, state_dir=state,
                            start=start)
     assert clean["records_lost"] == 0 and clean["records_in_store"] > 0
-    quiet = _monitor(data, TINY)
+    quiet = _monitor(data, TINY, start + timedelta(hours=2))  # the monitor runs after the lateness
     assert quiet["ingest"]["reconciles"]
+    assert quiet["windows"] >= 2, quiet  # every complete window of every cohort is judged
     # Each window may raise a false alarm with probability <= 5% (the family-wise budget); what must
-    # not happen is a retrain, which needs 2 drifted windows in a row.
-    assert quiet["drifted_windows"] <= 1, quiet
+    # not happen is a retrain, which needs 2 harmful windows in a row.
+    assert quiet["drifted_windows"] <= 1 and quiet["harmful_windows"] <= 1, quiet
     assert not quiet["retrain"], quiet
+    assert set(quiet["decisions"]) <= {"none", "hold"}, quiet
 
-    # The fleet sees rotated, darkened frames: drift is caught and answered with a retrain that
-    # registers new versions and goes canary-first (or is refused by its blessing, never 100%).
+    # The fleet sees rotated, darkened frames: the estimated accuracy falls (harm), the drift is its
+    # explanation, and one retrain answers it that registers new versions and goes canary-first
+    # (or is refused by its blessing, never 100%).
     simulate_fleet(prepared, scenario="rotate_darken", hours=3, devices_per_cohort=2, state_dir=state,
                    start=start + timedelta(hours=2))
-    caught = _monitor(data, TINY)
-    assert caught["drifted_windows"] >= 2, caught  # sustained: the policy wants 2 in a row
-    assert caught["retrain"], caught
+    caught = _monitor(data, TINY, start + timedelta(hours=5))
+    # harm decides (estimated accuracy fell beyond the margin), drift explains it
+    assert caught["harmful_windows"] >= 2, caught  # sustained: the policy wants 2 in a row
+    assert caught["drifted_windows"] >= 2, caught
+    assert caught["retrain"] and caught["reason"].startswith("harm"), caught
+    assert caught["decisions"].count("retrain") == 1, caught  # two cohorts, one incident, one retrain
     second = caught["retrain_result"]
     assert second["feedback"]["written"] > 0
     assert second["data_version"] != version

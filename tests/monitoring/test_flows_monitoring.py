@@ -39,6 +39,7 @@ def _records(x, y, runner, spec, device: str, seq0: int, hour: int) -> list[Tele
             memory_bytes=10,
             energy_mj=0.1,
             label=int(y[i]) if i % 2 == 0 else None,
+            thumb=(x[i] * 255).astype(np.uint8).tobytes() if i % 2 == 0 else None,
         )
         for i in range(len(x))
     ]
@@ -53,6 +54,7 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     home = tmp_path / "home"
     (tmp_path / "params.yaml").write_text(
         "monitor:\n  min_samples: 100\n  sustained_windows: 2\n  min_labels: 50\n"
+        "  trigger: drift\n"  # every significant shift retrains: the drift-only policy
     )
     monkeypatch.setenv("EDGEOPS_HOME", str(home))
     monkeypatch.setenv("EDGEOPS_PARAMS", str(tmp_path / "params.yaml"))
@@ -85,6 +87,7 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     )
     assert trig.launched and trig.how == "in-process" and len(calls) == 1
     assert [d[2] for d in trig.decisions] == [False, False, True]  # debounced: 2 windows needed
+    assert [d[4] for d in trig.decisions] == ["none", "hold", "retrain"]
     assert "drift" in calls[0]["reason"]
     assert detect_drift(embeddings=False) == []  # judged windows are not re-run
 
