@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from device.capabilities import DeviceCaps
+from device.identity import DeviceIdentity, load_or_create_key
 from device.preprocessing import normalize, to_unit
 from device.protocol import BundleRef, choose, utcnow
 from device.records import Pending, build_batch
@@ -53,6 +54,7 @@ class AgentConfig:
     thumb_size: int = 8  # 0: no downscaled input in telemetry
     num_threads: int = 1
     seed: int = 0
+    device_key: Ed25519PrivateKey | None = None  # None: <state_dir>/device.key (made if absent)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class DeviceAgent:
         self.clock = clock
         self._runners = runners
         self.slots = ModelSlots(config.state_dir)
+        key = config.device_key or load_or_create_key(config.state_dir / "device.key")
+        self.identity = DeviceIdentity(config.device_id, config.cohort, key)
         self.uploader = Uploader(
             store,
             config.cohort,
@@ -110,6 +114,7 @@ class DeviceAgent:
             config.state_dir / "spool",
             clock,
             seed=config.seed,
+            identity=self.identity,
         )
         rng = np.random.default_rng(config.seed)
         self.sampler = Sampler(config.policy.sample_rate, rng)

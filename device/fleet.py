@@ -151,6 +151,7 @@ def simulate(
     state_dir: Path | None = None,
     progress: Progress | None = None,
     on_step: Callable[[float, datetime], None] | None = None,
+    enrol: Callable[[str, str, Any], object] | None = None,
 ) -> FleetSummary:
     """Run `params.devices_per_cohort` agents per cohort for `params.hours` simulated hours.
 
@@ -196,7 +197,10 @@ def simulate(
                 thumb_size=params.thumb_size,
                 seed=int(rng.integers(0, 2**31)),
             )
-            agents.append((cohort, DeviceAgent(cfg, link, clock=clock, runners=runners), link))
+            agent = DeviceAgent(cfg, link, clock=clock, runners=runners)
+            if enrol is not None:
+                enrol(device_id, cohort, agent.identity.public_key)
+            agents.append((cohort, agent, link))
 
     baseline = _holdings(store, agents)
     step_h = params.step_minutes / 60.0

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from device.features import FEATURE_NAMES
-from edgeops.errors import TelemetryError
+from device.identity import is_frame, open_frame
+from edgeops.errors import IntegrityError, TelemetryError
 
 EVENTS = ("inference", "refusal", "swap", "error")
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f"f_{n}" for n in FEATURE_NAMES)
@@ -171,7 +172,13 @@ def write_batch(table: pa.Table) -> bytes:
 
 
 def read_batch(data: bytes, where: str = "telemetry batch") -> pa.Table:
-    """Parquet bytes -> a table, validated; TelemetryError if unreadable or off-schema."""
+    """Parquet bytes (bare, or inside a device's signed frame, whose signature this does not
+    check: ingestion does) -> a table, validated; TelemetryError if unreadable or off-schema."""
+    if is_frame(data):
+        try:
+            data = open_frame(data).payload
+        except IntegrityError as exc:
+            raise TelemetryError(str(exc), where=where) from exc
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:

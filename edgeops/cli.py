@@ -160,6 +160,7 @@ def demo(
 
 def _register_subcommands() -> None:
     """Sub-apps of the other packages; each keeps its heavy imports inside its commands."""
+    from edgeops.cli_devices import devices_app
     from edgeops.cli_fleet import fleet_app
     from edgeops.cli_monitor import monitor_app
     from edgeops.cli_ops import register_ops_commands
@@ -169,6 +170,7 @@ def _register_subcommands() -> None:
     app.add_typer(release_app, name="release")
     app.add_typer(cohorts_app, name="cohorts")
     app.add_typer(fleet_app, name="fleet")
+    app.add_typer(devices_app, name="devices")
     app.add_typer(monitor_app, name="monitor")
     register_stage_commands(stage_app)
     register_ops_commands(app)

@@ -162,6 +162,7 @@ def _simulate(
     from device.fleet import simulate
     from device.scenarios import make_scenario
     from edgeops.settings import Settings
+    from registry.enrolment import simulator_enroller
     from registry.keys import load_trusted_keys
 
     settings = Settings.from_env()
@@ -211,6 +212,7 @@ def _simulate(
             {c: catalog.profile_for(c).model_dump() for c in names},
             model_keys=_model_keys(settings, catalog, names),
             state_dir=state_dir,
+            enrol=simulator_enroller(settings.keys_dir),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     console.print(_summary_table(summary))

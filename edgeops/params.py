@@ -169,6 +169,17 @@ class MonitorParams(_Params):
     incident_hours: float = Field(24.0, gt=0, description="how long one harm incident blocks new retrains")
 
 
+class IngestParams(_Params):
+    """Telemetry ingestion limits (monitoring.ingest): checked before a batch is parsed."""
+
+    max_batch_bytes: int = Field(4_000_000, ge=1024, description="larger raw batches are quarantined unread")
+    max_batch_rows: int = Field(20_000, ge=1, description="rows per batch, from the Parquet footer")
+    max_age_days: float = Field(1095.0, gt=0, description="rows older than this (device clock) are quarantined")
+    max_future_hours: float = Field(24.0, ge=0, description="rows this far ahead of ingestion time are quarantined")
+    ledger_retention_days: float = Field(30.0, gt=0, description="handled raw batches older than this are deleted")
+    max_ranges_per_device: int = Field(256, ge=1, description="seq gaps remembered per device (oldest folded)")
+
+
 class PipelineParams(_Params):
     prepare: PrepareParams = PrepareParams()
     train: TrainParams = TrainParams()
@@ -179,6 +190,7 @@ class PipelineParams(_Params):
     publish: PublishParams = PublishParams()
     fleet: FleetParams = FleetParams()
     monitor: MonitorParams = MonitorParams()
+    ingest: IngestParams = IngestParams()
 
 
 def load_params(path: Path | str | None) -> PipelineParams:

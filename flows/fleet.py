@@ -26,6 +26,7 @@ def simulate_fleet(
     from device.fleet import field_pool, simulate
     from device.scenarios import make_scenario
     from edgeops.settings import Settings
+    from registry.enrolment import simulator_enroller
     from registry.keys import load_trusted_keys
 
     settings = Settings.from_env()
@@ -42,6 +43,7 @@ def simulate_fleet(
         make_scenario(scenario, onset_hours, n_classes=len(pool.classes)), params,
         load_trusted_keys(store), {c: catalog.profile_for(c).model_dump() for c in cohorts},
         model_keys=model_keys, start=start, state_dir=Path(state_dir) if state_dir else None,
+        enrol=simulator_enroller(settings.keys_dir),
     )
     print(f"fleet: {summary.devices} devices, {summary.inferences} inferences, "
           f"{summary.records_in_store} records in the store, {summary.records_lost} lost, "

@@ -4,6 +4,13 @@ The controller (registry.controller) owns the thresholds and the decision; this 
 turns the compacted telemetry of a window into its typed `GateResult` (two `ArmStats`). An arm is
 identified by its bundle id, so a canary and a stable of the same model version on different
 targets never mix. Refusals and errors count against the arm they happened on.
+
+Gates count devices, not rows: every device weighs the same in each statistic (its rows weigh
+1 / its row count), and the error rate is the share of the arm's devices that reported a
+failure, so one device repeating an event (a refusal on every poll, or 200 forged ones) is one
+failing device. With the rollout's percentage and salt, only devices the salt puts in the
+canary count for the canary arm and only the others for the stable arm (device.protocol's
+bucketing: the same function the devices use).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from device.protocol import in_canary
 from device.store import ObjectStore
 from edgeops.errors import MonitoringError
 from monitoring.table import read_table
@@ -21,30 +29,48 @@ from registry.controller import ArmStats, GateResult
 FAILURE_EVENTS = ("error", "refusal")
 
 
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """numpy's linear percentile when the weights are equal; each point spans its weight."""
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    span = w.sum() - w[-1]
+    if len(v) == 1 or span <= 0:
+        return float(v[-1])
+    return float(np.interp(q, (np.cumsum(w) - w) / span, v))
+
+
 def arm_stats(rows: pd.DataFrame, n_classes: int) -> ArmStats:
-    """Counts, error rate, p95 latency, mean confidence, top-1 histogram and labelled accuracy."""
+    """Rows, devices, share of devices with failures, p95 latency, mean confidence, top-1
+    histogram and labelled accuracy, each device weighing the same."""
     if rows.empty:
         return ArmStats(count=0, error_rate=0.0, p95_latency_ms=0.0, mean_confidence=0.0)
-    failed = rows["event"].isin(FAILURE_EVENTS)
-    inf = rows[(rows["event"] == "inference") & rows["top1"].notna()]
-    lat = inf["latency_ms"].dropna().to_numpy(np.float64)
-    hist = np.bincount(inf["top1"].astype("int64"), minlength=n_classes)[:n_classes].astype(
-        np.float64
-    )
-    lab = inf[inf["label"].notna()]
+    dev = rows["device_id"] if "device_id" in rows else pd.Series("?", index=rows.index)
+    failed = rows["event"].isin(FAILURE_EVENTS).groupby(dev).any()
+    is_inf = (rows["event"] == "inference") & rows["top1"].notna()
+    inf = rows[is_inf]
+    w = 1.0 / inf.groupby(dev[is_inf])["event"].transform("size").to_numpy(np.float64)
+    lat_ok = inf["latency_ms"].notna().to_numpy()
+    lat = inf["latency_ms"].to_numpy(np.float64)[lat_ok]
+    top1 = inf["top1"].astype("int64").to_numpy()
+    keep = (top1 >= 0) & (top1 < n_classes)
+    hist = np.bincount(top1[keep], weights=w[keep], minlength=n_classes)[:n_classes]
+    lab = inf["label"].notna().to_numpy()
     accuracy = (
-        float((lab["top1"].astype("int64") == lab["label"].astype("int64")).mean())
-        if len(lab)
+        float(np.average(top1[lab] == inf["label"].to_numpy()[lab].astype("int64"), weights=w[lab]))
+        if lab.any()
         else None
     )
     return ArmStats(
         count=len(rows),
         error_rate=float(failed.mean()),
-        p95_latency_ms=float(np.percentile(lat, 95)) if len(lat) else 0.0,
-        mean_confidence=float(inf["confidence"].mean()) if len(inf) else 0.0,
-        prediction_hist=tuple(float(v) for v in hist / max(hist.sum(), 1.0)),
-        labelled=len(lab),
+        p95_latency_ms=_weighted_quantile(lat, w[lat_ok], 0.95) if len(lat) else 0.0,
+        mean_confidence=float(np.average(inf["confidence"].to_numpy(np.float64), weights=w))
+        if len(inf)
+        else 0.0,
+        prediction_hist=tuple(float(v) for v in hist / max(hist.sum(), 1e-12)),
+        labelled=int(lab.sum()),
         accuracy=accuracy,
+        devices=int(dev.nunique()),
     )
 
 
@@ -55,8 +81,12 @@ def gate_result(
     n_classes: int = 10,
     window_start: datetime | None = None,
     window_end: datetime | None = None,
+    *,
+    percentage: float | None = None,
+    salt: str | None = None,
 ) -> GateResult:
-    """Canary vs stable over the rows of `telemetry` (already restricted to one cohort and window)."""
+    """Canary vs stable over the rows of `telemetry` (already restricted to one cohort and
+    window); with `percentage` and `salt`, arms are also restricted by canary membership."""
     if canary_bundle == stable_bundle:
         raise MonitoringError("canary and stable are the same bundle", where=canary_bundle)
     if telemetry.empty:
@@ -67,9 +97,16 @@ def gate_result(
             window_end,
         )
     by = telemetry["bundle_id"]
+    canary = by == canary_bundle
+    stable = by == stable_bundle
+    if percentage is not None and salt is not None:
+        ids = telemetry["device_id"]
+        member = {d: in_canary(percentage, d, salt) for d in ids.unique()}
+        inside = ids.map(member).astype(bool)
+        canary, stable = canary & inside, stable & ~inside
     return GateResult(
-        canary=arm_stats(telemetry[by == canary_bundle], n_classes),
-        stable=arm_stats(telemetry[by == stable_bundle], n_classes),
+        canary=arm_stats(telemetry[canary], n_classes),
+        stable=arm_stats(telemetry[stable], n_classes),
         window_start=window_start,
         window_end=window_end,
     )
@@ -83,9 +120,19 @@ def gate_from_store(
     start: pd.Timestamp,
     end: pd.Timestamp,
     n_classes: int = 10,
+    *,
+    percentage: float | None = None,
+    salt: str | None = None,
 ) -> GateResult:
     """The same, reading the cohort's compacted telemetry for [start, end)."""
     df = read_table(store, cohort=cohort, start=start, end=end)
     return gate_result(
-        df, canary_bundle, stable_bundle, n_classes, start.to_pydatetime(), end.to_pydatetime()
+        df,
+        canary_bundle,
+        stable_bundle,
+        n_classes,
+        start.to_pydatetime(),
+        end.to_pydatetime(),
+        percentage=percentage,
+        salt=salt,
     )

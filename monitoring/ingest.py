@@ -1,11 +1,16 @@
-"""Telemetry ingestion: raw batches -> validated, de-duplicated, partitioned Parquet table.
+"""Telemetry ingestion: raw batches -> verified, validated, de-duplicated, partitioned Parquet.
 
-A batch is never lost and never stops the job: one that cannot be read or fails the suite is
-copied to `telemetry/quarantine/<raw key>` with `<raw key>.reason.txt` beside it, and the raw
-object stays where the device put it. A ledger (`telemetry/ledger.json`, written by
-compare-and-swap) remembers every batch key handled and every (device_id, seq) stored, so a
-re-run ingests nothing twice. Counts reconcile on every run:
-received rows = stored + quarantined + duplicates.
+One bad batch never stops a run. Each batch is checked in order: its size against the limit
+(before it is parsed), the device's signature against the key enrolled for that device outside
+the bucket (registry.enrolment), the row count in the Parquet footer, the wire schema, then
+every row (monitoring.telemetry_suite.row_problems: rows speaking for another device or cohort,
+outside the signed sequence range, with timestamps outside a sane window, non-finite values,
+probabilities outside [0, 1], impossible classes), then the Great Expectations suite. Any
+failure of the batch as a whole (any exception) copies it byte for byte to
+`telemetry/quarantine/<raw key>` with `<raw key>.reason.txt`; bad rows of an otherwise good
+batch go to `telemetry/quarantine/<raw key>.rows.parquet` with a `reason` column. Duplicates are
+found per verified device in a bounded ledger (monitoring.ledger). Counts reconcile on every
+run: received rows = stored + quarantined + duplicates.
 """
 
 from __future__ import annotations
@@ -13,22 +18,32 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from device.identity import open_frame, verify_frame
 from device.store import ObjectStore
 from device.telemetry import read_batch
-from edgeops.errors import ConflictError, MonitoringError, StoreError, TelemetryError
-from monitoring.telemetry_suite import TelemetrySuite
+from edgeops.errors import IntegrityError, StoreError, TelemetryError
+from edgeops.params import IngestParams
+from monitoring.ledger import LEDGER_KEY, Ledger
+from monitoring.telemetry_suite import RowRules, TelemetrySuite, row_problems
+
+if TYPE_CHECKING:
+    from registry.enrolment import EnrolledDevice
 
 RAW_PREFIX = "telemetry/raw/"
 TABLE_PREFIX = "telemetry/table/"
 QUARANTINE_PREFIX = "telemetry/quarantine/"
-LEDGER_KEY = "telemetry/ledger.json"
+RAW_SUFFIXES = (".tlm", ".parquet")
+__all__ = ["LEDGER_KEY", "IngestReport", "ingest", "known_versions", "partition_key"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,9 @@ class IngestReport:
     duplicate_rows: int
     partitions: tuple[str, ...] = ()
     quarantined: tuple[tuple[str, str], ...] = field(default=())  # (raw key, reason)
+    deferred_batches: int = 0  # unreadable from the store this run: tried again next run
+    compacted_batches: int = 0  # raw batches past retention, deleted with their ledger entries
+    ledger_rows: int = 0
 
     @property
     def reconciles(self) -> bool:
@@ -53,66 +71,45 @@ class IngestReport:
         return {**asdict(self), "reconciles": self.reconciles}
 
 
-@dataclass
-class _Ledger:
-    batches: set[str]
-    seqs: dict[str, set[int]]
-    etag: str | None
+class _Quarantine(Exception):
+    """The whole batch goes to quarantine with this reason (and these rows, when known)."""
 
-    @classmethod
-    def load(cls, store: ObjectStore) -> _Ledger:
-        if not store.exists(LEDGER_KEY):
-            return cls(set(), {}, None)
-        data, etag = store.get_with_etag(LEDGER_KEY)
-        raw = json.loads(data)
-        return cls(set(raw["batches"]), {d: set(s) for d, s in raw["seqs"].items()}, etag)
-
-    def save(self, store: ObjectStore) -> None:
-        body = {
-            "batches": sorted(self.batches),
-            "seqs": {d: sorted(s) for d, s in sorted(self.seqs.items())},
-        }
-        try:
-            store.put_if_match(LEDGER_KEY, json.dumps(body).encode(), self.etag)
-        except ConflictError as exc:
-            raise MonitoringError(
-                "another ingestion run changed the ledger; re-run", where=LEDGER_KEY
-            ) from exc
+    def __init__(self, reason: str, rows: int) -> None:
+        super().__init__(reason)
+        self.rows = rows
 
 
-def _rows_of(data: bytes) -> int:
-    """Rows of an unreadable batch when its Parquet footer still says; 0 when nothing can be read."""
-    try:
-        return pq.read_metadata(io.BytesIO(data)).num_rows
-    except (pa.ArrowException, OSError):
-        return 0
+def _rel(key: str) -> str:
+    return key[len(RAW_PREFIX) :] if key.startswith(RAW_PREFIX) else key
 
 
 def _quarantine(store: ObjectStore, key: str, data: bytes, reason: str) -> None:
-    rel = key[len(RAW_PREFIX) :] if key.startswith(RAW_PREFIX) else key
-    store.put(f"{QUARANTINE_PREFIX}{rel}", data)
-    store.put(f"{QUARANTINE_PREFIX}{rel}.reason.txt", (reason + "\n").encode())
+    store.put(f"{QUARANTINE_PREFIX}{_rel(key)}", data)
+    store.put(f"{QUARANTINE_PREFIX}{_rel(key)}.reason.txt", (reason + "\n").encode())
 
 
-def _fresh(table: pa.Table, ledger: _Ledger) -> np.ndarray:
-    """Mask of rows whose (device_id, seq) is new; marks them seen."""
-    devices = table.column("device_id").to_pylist()
-    seqs = table.column("seq").to_numpy()
-    keep = np.zeros(len(seqs), dtype=bool)
-    for i, (d, s) in enumerate(zip(devices, seqs, strict=True)):
-        seen = ledger.seqs.setdefault(d, set())
-        if int(s) not in seen:
-            seen.add(int(s))
-            keep[i] = True
-    return keep
+def _quarantine_rows(store: ObjectStore, key: str, rows: pa.Table, reasons: list[str]) -> str:
+    counts: dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    summary = "; ".join(f"{n} rows: {r}" for r, n in sorted(counts.items()))
+    buf = io.BytesIO()
+    pq.write_table(rows.append_column("reason", pa.array(reasons, pa.string())), buf)
+    store.put(f"{QUARANTINE_PREFIX}{_rel(key)}.rows.parquet", buf.getvalue())
+    store.put(f"{QUARANTINE_PREFIX}{_rel(key)}.rows.parquet.reason.txt", (summary + "\n").encode())
+    return summary
 
 
 def known_versions(store: ObjectStore) -> list[str] | None:
     """Model versions of every published bundle; None (accept any) before the first release."""
-    keys = [k for k in store.list("bundles/") if k.endswith("/metadata.json")]
-    if not keys:
-        return None
-    return sorted({str(json.loads(store.get(k))["signed"]["model_version"]) for k in keys})
+    versions = set()
+    for k in store.list("tuf/targets/bundles/"):  # the channel's bundle targets (docs/protocol.md)
+        if k.endswith(".metadata.json"):
+            try:
+                versions.add(str(json.loads(store.get(k))["model_version"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return sorted(versions) or None
 
 
 def partition_key(date: str, cohort: str, model_version: str, part: str) -> str:
@@ -142,55 +139,135 @@ def _write_partitions(store: ObjectStore, tables: list[pa.Table], part: str) -> 
     return tuple(keys)
 
 
+def _verified(
+    data: bytes, key: str, devices: Mapping[str, EnrolledDevice], p: IngestParams
+) -> tuple[pa.Table, EnrolledDevice, tuple[int, int]]:
+    """Size, signature, footer rows and schema; _Quarantine on any failure."""
+    if len(data) > p.max_batch_bytes:
+        raise _Quarantine(f"batch is {len(data)} bytes, over the limit {p.max_batch_bytes}", 0)
+    try:
+        frame = open_frame(data)
+    except IntegrityError as exc:
+        raise _Quarantine(str(exc), _footer_rows(data)) from exc
+    st = frame.statement
+    claimed = min(max(st.rows, 0), p.max_batch_rows)
+    dev = devices.get(st.device_id)
+    if dev is None:
+        raise _Quarantine(f"device {st.device_id!r} is not enrolled", claimed)
+    try:
+        verify_frame(frame, dev.public_key)
+    except IntegrityError as exc:
+        raise _Quarantine(str(exc), claimed) from exc
+    if st.cohort != dev.cohort:
+        raise _Quarantine(
+            f"batch names cohort {st.cohort!r}, {dev.device_id} is enrolled in {dev.cohort!r}",
+            claimed,
+        )
+    rows = _footer_rows(frame.payload)
+    if rows > p.max_batch_rows:
+        raise _Quarantine(f"batch has {rows} rows, over the limit {p.max_batch_rows}", 0)
+    if rows != st.rows:
+        raise _Quarantine(f"batch has {rows} rows, the signature says {st.rows}", rows)
+    try:
+        table = read_batch(frame.payload, where=key)
+    except TelemetryError as exc:
+        raise _Quarantine(str(exc), rows) from exc
+    return table, dev, (st.seq_first, st.seq_last)
+
+
+def _footer_rows(data: bytes) -> int:
+    """Rows an unreadable batch's Parquet footer still claims; 0 when nothing can be read."""
+    try:
+        return pq.read_metadata(io.BytesIO(data)).num_rows
+    except Exception:  # noqa: BLE001 - any garbage: nothing countable
+        return 0
+
+
+def _payload_rows(data: bytes) -> int:
+    try:
+        return _footer_rows(open_frame(data).payload)
+    except IntegrityError:
+        return _footer_rows(data)
+
+
 def ingest(
     store: ObjectStore,
     known_cohorts: list[str] | None = None,
     known_versions: list[str] | None = None,
     max_batches: int | None = None,
+    *,
+    devices: Mapping[str, EnrolledDevice] | None = None,
+    params: IngestParams | None = None,
+    now: datetime | None = None,
 ) -> IngestReport:
-    """Ingest every raw batch not yet in the ledger (at most `max_batches`)."""
-    ledger = _Ledger.load(store)
-    raw = sorted(store.list(RAW_PREFIX))
+    """Ingest every raw batch not yet in the ledger (at most `max_batches`). `devices`: the
+    enrolment registry (registry.enrolment.DeviceRegistry.load()); a batch from a device not in
+    it is quarantined, so None quarantines everything."""
+    p = params or IngestParams()
+    devices = devices or {}
+    now = now or datetime.now(UTC)
+    window = (
+        int((now - timedelta(days=p.max_age_days)).timestamp() * 1000),
+        int((now + timedelta(hours=p.max_future_hours)).timestamp() * 1000),
+    )
+    ledger = Ledger.load(store, p.max_ranges_per_device)
+    raw = sorted(k for k in store.list(RAW_PREFIX) if k.endswith(RAW_SUFFIXES))
     already = sum(1 for k in raw if k in ledger.batches)
-    new = [k for k in raw if k.endswith(".parquet") and k not in ledger.batches][:max_batches]
+    new = [k for k in raw if k not in ledger.batches][:max_batches]
     suite = TelemetrySuite(known_cohorts, known_versions) if new else None
+    at = int(now.timestamp() * 1000)
     kept: list[pa.Table] = []
     quarantined: list[tuple[str, str]] = []
-    n = {"received": 0, "stored": 0, "quarantined": 0, "duplicates": 0}
+    n = {"received": 0, "stored": 0, "quarantined": 0, "duplicates": 0, "batches": 0, "deferred": 0}
     for key in new:
         try:
             data = store.get(key)
-        except StoreError as exc:
-            raise MonitoringError(f"cannot read telemetry batch: {exc}", where=key) from exc
+        except StoreError:
+            n["deferred"] += 1
+            continue
         try:
-            table = read_batch(data, where=key)
-            result = suite.validate(table.to_pandas())  # type: ignore[union-attr]
-            if not result.success:
-                raise TelemetryError("; ".join(result.failures), where=key)
-        except TelemetryError as exc:
-            rows = _rows_of(data)
+            table, dev, seqs = _verified(data, key, devices, p)
+            rules = RowRules(dev.device_id, dev.cohort, seqs[0], seqs[1], *window)
+            reasons = row_problems(table, rules)
+            bad = reasons != None  # noqa: E711
+            good = table.filter(pa.array(~bad))
+            if good.num_rows:
+                result = suite.validate(good.to_pandas())  # type: ignore[union-attr]
+                if not result.success:
+                    raise _Quarantine("; ".join(result.failures), table.num_rows)
+            elif table.num_rows:
+                raise _Quarantine(
+                    f"all {table.num_rows} rows: " + "; ".join(sorted(set(reasons))), table.num_rows
+                )
+        except Exception as exc:  # noqa: BLE001 - one batch, whatever its fault, never stops the run
+            rows = exc.rows if isinstance(exc, _Quarantine) else _payload_rows(data)
+            reason = str(exc) if isinstance(exc, _Quarantine) else f"{type(exc).__name__}: {exc}"
+            _quarantine(store, key, data, reason[:2000])
+            quarantined.append((key, reason[:2000]))
             n["received"] += rows
             n["quarantined"] += rows
-            _quarantine(store, key, data, str(exc))
-            quarantined.append((key, str(exc)))
-            ledger.batches.add(key)
+            n["batches"] += 1
+            ledger.batches[key] = at
             continue
-        keep = _fresh(table, ledger)
+        if bad.any():
+            summary = _quarantine_rows(store, key, table.filter(pa.array(bad)), list(reasons[bad]))
+            quarantined.append((key, summary))
+        fresh = ledger.fresh(dev.device_id, good.column("seq").to_numpy())
         n["received"] += table.num_rows
-        n["stored"] += int(keep.sum())
-        n["duplicates"] += int((~keep).sum())
-        kept.append(table.filter(pa.array(keep)))
-        ledger.batches.add(key)
-    part = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
-    partitions = _write_partitions(
-        store, kept, part
-    )  # before the ledger: a crash re-ingests, same part name
-    if new:
-        ledger.save(store)
+        n["quarantined"] += int(bad.sum())
+        n["stored"] += int(fresh.sum())
+        n["duplicates"] += int((~fresh).sum())
+        kept.append(good.filter(pa.array(fresh)))
+        ledger.batches[key] = at
+    handled = [k for k in new if k in ledger.batches]
+    part = hashlib.sha256("\n".join(handled).encode()).hexdigest()[:16]
+    partitions = _write_partitions(store, kept, part)  # before the ledger: a crash re-ingests
+    compacted = ledger.compact(store, now, p.ledger_retention_days) if handled else 0
+    ledger_rows = ledger.save(store) if handled or compacted else 0
     return IngestReport(
-        received_batches=len(new),
-        ingested_batches=len(new) - len(quarantined),
-        quarantined_batches=len(quarantined),
+        received_batches=len(handled),
+        ingested_batches=len(handled) - n["batches"],
+        quarantined_batches=n["batches"],
         skipped_batches=already,
         received_rows=n["received"],
         stored_rows=n["stored"],
@@ -198,4 +275,7 @@ def ingest(
         duplicate_rows=n["duplicates"],
         partitions=partitions,
         quarantined=tuple(quarantined),
+        deferred_batches=n["deferred"],
+        compacted_batches=compacted,
+        ledger_rows=ledger_rows,
     )

@@ -12,7 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from device.telemetry import EVENTS, FEATURE_COLUMNS, SCHEMA
 
@@ -108,3 +111,71 @@ class TelemetrySuite:
         vr = self._vd.run(batch_parameters={"dataframe": frame})
         failures = tuple(_describe(er) for er in vr.results if not er.success)
         return SuiteResult(not failures, failures, len(vr.results))
+
+
+# --- row rules: what a schema and a batch-level suite cannot say about one row ---------------
+_FLOATS = (*FEATURE_COLUMNS, "confidence", "latency_ms", "energy_mj")
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """Who signed the batch and what time window is sane, for one batch."""
+
+    device_id: str  # the verified signer
+    cohort: str  # the cohort it is enrolled in
+    seq_first: int  # the signed sequence range
+    seq_last: int
+    ts_min_ms: int
+    ts_max_ms: int
+
+
+def _mark(reasons: np.ndarray, bad: np.ndarray, text: str) -> None:
+    reasons[(reasons == None) & bad] = text  # noqa: E711 - elementwise on an object array
+
+
+def row_problems(table: pa.Table, rules: RowRules) -> np.ndarray:
+    """One reason per row (None: the row is fine); the first rule a row breaks is its reason."""
+    n = table.num_rows
+    reasons = np.full(n, None, dtype=object)
+    col = table.column
+    dev = col("device_id").to_numpy(zero_copy_only=False)
+    _mark(
+        reasons,
+        dev != rules.device_id,
+        f"row names another device; batch signed by {rules.device_id}",
+    )
+    coh = col("cohort").to_numpy(zero_copy_only=False)
+    _mark(
+        reasons,
+        coh != rules.cohort,
+        f"row names another cohort; {rules.device_id} is enrolled in {rules.cohort}",
+    )
+    seq = col("seq").to_numpy()
+    _mark(reasons, (seq < rules.seq_first) | (seq > rules.seq_last), "seq outside the signed range")
+    ts = col("ts").cast(pa.int64()).to_numpy()
+    _mark(
+        reasons,
+        (ts < rules.ts_min_ms) | (ts > rules.ts_max_ms),
+        "timestamp outside the sane window",
+    )
+    for name in _FLOATS:
+        finite = pc.fill_null(pc.is_finite(col(name)), True).to_numpy(zero_copy_only=False)
+        _mark(reasons, ~finite, f"non-finite {name}")
+    conf = pc.fill_null(col("confidence"), 0.5).to_numpy(zero_copy_only=False)
+    _mark(reasons, (conf < 0) | (conf > 1), "confidence outside [0, 1]")
+    probs = col("probs").combine_chunks() if n else pa.array([], pa.list_(pa.float32()))
+    flat = pc.list_flatten(probs).to_numpy(zero_copy_only=False)
+    parent = pc.list_parent_indices(probs).to_numpy(zero_copy_only=False)
+    bad_p = np.zeros(n, dtype=bool)
+    bad_p[parent[~(np.isfinite(flat) & (flat >= 0) & (flat <= 1))]] = True
+    _mark(reasons, bad_p, "probabilities non-finite or outside [0, 1]")
+    k = pc.fill_null(pc.list_value_length(probs), -1).to_numpy(zero_copy_only=False)
+    for name in ("top1", "label"):
+        v = col(name)
+        present = pc.is_valid(v).to_numpy(zero_copy_only=False)
+        vals = pc.fill_null(v, 0).to_numpy(zero_copy_only=False)
+        impossible = present & (
+            (vals < 0) | ((k >= 0) & (vals >= k)) | ((k < 0) & (name == "top1"))
+        )
+        _mark(reasons, impossible, f"impossible class in {name}")
+    return reasons

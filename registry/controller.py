@@ -53,6 +53,7 @@ class ArmStats:
     prediction_hist: tuple[float, ...] = ()  # share of top-1 per class
     labelled: int = 0
     accuracy: float | None = None
+    devices: int = 0  # distinct devices behind the rows (monitoring.gates weighs each the same)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from device.identity import DeviceIdentity, open_frame, verify_frame
 from device.sampling import DailyBudget
 from device.store import LocalStore, open_store
 from device.telemetry import TelemetryRecord, read_batch, records_to_table, write_batch
 from device.uploader import Uploader, batch_key
-from edgeops.errors import StoreError
+from edgeops.errors import ConflictError, StoreError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -57,16 +61,70 @@ def _rows_in_store(store, prefix="telemetry/raw/c/d1/") -> list[int]:
     return seqs
 
 
-def test_spool_then_upload(tmp_path: Path):
+class WriteOnlyStore:
+    """A real store seen through write-only credentials: conditional puts, nothing read back."""
+
+    def __init__(self, inner, lose_ack: int = 0) -> None:
+        self.inner, self.lose_ack, self.puts = inner, lose_ack, 0
+
+    def put_if_match(self, key, data, etag):
+        self.puts += 1
+        out = self.inner.put_if_match(key, data, etag)
+        if self.lose_ack:
+            self.lose_ack -= 1
+            raise StoreError("injected: connection reset after write")
+        return out
+
+    def __getattr__(self, name):
+        def denied(*_a, **_k):
+            raise StoreError(f"AccessDenied: {name} needs read permission")
+
+        return denied
+
+
+def test_spool_then_upload_signed(tmp_path: Path):
     store = LocalStore(tmp_path / "store")
-    up = Uploader(store, "c", "d1", tmp_path / "spool", clock=Clock())
-    assert (
-        up.spool(_batch(0)) == batch_key("c", "d1", 0) == "telemetry/raw/c/d1/000000000000.parquet"
-    )
+    ident = DeviceIdentity("d1", "c", Ed25519PrivateKey.generate())
+    up = Uploader(store, "c", "d1", tmp_path / "spool", clock=Clock(), identity=ident)
+    key = up.spool(_batch(0))
+    body = (tmp_path / "spool" / "000000000000.parquet").read_bytes()
+    assert key == batch_key("c", "d1", (0, 4), body)
+    assert key.startswith("telemetry/raw/c/d1/000000000000-000000000004-") and key.endswith(".tlm")
     up.spool(_batch(5))
     assert up.pending_records() == 10
     rep = up.flush()
     assert rep.uploaded_batches == 2 and rep.uploaded_records == 10 and rep.pending_batches == 0
+    assert sorted(_rows_in_store(store)) == list(range(10))
+    st = verify_frame(open_frame(store.get(key)), ident.public_key)
+    assert (st.device_id, st.cohort, st.rows, st.seq_first, st.seq_last) == ("d1", "c", 5, 0, 4)
+
+
+def test_write_only_credentials_and_a_lost_ack(tmp_path: Path):
+    inner = LocalStore(tmp_path / "store")
+    store = WriteOnlyStore(inner, lose_ack=1)
+    ident = DeviceIdentity("d1", "c", Ed25519PrivateKey.generate())
+    clock = Clock()
+    up = Uploader(store, "c", "d1", tmp_path / "spool", clock=clock, identity=ident)
+    up.spool(_batch(0))
+    up.spool(_batch(5))
+    first = up.flush()
+    assert first.error and "connection reset" in first.error and first.pending_batches == 2
+    clock.now = up.next_attempt
+    again = up.flush()  # the landed batch conflicts: counted as done without any read
+    assert again.error is None and again.uploaded_batches == 2 and not up.pending()
+    assert store.puts == 3
+    assert sorted(_rows_in_store(inner)) == list(range(10))
+
+
+def test_a_damaged_spool_file_is_set_aside(tmp_path: Path):
+    store = LocalStore(tmp_path / "store")
+    up = Uploader(store, "c", "d1", tmp_path / "spool", clock=Clock())
+    up.spool(_batch(0))
+    (tmp_path / "spool" / "000000000007.parquet").write_bytes(b"PAR1 torn")
+    up.spool(_batch(5))
+    rep = up.flush()
+    assert rep.uploaded_batches == 2 and rep.pending_batches == 0 and up.set_aside == 1
+    assert (tmp_path / "spool" / "bad" / "000000000007.parquet.reason.txt").exists()
     assert sorted(_rows_in_store(store)) == list(range(10))
 
 
@@ -117,12 +175,13 @@ def test_reset_counter_never_overwrites(tmp_path: Path):
     up = Uploader(store, "c", "d1", tmp_path / "spool", clock=Clock())
     up.spool(_batch(0))
     up.flush()
-    (tmp_path / "spool" / "next_seq").unlink()  # device re-imaged: counter back to 0
+    (tmp_path / "spool" / "next_seq").write_text("garb")  # torn counter
     up.spool(_batch(100))
-    assert up.flush().error is not None  # key taken by other bytes: re-keyed, not overwritten
-    up.next_attempt = None
-    up.flush()
+    assert up.flush().error is None  # other bytes, other key: nothing overwritten
     assert sorted(_rows_in_store(store)) == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+    taken = store.list("telemetry/raw/c/d1/")[0]
+    with pytest.raises(ConflictError):
+        store.put_if_match(taken, b"other", None)
 
 
 def test_s3_round_trip_and_unreachable(tmp_path: Path, s3_env):

@@ -123,10 +123,46 @@ def telemetry_records(
     return out
 
 
-def put_batch(store, records: list, key: str | None = None) -> str:
+def device_key(device_id: str):
+    """A fixed Ed25519 key per device id (tests only: real keys come from `devices enroll`)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(device_id.encode()).digest())
+
+
+def enrolment():
+    """The enrolment registry of the test's EDGEOPS_HOME (set by the test)."""
+    import os
+
+    from edgeops.settings import Settings
+    from registry.enrolment import DeviceRegistry, enrolment_dir
+
+    assert os.environ.get("EDGEOPS_HOME"), "set EDGEOPS_HOME (monkeypatch) before enrolling"
+    return DeviceRegistry(enrolment_dir(Settings.from_env().keys_dir))
+
+
+def enrolled() -> dict:
+    return enrolment().load()
+
+
+def put_batch(
+    store, records: list, key: str | None = None, signer: str | None = None, enrol: bool = True
+) -> str:
+    """Upload records as the agent does: Parquet in a frame signed by the device's key (by
+    `signer`'s key when given: a device speaking for another), enrolled in its cohort first."""
+    from device.identity import DeviceIdentity, sign_batch
     from device.telemetry import records_to_table, write_batch
     from device.uploader import batch_key
 
-    key = key or batch_key(records[0].cohort, records[0].device_id, records[0].seq)
-    store.put(key, write_batch(records_to_table(records)))
+    who = signer or records[0].device_id
+    ident = DeviceIdentity(who, records[0].cohort, device_key(who))
+    if enrol:
+        enrolment().enroll(who, records[0].cohort, ident.public_key, replace=True)
+    data = write_batch(records_to_table(records))
+    seqs = (min(r.seq for r in records), max(r.seq for r in records))
+    body = sign_batch(ident, data, len(records), seqs)
+    key = key or batch_key(records[0].cohort, who, seqs, body)
+    store.put(key, body)
     return key

@@ -7,7 +7,7 @@ import pandas as pd
 from device.store import open_store
 from monitoring.ingest import LEDGER_KEY, QUARANTINE_PREFIX, ingest
 from monitoring.table import list_partitions, read_table
-from tests.monitoring.conftest import put_batch, telemetry_records
+from tests.monitoring.conftest import enrolled, put_batch, telemetry_records
 
 
 def _scenario(store) -> dict[str, str]:
@@ -33,7 +33,7 @@ def _scenario(store) -> dict[str, str]:
 
 def _check(store) -> None:
     keys = _scenario(store)
-    rep = ingest(store, known_cohorts=["pi-fleet-eu"], known_versions=["1", "2"])
+    rep = ingest(store, ["pi-fleet-eu"], ["1", "2"], devices=enrolled())
     assert rep.reconciles
     assert (rep.received_batches, rep.ingested_batches, rep.quarantined_batches) == (7, 4, 3)
     assert (rep.received_rows, rep.stored_rows, rep.duplicate_rows, rep.quarantined_rows) == (
@@ -43,8 +43,8 @@ def _check(store) -> None:
         11,
     )
     reasons = dict(rep.quarantined)
-    assert "not a readable Parquet batch" in reasons[keys["garbage"]]
-    assert "confidence" in reasons[keys["range"]] and "7 unexpected" in reasons[keys["range"]]
+    assert "unsigned batch" in reasons[keys["garbage"]]
+    assert "confidence outside [0, 1]" in reasons[keys["range"]]
     assert "cohort" in reasons[keys["cohort"]] and "mars-base" in reasons[keys["cohort"]]
     for k in (keys["garbage"], keys["range"], keys["cohort"]):
         rel = k.removeprefix("telemetry/raw/")
@@ -62,10 +62,10 @@ def _check(store) -> None:
     day = read_table(store, start=pd.Timestamp("2026-11-21", tz="UTC"))
     assert len(day) == 10
     # a re-run ingests nothing; a new batch with one known row counts it as a duplicate
-    again = ingest(store, known_cohorts=["pi-fleet-eu"])
+    again = ingest(store, known_cohorts=["pi-fleet-eu"], devices=enrolled())
     assert (again.received_batches, again.skipped_batches, again.stored_rows) == (0, 7, 0)
     put_batch(store, telemetry_records("dev-b", range(14, 17), model_version="2"))
-    third = ingest(store, known_cohorts=["pi-fleet-eu"])
+    third = ingest(store, known_cohorts=["pi-fleet-eu"], devices=enrolled())
     assert (third.received_rows, third.stored_rows, third.duplicate_rows) == (
         3,
         2,
@@ -75,9 +75,11 @@ def _check(store) -> None:
     assert store.exists(LEDGER_KEY)
 
 
-def test_ingest_local_store(tmp_path) -> None:
+def test_ingest_local_store(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "home"))
     _check(open_store(str(tmp_path / "store")))
 
 
-def test_ingest_s3_moto(s3_env) -> None:
+def test_ingest_s3_moto(s3_env, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "home"))
     _check(open_store(s3_env["EDGEOPS_STORE_URL"], endpoint_url=s3_env["AWS_ENDPOINT_URL"]))
