@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # The console shows Prefect's warnings and up; flow runs still log at INFO to the Prefect API/UI.
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 
-.PHONY: venv demo test test-fast lint bench repro up down clean
+.PHONY: venv demo test test-fast lint bench repro up up-pg down clean
 
 venv: $(STAMP)
 
@@ -43,8 +43,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
+# `make up`: Prefect server + worker and MLflow server on loopback, embedded SQLite and local folders.
+# `make up-pg`: the full stack: PostgreSQL for MLflow and Prefect, S3 (a local moto server) for
+# MLflow artifacts and the object store. Extra flags for either: make up ARGS="--mlflow-port 5001".
 up: $(STAMP)
-	$(BIN)/edgeops up
+	$(BIN)/edgeops up $(ARGS)
+
+up-pg: $(STAMP)
+	$(BIN)/edgeops up --postgres --prefect-postgres --s3 $(ARGS)
 
 down: $(STAMP)
 	$(BIN)/edgeops down

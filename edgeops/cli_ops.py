@@ -118,6 +118,7 @@ def up(
         store_env: dict[str, str] = {}
         if s3:
             store_env = _start_s3(home, s3_port, started)
+            os.environ.update(store_env)  # this command's own clients (the store check) use it too
             artifacts_destination = artifacts_destination or f"s3://{S3_BUCKET}/mlartifacts"
         prefect_db: str | None = None
         if postgres:
@@ -137,7 +138,7 @@ def up(
         started.append(services.start(services.mlflow_server_spec(mlflow_port, backend, artifacts,
                                                                   {**s3_server_env(), **store_env}), home))
         mlflow_url = started[-1].url
-        refuse_store_without_registry(Settings.from_env({**os.environ, **store_env}), mlflow_url or "")
+        refuse_store_without_registry(Settings.from_env(), mlflow_url or "")
         env = {**flow_env(home, repo, mlflow_url), **store_env}
         ensure_example_data(repo)
         console.print(f"starting a process worker for pool {pool} ...")
