@@ -9,12 +9,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from components.convert.verify import profile_violations
+from components.evidence import Verdict, accuracy, non_inferiority
 
 if TYPE_CHECKING:
     from components.conversion import Variant
     from components.profiles import DeviceProfile
     from edgeops.params import EvaluateParams
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Top-1 predictions on the same test images, for paired verdicts instead of bare accuracies."""
+
+    y: np.ndarray  # test labels
+    float_predictions: np.ndarray | None = None  # the float parent (the trained Keras model)
+    stable_predictions: np.ndarray | None = None  # what the cohort runs now; None: first release
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,11 @@ class Blessing:
     profile: str
     reasons: tuple[str, ...]  # why not, one line each; empty when blessed
     metrics: dict[str, Any] = field(default_factory=dict)
+    outcome: str = ""  # pass, fail or not enough evidence ("" from older records: blessed decides)
+
+    @property
+    def verdict(self) -> str:
+        return self.outcome or ("pass" if self.blessed else "fail")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +49,7 @@ class Blessing:
             "profile": self.profile,
             "reasons": list(self.reasons),
             "metrics": dict(self.metrics),
+            "outcome": self.verdict,
         }
 
 
@@ -56,14 +74,42 @@ def _budget_reasons(variant: Variant, profile: DeviceProfile, metrics: dict[str,
     return reasons
 
 
+def constraint_reasons(variant: Variant, profile: DeviceProfile, metrics: dict[str, Any] | None = None) -> list[str]:
+    """What the profile forbids, from the artifact alone (no labels): dtypes, ops, size, budgets.
+
+    Selection filters on these before it ranks on validation; the blessing repeats them.
+    """
+    dtypes = {
+        "input": variant.input_dtype,
+        "output": variant.output_dtype,
+        "tensors": list(variant.tensor_dtypes),
+    }
+    reasons = profile_violations(variant.target, dtypes, list(variant.ops), variant.bytes, profile)
+    return reasons + _budget_reasons(variant, profile, {} if metrics is None else metrics)
+
+
+def _paired_verdict(variant: Variant, paired: Paired, reference: np.ndarray, margin: float,
+                    alpha: float) -> Verdict:
+    pred = np.asarray(variant.predictions)
+    y = np.asarray(paired.y)
+    return non_inferiority(pred == y, np.asarray(reference) == y, margin, alpha)
+
+
 def bless(
     variant: Variant,
     profile: DeviceProfile,
     float_accuracy: float,
     baseline_accuracy: float | None,
     params: EvaluateParams,
+    paired: Paired | None = None,
 ) -> Blessing:
-    """Accuracy vs the float parent and vs the cohort's stable (None: first release), and budgets."""
+    """Accuracy vs the float parent and vs the cohort's stable (None: first release), and budgets.
+
+    With `paired` predictions each accuracy gate is a one-sided non-inferiority test on the same
+    test images (components.evidence) with the margins of `params`: pass, fail, or not enough
+    evidence, with the interval and p-value in the metrics. Without them (a record that kept no
+    predictions) the gates fall back to point estimates and say so in the metrics.
+    """
     drop = float_accuracy - variant.accuracy
     metrics: dict[str, Any] = {
         "accuracy": variant.accuracy,
@@ -73,26 +119,46 @@ def bless(
         "bytes": variant.bytes,
         "gzip_bytes": variant.gzip_bytes,
         "baseline_accuracy": baseline_accuracy,
+        "val_accuracy": variant.val_accuracy,
     }
-    reasons = []
-    if drop > params.max_accuracy_drop:
-        reasons.append(
-            f"accuracy {variant.accuracy:.4f} is {drop:.4f} below its float parent "
-            f"(max drop {params.max_accuracy_drop})"
-        )
-    if baseline_accuracy is not None:
-        regression = baseline_accuracy - variant.accuracy
-        metrics["regression_vs_stable"] = regression
-        if regression > params.max_regression_vs_stable:
+    reasons: list[str] = []
+    undecided = False
+    usable = paired is not None and len(variant.predictions) == len(paired.y) > 0
+    if usable:
+        assert paired is not None
+        est = accuracy(np.asarray(variant.predictions) == np.asarray(paired.y))
+        metrics.update(accuracy_ci=[est.low, est.high], n_test=est.n,
+                       test="one-sided paired non-inferiority (exact McNemar-style + loss bound)")
+        checks = [("float parent", paired.float_predictions, params.max_accuracy_drop, "vs_float"),
+                  ("cohort's stable", paired.stable_predictions, params.max_regression_vs_stable, "vs_stable")]
+        for what, reference, margin, key in checks:
+            if reference is None or len(reference) != len(paired.y):
+                continue
+            v = _paired_verdict(variant, paired, reference, margin, params.alpha)
+            metrics[key] = v.to_dict()
+            if key == "vs_stable":
+                metrics["regression_vs_stable"] = -v.difference
+                metrics["baseline_accuracy"] = float(np.mean(np.asarray(reference) == np.asarray(paired.y)))
+            if not v.passed:
+                undecided |= v.outcome == "not enough evidence"
+                reasons.append(f"against its {what}: {v.reason}")
+    else:
+        metrics["test"] = "point estimates (no paired predictions)"
+        if drop > params.max_accuracy_drop:
             reasons.append(
-                f"accuracy {variant.accuracy:.4f} is {regression:.4f} below the cohort's stable "
-                f"{baseline_accuracy:.4f} (max {params.max_regression_vs_stable})"
+                f"accuracy {variant.accuracy:.4f} is {drop:.4f} below its float parent "
+                f"(max drop {params.max_accuracy_drop})"
             )
-    dtypes = {
-        "input": variant.input_dtype,
-        "output": variant.output_dtype,
-        "tensors": list(variant.tensor_dtypes),
-    }
-    reasons += profile_violations(variant.target, dtypes, list(variant.ops), variant.bytes, profile)
-    reasons += _budget_reasons(variant, profile, metrics)
-    return Blessing(not reasons, variant.target, profile.name, tuple(reasons), metrics)
+        if baseline_accuracy is not None:
+            regression = baseline_accuracy - variant.accuracy
+            metrics["regression_vs_stable"] = regression
+            if regression > params.max_regression_vs_stable:
+                reasons.append(
+                    f"accuracy {variant.accuracy:.4f} is {regression:.4f} below the cohort's stable "
+                    f"{baseline_accuracy:.4f} (max {params.max_regression_vs_stable})"
+                )
+    hard = constraint_reasons(variant, profile, metrics)
+    reasons += hard
+    outcome = "pass" if not reasons else ("not enough evidence" if undecided and not hard and all(
+        "not enough evidence" in r for r in reasons) else "fail")
+    return Blessing(not reasons, variant.target, profile.name, tuple(reasons), metrics, outcome)

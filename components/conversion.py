@@ -65,6 +65,11 @@ class Variant:
     ops: tuple[str, ...]
     n_test: int
     measurement: Measurement | None = None  # bytes, MACs, latency, arena: see components.measure
+    # Selection ranks on validation; the test split only judges the chosen variant (blessing),
+    # paired image by image with its float parent and the cohort's stable.
+    val_accuracy: float | None = None
+    predictions: tuple[int, ...] = ()  # this artifact's top-1 per test image, in test order
+    float_predictions: tuple[int, ...] = ()  # its parent Keras model's top-1 on the same images
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -72,6 +77,8 @@ class Variant:
         d["tensor_dtypes"] = list(self.tensor_dtypes)
         d["ops"] = list(self.ops)
         d["measurement"] = self.measurement.to_dict() if self.measurement else None
+        d["predictions"] = list(self.predictions)
+        d["float_predictions"] = list(self.float_predictions)
         return d
 
     @classmethod
@@ -84,11 +91,13 @@ class Variant:
             **{
                 k: v
                 for k, v in d.items()
-                if k not in ("path", "tensor_dtypes", "ops", "measurement")
+                if k not in ("path", "tensor_dtypes", "ops", "measurement", "predictions", "float_predictions")
             },
             path=Path(d["path"]),
             tensor_dtypes=tuple(d["tensor_dtypes"]),
             ops=tuple(d["ops"]),
+            predictions=tuple(d.get("predictions", ())),
+            float_predictions=tuple(d.get("float_predictions", ())),
             measurement=Measurement(**m) if m else None,
         )
 
@@ -210,6 +219,11 @@ def convert_and_verify(
     if profile is not None and (reasons := profile_violations(target, dtypes, ops, size, profile)):
         raise ConversionError(target, "; ".join(reasons))
     float_acc = float((reference.argmax(axis=1) == np.asarray(prepared.y_test)).mean())
+    x_val = getattr(prepared, "x_val", None)
+    val_acc = None
+    if x_val is not None and len(x_val):
+        val_pred = runner.predict(model_inputs(x_val, prepared.spec)).argmax(axis=1)
+        val_acc = float((val_pred == np.asarray(prepared.y_val)).mean())
     names = sorted({op["op"] if isinstance(op, dict) else op for op in ops})
     variant = Variant(
         target=target,
@@ -225,6 +239,9 @@ def convert_and_verify(
         tensor_dtypes=tuple(dtypes["tensors"]),
         ops=tuple(names),
         n_test=par.n,
+        val_accuracy=val_acc,
+        predictions=tuple(int(i) for i in probs.argmax(axis=1)),
+        float_predictions=tuple(int(i) for i in reference.argmax(axis=1)),
     )
     if not measure:
         return variant

@@ -23,6 +23,9 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "prepare": {"max_images": 700},
     "train": {"epochs": 10},
     "fleet": {"devices_per_cohort": 3, "hours": 2.0},
+    # ~140 test images cannot show non-inferiority within the shipped 1-2 point margins
+    # (components.evidence); the quick run says so by using 10-point margins
+    "evaluate": {"max_accuracy_drop": 0.1, "max_regression_vs_stable": 0.1},
 }
 DRIFT_SCENARIO = "rotate_darken"
 

@@ -1,8 +1,9 @@
-"""Blessing every (variant, profile) pair and picking the variant per profile, with MLflow logging.
+"""Choosing the variant per profile on validation and blessing it on test, with MLflow logging.
 
-The verdicts and the choice come from components (blessing, selection); this adapter adds the
-baseline each cohort runs now (from the registry aliases) and writes the candidate table and
-the size-against-accuracy plots where a reviewer finds them.
+The choice and the verdicts come from components (selection, blessing); this adapter adds the
+predictions of what each cohort runs now (its stable bundle, on this release's test split, for
+the paired test) and writes the candidate table, the verdict with its interval and p-values,
+and the size-against-accuracy plots where a reviewer finds them.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ if TYPE_CHECKING:
     from edgeops.settings import Settings
 
 
-def stable_accuracy(settings: Settings, cohorts: list[str], x01: Any, y: Any) -> float | None:
-    """Accuracy of what these cohorts run now, measured on THIS release's test split.
+def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any) -> Any:
+    """Top-1 of what these cohorts run now on THIS release's test split (None: no stable yet).
 
     The stable bundle is downloaded and verified as a device would, and run through its own
-    preprocessing spec, so the new variant and the incumbent are judged on the same images
-    (a retrain's test split holds field feedback the old model never saw). Lowest if several.
+    preprocessing spec, so the new variant and the incumbent are judged image by image on the
+    same images; the split rule keeps every image the stable trained on out of this test split
+    (components.splits). The least accurate stable if several.
     """
     import numpy as np
 
@@ -52,8 +54,9 @@ def stable_accuracy(settings: Settings, cohorts: list[str], x01: Any, y: Any) ->
         if (spec.height, spec.width, spec.channels) != tuple(x01.shape[1:]):
             continue  # a different input shape: not comparable on these arrays
         probs = TFLiteRunner(bundle.model_bytes).predict(normalize(x01, spec))
-        found.append(float((probs.argmax(axis=1) == np.asarray(y)).mean()))
-    return min(found) if found else None
+        pred = probs.argmax(axis=1)
+        found.append((float((pred == np.asarray(y)).mean()), pred))
+    return min(found, key=lambda f: f[0])[1] if found else None
 
 
 def _encrypted(store: Any, bundle_id: str) -> bool:
@@ -63,14 +66,29 @@ def _encrypted(store: Any, bundle_id: str) -> bool:
 
 
 def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: DeviceCatalog,
-             params: EvaluateParams, baselines: dict[str, float | None], out_dir: Path) -> dict[str, Any]:
-    """Blessings per (target, profile), the choice per profile, tables and plots under out_dir."""
-    from components.blessing import bless
-    from components.selection import candidate_table, plot_size_vs_accuracy, select
+             params: EvaluateParams, baselines: dict[str, float | None], out_dir: Path,
+             y_test: Any = None, stables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Per profile: the variant chosen on validation, then its blessing on test (paired with the
+    float parent and the cohort's stable when `y_test` is given); tables and plots under out_dir.
+
+    Variants not chosen are never scored on test for that profile: their blessing says why.
+    """
+    from components.blessing import Blessing, Paired, bless, constraint_reasons
+    from components.selection import candidate_table, choose, plot_size_vs_accuracy, select
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    blessings = {t: {p: bless(v, prof, float_accuracy, baselines.get(p), params)
-                     for p, prof in catalog.profiles.items()} for t, v in variants.items()}
+    float_predictions = _float_parent_predictions(variants)
+    blessings: dict[str, dict[str, Blessing]] = {t: {} for t in variants}
+    for name, profile in catalog.profiles.items():
+        candidate, _ = choose(variants, profile)
+        for t, v in variants.items():
+            if t == candidate:
+                paired = None if y_test is None else Paired(y_test, float_predictions, (stables or {}).get(name))
+                blessings[t][name] = bless(v, profile, float_accuracy, baselines.get(name), params, paired)
+            else:
+                why = constraint_reasons(v, profile) or [f"not chosen: {candidate} ranks first on validation"]
+                blessings[t][name] = Blessing(False, v.target, name, tuple(why), {"val_accuracy": v.val_accuracy},
+                                              "not chosen")
     per_profile: dict[str, Any] = {}
     for name, profile in catalog.profiles.items():
         candidates = {t: blessings[t][name] for t in variants}
@@ -84,21 +102,63 @@ def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: Devic
     return result
 
 
+def _float_parent_predictions(variants: dict[str, Variant]) -> Any:
+    """The trained float model's test top-1: the reference of the float model's own variants
+    (names without a method prefix); a compressed parent is judged against it too."""
+    import numpy as np
+
+    for name, v in variants.items():
+        if "/" not in name and v.float_predictions:
+            return np.asarray(v.float_predictions)
+    return None
+
+
 def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Variant], float_accuracy: float,
                      catalog: DeviceCatalog, params: EvaluateParams, settings: Settings, prepared: Any,
                      out_dir: Path) -> dict[str, Any]:
+    import numpy as np
+
     cohorts_of = {p: [c for c, co in catalog.cohorts.items() if co.profile == p] for p in catalog.profiles}
-    baselines = {p: stable_accuracy(settings, cs, prepared.x_test, prepared.y_test) if cs else None
-                 for p, cs in cohorts_of.items()}
-    result = evaluate(variants, float_accuracy, catalog, params, baselines, out_dir)
+    stables = {p: stable_predictions(settings, cs, prepared.x_test, prepared.y_test) if cs else None
+               for p, cs in cohorts_of.items()}
+    y = np.asarray(prepared.y_test)
+    baselines = {p: (float(np.mean(s == y)) if s is not None else None) for p, s in stables.items()}
+    result = evaluate(variants, float_accuracy, catalog, params, baselines, out_dir, y_test=y, stables=stables)
     metrics = {f"blessed.{t}.{p}": float(b["blessed"]) for t, bs in result["blessings"].items()
                for p, b in bs.items()}
-    tags = {f"selected.{p}": (c.get("target") or f"none: {c.get('reason', '')}")
+    tags = {f"selected.{p}": (c.get("target") or f"none: {c.get('reason', '')}")[:4000]
             for p, c in result["per_profile"].items()}
+    for p, c in result["per_profile"].items():
+        b = result["blessings"].get(c.get("candidate") or "", {}).get(p)
+        if b is None:
+            continue
+        m = b["metrics"]
+        tags[f"verdict.{p}"] = _verdict_tag(b)
+        if m.get("accuracy_ci"):
+            metrics.update({f"test_accuracy.{p}": m["accuracy"], f"test_accuracy_low.{p}": m["accuracy_ci"][0],
+                            f"test_accuracy_high.{p}": m["accuracy_ci"][1]})
+        for key in ("vs_float", "vs_stable"):
+            if key in m:
+                metrics[f"p_{key}.{p}"] = m[key]["p_value"]
     metrics.update({f"stable_accuracy.{p}": b for p, b in baselines.items() if b is not None})
     log_batch(client, run_id, metrics=metrics, tags=tags)
     log_artifact(client, run_id, out_dir, "blessing")
     return result
+
+
+def _verdict_tag(blessing: dict[str, Any]) -> str:
+    """One line for the MLflow UI: outcome, test accuracy with its interval, each paired test."""
+    m = blessing["metrics"]
+    parts = [blessing.get("outcome", "pass" if blessing["blessed"] else "fail")]
+    if m.get("accuracy_ci"):
+        lo, hi = m["accuracy_ci"]
+        parts.append(f"test accuracy {m['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={m.get('n_test')})")
+    for key, what in (("vs_float", "vs float parent"), ("vs_stable", "vs stable")):
+        if key in m:
+            v = m[key]
+            parts.append(f"{what}: {v['outcome']} ({v['difference']:+.4f}, margin {v['margin']:g}, "
+                         f"p={v['p_value']:.3g}, {v['wins']}W/{v['losses']}L)")
+    return "; ".join(parts)[:4000]
 
 
 def evaluate_variants(variants_json: Path, catalog: DeviceCatalog, params: EvaluateParams,

@@ -63,3 +63,31 @@ def test_budgets_and_int8_only(variants) -> None:
     tight = _profile(max_model_bytes=100, arena_bytes=10, latency_budget_ms=1e-6)
     reasons = " | ".join(bless(f32, tight, f32.float_accuracy, None, EVAL).reasons)
     assert "bytes > budget 100" in reasons and "arena" in reasons and "estimated latency" in reasons
+
+
+def test_paired_verdicts_pass_fail_and_not_enough_evidence(variants, digits) -> None:  # noqa: F811
+    import dataclasses
+
+    import numpy as np
+
+    from components.blessing import Paired
+
+    v = variants["tflite-f32"]
+    y = np.asarray(digits.y_test)
+    parent = np.asarray(v.float_predictions)
+    b = bless(v, _profile(), v.float_accuracy, None, EVAL, Paired(y, parent))
+    assert b.blessed and b.outcome == "pass" and b.metrics["vs_float"]["outcome"] == "pass"
+    lo, hi = b.metrics["accuracy_ci"]
+    assert lo < v.accuracy < hi and b.metrics["n_test"] == len(y)
+    # ten test images cannot show non-inferiority within two points: not enough evidence
+    tiny = dataclasses.replace(v, predictions=v.predictions[:10])
+    small = bless(tiny, _profile(), v.float_accuracy, None, EVAL, Paired(y[:10], parent[:10]))
+    assert not small.blessed and small.outcome == "not enough evidence"
+    assert "not enough evidence" in small.reasons[0] and "float parent" in small.reasons[0]
+    # a stable that is right on 30 more images: the candidate is worse by more than the margin
+    stable = parent.copy()
+    wrong = np.flatnonzero(parent != y)
+    stable[wrong[:30]] = y[wrong[:30]]
+    worse = bless(v, _profile(), v.float_accuracy, 0.0, EVAL, Paired(y, parent, stable))
+    assert not worse.blessed and worse.outcome == "fail"
+    assert worse.metrics["vs_stable"]["losses"] == min(30, len(wrong)) and "cohort's stable" in worse.reasons[0]

@@ -1,16 +1,19 @@
-"""Selection: accuracy first within budgets, then size; a clear report when nothing fits."""
+"""Selection: validation accuracy first within budgets, then size; test labels never change the
+choice; a clear report when nothing fits."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pandas as pd
 import pytest
 from fixtures_models import digits, digits_model  # noqa: F401
 
 from components.blessing import bless
 from components.conversion import Variant, convert_and_verify
 from components.profiles import DeviceProfile
-from components.selection import candidate_table, plot_size_vs_accuracy, select
+from components.selection import candidate_table, choose, plot_size_vs_accuracy, select
 from edgeops.params import ConvertParams, EvaluateParams
 
 EVAL = EvaluateParams()
@@ -42,17 +45,43 @@ def _bless_all(variants, profile):
     return {n: bless(v, profile, v.float_accuracy, None, EVAL) for n, v in variants.items()}
 
 
-def test_accuracy_first_then_size(variants) -> None:
-    # equal accuracies: make them equal on purpose, then the smallest file wins
+def test_validation_accuracy_first_then_size(variants) -> None:
+    # equal validation accuracies: make them equal on purpose, then the smallest file wins
     same = {
-        n: dataclasses.replace(v, accuracy=0.9, float_accuracy=0.9) for n, v in variants.items()
+        n: dataclasses.replace(v, accuracy=0.9, float_accuracy=0.9, val_accuracy=0.9) for n, v in variants.items()
     }
     p = _profile()
     choice = select(same, _bless_all(same, p), p)
     assert choice.target == min(same, key=lambda n: same[n].bytes) == "tflite-int8"
-    # a more accurate variant wins even when larger
-    better = {**same, "tflite-f32": dataclasses.replace(same["tflite-f32"], accuracy=0.95)}
-    assert select(better, _bless_all(better, p), p).target == "tflite-f32"
+    assert choice.candidate == "tflite-int8" and choice.val_accuracy == 0.9
+    # a better variant on validation wins even when larger, whatever its test accuracy
+    better = {**same, "tflite-f32": dataclasses.replace(same["tflite-f32"], val_accuracy=0.95, accuracy=0.1)}
+    assert choose(better, p)[0] == "tflite-f32"
+    higher_test = {**same, "tflite-f16": dataclasses.replace(same["tflite-f16"], accuracy=0.99)}
+    assert choose(higher_test, p)[0] == "tflite-int8"
+
+
+def test_poisoned_test_labels_leave_the_selection_unchanged(variants, digits, tmp_path) -> None:  # noqa: F811
+    from components.profiles import DeviceCatalog
+    from flows.selection import evaluate
+
+    vals = {"tflite-f32": 0.95, "tflite-f16": 0.96, "tflite-int8": 0.94}
+    vs = {n: dataclasses.replace(v, val_accuracy=vals[n]) for n, v in variants.items()}
+    catalog = DeviceCatalog(profiles={"p": _profile(), "q": _profile(targets=("tflite-int8",))}, cohorts={})
+    y = np.asarray(digits.y_test)
+    clean = evaluate(vs, vs["tflite-f32"].float_accuracy, catalog, EVAL, {}, tmp_path / "a", y_test=y)
+    poisoned = evaluate(vs, vs["tflite-f32"].float_accuracy, catalog, EVAL, {}, tmp_path / "b",
+                        y_test=(y + 1) % 10)
+    for p in ("p", "q"):
+        assert clean["per_profile"][p]["candidate"] == poisoned["per_profile"][p]["candidate"]
+        a = pd.read_csv(tmp_path / "a" / f"candidates-{p}.csv")
+        b = pd.read_csv(tmp_path / "b" / f"candidates-{p}.csv")
+        assert a["variant"].tolist() == b["variant"].tolist()
+    assert clean["per_profile"]["p"]["candidate"] == "tflite-f16"
+    assert clean["per_profile"]["q"]["candidate"] == "tflite-int8"
+    # the labels do change the one thing test is for: the chosen variant's verdict and its score
+    assert clean["per_profile"]["p"]["target"] == "tflite-f16"
+    assert poisoned["blessings"]["tflite-f16"]["p"]["metrics"]["accuracy_ci"][1] < 0.2
 
 
 def test_budget_excludes_and_nothing_fits_reports(variants) -> None:

@@ -15,7 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"prepare": {"max_images": 600, "image_size": 16},
         "train": {"epochs": 8, "distill": {"enabled": False}},  # distillation: tests/components
-        "compress": {"methods": ["prune"], "prune_epochs": 2}}
+        "compress": {"methods": ["prune"], "prune_epochs": 2},
+        # ~120 test images cannot show non-inferiority within the shipped 1-2 point margins
+        # (components.evidence says "not enough evidence"): the loop checks the wiring at 10 points
+        "evaluate": {"max_accuracy_drop": 0.1, "max_regression_vs_stable": 0.1}}
 
 
 @pytest.fixture
