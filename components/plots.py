@@ -84,22 +84,22 @@ def confusion_matrix_png(
 
 
 def pareto_png(points: Sequence[SweepPoint], path: Path | str | None = None) -> bytes:
-    """Test accuracy against MACs and against parameters; the Pareto front is joined up."""
+    """Validation accuracy (what the front is chosen on) against MACs and against parameters; the Pareto front is joined up."""
     from components.sweep import pareto_front
 
     fig, axes = _figure(2, (11.0, 4.5))
     for ax, cost in zip(axes, ("macs", "params"), strict=True):
         xs = [getattr(p, cost) for p in points]
-        ys = [p.test_accuracy for p in points]
+        ys = [p.val_accuracy for p in points]
         ax.scatter(xs, ys, c=[p.rho for p in points], cmap="viridis", s=40)
         for p in points:
-            ax.annotate(f"a={p.alpha:g} r={p.rho}", (getattr(p, cost), p.test_accuracy), fontsize=7,
+            ax.annotate(f"a={p.alpha:g} r={p.rho}", (getattr(p, cost), p.val_accuracy), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         front = sorted(pareto_front(points, cost), key=lambda p: getattr(p, cost))
-        ax.plot([getattr(p, cost) for p in front], [p.test_accuracy for p in front], "r-", label="Pareto front")
+        ax.plot([getattr(p, cost) for p in front], [p.val_accuracy for p in front], "r-", label="Pareto front")
         ax.set_xscale("log")
         ax.set_xlabel(cost)
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("validation accuracy")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
     fig.suptitle("width multiplier alpha x input resolution rho")

@@ -80,14 +80,18 @@ def point_from(setting: SweepSetting, result: TrainResult) -> SweepPoint:
 def pareto_front(
     points: Sequence[SweepPoint], cost: Literal["macs", "params"] = "macs"
 ) -> list[SweepPoint]:
-    """Points no other point beats on both accuracy (higher) and cost (lower)."""
+    """Points no other point beats on both validation accuracy (higher) and cost (lower).
+
+    The front is chosen on validation; test accuracy is reported for the front's points only
+    (flows/sweep.py), never used to choose them.
+    """
 
     def dominated(p: SweepPoint) -> bool:
         pc = getattr(p, cost)
         return any(
             getattr(q, cost) <= pc
-            and q.test_accuracy >= p.test_accuracy
-            and (getattr(q, cost) < pc or q.test_accuracy > p.test_accuracy)
+            and q.val_accuracy >= p.val_accuracy
+            and (getattr(q, cost) < pc or q.val_accuracy > p.val_accuracy)
             for q in points
         )
 

@@ -139,9 +139,11 @@ def sweep(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table("alpha", "rho", "test accuracy", "params", "MACs", "Pareto", title=f"sweep (run {result['run_id']})")
+    table = Table("alpha", "rho", "val accuracy", "test accuracy (front only)", "params", "MACs", "Pareto",
+                  title=f"sweep (run {result['run_id']}; front chosen on validation)")
     for p in result["points"]:
-        table.add_row(f"{p['alpha']:g}", str(p["rho"]), f"{100 * p['test_accuracy']:.2f}%", str(p["params"]),
+        test = "-" if p["test_accuracy"] is None else f"{100 * p['test_accuracy']:.2f}%"
+        table.add_row(f"{p['alpha']:g}", str(p["rho"]), f"{100 * p['val_accuracy']:.2f}%", test, str(p["params"]),
                       str(p["macs"]), "*" if p["pareto"] else "")
     console.print(table)
 

@@ -42,6 +42,9 @@ def test_pareto_front_keeps_only_undominated_points() -> None:
     e = pt(1.0, 16, 0.95, 250, 80)  # same accuracy as b, costlier
     assert pareto_front([a, b, c, d, e], "macs") == [a, b, d]
     assert pareto_front([a, b, c, d, e], "params") == [a, b, d]
+    # chosen on validation: a point best on test but worse on validation stays off the front
+    lucky = SweepPoint(0.5, 16, 0.999, 0.93, 20, 200, 1.0)
+    assert lucky not in pareto_front([a, b, lucky, d], "macs")
 
 
 def test_figures_are_png(tmp_path: Path) -> None:
