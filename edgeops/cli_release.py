@@ -133,6 +133,21 @@ def plan_cmd(
         )
     )
     _show_state(state, as_json, f"planned on {cohort}")
+    _show_evidence(model, version, as_json)
+
+
+def _show_evidence(model: str, version: str, as_json: bool) -> None:
+    """The candidate's test accuracy with its interval and each profile's paired verdict, as the
+    release recorded them in the registry (flows/publish.py `evidence_tags`)."""
+    if as_json:
+        return
+    from edgeops.settings import Settings
+
+    tags = Settings.from_env().mlflow_client().get_model_version(model, version).tags
+    console.print(f"evidence for {model}/{version}: test accuracy {tags.get('accuracy_ci', 'not recorded')}",
+                  highlight=False, soft_wrap=True)
+    if tags.get("evidence"):
+        console.print(f"verdicts: {tags['evidence']}", highlight=False, soft_wrap=True)
 
 
 def _transition(name: str, doc: str) -> None:

@@ -62,7 +62,7 @@ def register(
             model_name=variant_model_name(model_name, key), target=target, lineage=lineage, blessing=blessing,
             releasable=bool(blessed_for),
             extra_tags={"blessed_for": ",".join(blessed_for) or "none", "accuracy": f"{variant.accuracy:.6f}",
-                        "bytes": str(variant.bytes)},
+                        "bytes": str(variant.bytes), **evidence_tags(variant, selection["blessings"].get(key, {}))},
             description=release_notes(key, variant, data_version, selection["blessings"].get(key, {}),
                                       _previous_data_version(client, variant_model_name(model_name, key), target)),
         )
@@ -146,21 +146,47 @@ def _previous_data_version(client: MlflowClient, model_name: str, target: str) -
     return latest.tags.get("data_version") if latest else None
 
 
+def _test_interval(variant: Variant) -> str:
+    from components.evidence import wilson
+
+    k = round(variant.accuracy * variant.n_test)
+    low, high = wilson(k, variant.n_test)
+    return f"{variant.accuracy:.4f} (95% CI {low:.4f}-{high:.4f}, {k}/{variant.n_test} test images)"
+
+
+def evidence_tags(variant: Variant, blessings: dict[str, Any]) -> dict[str, str]:
+    """Registry tags a release manager sees (`edgeops release plan`): the interval and each
+    profile's verdict with its paired test."""
+    from flows.selection import verdict_line
+
+    judged = {p: b for p, b in sorted(blessings.items()) if b.get("outcome") != "not chosen"}
+    line = "; ".join(f"{p}: {verdict_line(b)}" for p, b in judged.items()) or "not chosen for any profile"
+    return {"accuracy_ci": _test_interval(variant), "evidence": line[:4000]}
+
+
 def release_notes(key: str, variant: Variant, data_version: DataVersion, blessings: dict[str, Any],
                   previous_data: str | None) -> str:
-    """The model version description a reviewer reads in the MLflow UI."""
+    """The model version description a reviewer reads in the MLflow UI: every accuracy with its
+    95% interval, every verdict with its paired test."""
+    from flows.selection import verdict_line
+
+    val = f"validation accuracy {variant.val_accuracy:.4f}; " if variant.val_accuracy is not None else ""
     lines = [f"Release notes for {key} ({variant.target}).", "",
              f"Data version {data_version.md5} ({data_version.nfiles} files)"
              + (f"; previous version trained on {previous_data}." if previous_data and previous_data != data_version.md5
                 else "; same data as the previous version." if previous_data else "; first release."),
-             f"Accuracy {variant.accuracy:.4f} on the test split, {variant.accuracy - variant.float_accuracy:+.4f} "
+             f"{val}test accuracy {_test_interval(variant)}, {variant.accuracy - variant.float_accuracy:+.4f} "
              f"against its float parent ({variant.float_accuracy:.4f}); top-1 agreement {variant.agreement:.4f}; "
-             f"{variant.bytes} bytes ({variant.gzip_bytes} gzipped).", "", "Per device profile:"]
+             f"{variant.bytes} bytes ({variant.gzip_bytes} gzipped).", "",
+             "Per device profile (chosen on validation, judged once on test; one-sided paired non-inferiority):"]
     for profile, b in sorted(blessings.items()):
+        if b.get("outcome") == "not chosen":
+            lines.append(f"- {profile}: not chosen ({'; '.join(b['reasons'])})")
+            continue
+        verdict = "blessed" if b["blessed"] else "not blessed: " + "; ".join(b["reasons"])
         base = b["metrics"].get("baseline_accuracy")
         against = f"current stable {base:.4f}" if isinstance(base, float) else "no stable yet"
-        verdict = "blessed" if b["blessed"] else "not blessed: " + "; ".join(b["reasons"])
-        lines.append(f"- {profile}: {verdict} ({against})")
+        lines.append(f"- {profile}: {verdict} ({against}). {verdict_line(b)}")
     return "\n".join(lines)
 
 

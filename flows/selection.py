@@ -133,7 +133,7 @@ def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Vari
         if b is None:
             continue
         m = b["metrics"]
-        tags[f"verdict.{p}"] = _verdict_tag(b)
+        tags[f"verdict.{p}"] = verdict_line(b)
         if m.get("accuracy_ci"):
             metrics.update({f"test_accuracy.{p}": m["accuracy"], f"test_accuracy_low.{p}": m["accuracy_ci"][0],
                             f"test_accuracy_high.{p}": m["accuracy_ci"][1]})
@@ -146,7 +146,7 @@ def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Vari
     return result
 
 
-def _verdict_tag(blessing: dict[str, Any]) -> str:
+def verdict_line(blessing: dict[str, Any]) -> str:
     """One line for the MLflow UI: outcome, test accuracy with its interval, each paired test."""
     m = blessing["metrics"]
     parts = [blessing.get("outcome", "pass" if blessing["blessed"] else "fail")]
