@@ -20,27 +20,29 @@ EXPERIMENT_KIND = "custom_model_development"
 
 
 def prefect_run_tags() -> dict[str, str]:
-    """Tags naming the current Prefect flow run (empty outside one)."""
-    from prefect.context import FlowRunContext
+    """Tags naming the current Prefect flow run (empty outside one).
 
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
+    A subflow (the release a retrain runs) is tagged with its own run and with the root run that
+    the deployment started, and with that deployment's name.
+    """
+    from prefect.runtime import deployment, flow_run
+
+    run_id = flow_run.id
+    if not run_id:
         return {}
-    run = ctx.flow_run
-    flow_name = ctx.flow.name if ctx.flow is not None else run.name
-    deployment = _deployment_name(run.deployment_id)
-    tags = {
-        "prefect.flow_run_id": str(run.id),
-        "prefect.flow_run_name": run.name,
-        "prefect.flow_name": flow_name,
-        "mlflow.source.name": f"prefect:{flow_name}" + (f"/{deployment}" if deployment else ""),
-        "mlflow.source.type": "JOB",
-    }
-    if deployment:
-        tags["prefect.deployment"] = deployment
-    url = flow_run_url(str(run.id))
+    flow_name = flow_run.flow_name or "flow"
+    tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": str(flow_run.name),
+            "prefect.flow_name": flow_name, "mlflow.source.type": "JOB"}
+    root = _quietly(lambda: flow_run.root_flow_run_id)
+    if root and str(root) != str(run_id):
+        tags["prefect.root_flow_run_id"] = str(root)
+    name = _quietly(lambda: deployment.name)
+    if name:
+        tags["prefect.deployment"] = str(name)
+    tags["mlflow.source.name"] = f"prefect:{name}/{flow_name}" if name else f"prefect:{flow_name}"
+    url = flow_run_url(str(run_id))
     if url:
-        tags["prefect.flow_run_url"] = url
+        tags["prefect.flow_run_url"] = str(url)
     return tags
 
 
@@ -51,21 +53,18 @@ def flow_run_url(flow_run_id: str) -> str | None:
     ui = PREFECT_UI_URL.value() or None
     api = PREFECT_API_URL.value() or None
     if not ui and api:
-        ui = api.removesuffix("/").removesuffix("/api")
+        ui = api.rstrip("/").removesuffix("/api")
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui else None
 
 
-def _deployment_name(deployment_id: Any) -> str | None:
-    if deployment_id is None:
-        return None
-    from prefect.client.orchestration import get_client
-
+def _quietly(read: Any) -> Any:
+    """A runtime attribute that needs the API (root run, deployment name): None if unreadable,
+    never an error that would stop the run it only describes."""
     try:
-        with get_client(sync_client=True) as client:
-            return client.read_deployment(deployment_id).name
-    except Exception as exc:  # noqa: BLE001 - a missing name never stops a run; the id is tagged
-        log.debug("deployment %s not readable: %s", deployment_id, exc)
-        return str(deployment_id)
+        return read()
+    except Exception as exc:  # noqa: BLE001 - see docstring; the run id is always tagged
+        log.debug("prefect runtime attribute not readable: %s", exc)
+        return None
 
 
 def mlflow_ui_base(tracking_uri: str, ui_url: str | None = None) -> str:

@@ -36,6 +36,16 @@ def _wait_for_flow_run(flow_run_id, timeout: float):
             time.sleep(2)
 
 
+def _link_artifacts(flow_run_id) -> list[str]:
+    """Links of the link artifacts of a flow run and of its subflow runs (the release runs as one)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["link"])))
+    return [str(a.data) for a in artifacts]
+
+
 @pytest.mark.slow
 def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, tmp_path: Path) -> None:
     from mlflow import MlflowClient
@@ -77,6 +87,19 @@ def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, t
     assert len(runs) == 1
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["edgeops.trigger"] == f"retrain: {reason}"
+    # MLflow -> Prefect: the run names the flow run, its page and the deployment that made it
+    tags = runs[0].data.tags
+    assert tags["prefect.root_flow_run_id"] == str(started.id)  # the release runs as a subflow
+    assert tags["prefect.deployment"] == "retrain"
+    assert tags["mlflow.source.name"] == "prefect:retrain/release-pipeline"
+    assert tags["prefect.flow_run_url"].endswith(f"/runs/flow-run/{tags['prefect.flow_run_id']}")
+    experiment = client.get_experiment_by_name("edgeops")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # Prefect -> MLflow: link artifacts to the release run and its registered versions
+    with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+        links = _link_artifacts(started.id)
+    assert any(run_link.endswith(f"/runs/{runs[0].info.run_id}") for run_link in links), links
+    assert any("/#/models/" in link for link in links), links
     versions = client.search_model_versions(f"tags.run_id = '{runs[0].info.run_id}'")
     assert {v.tags.get("target") for v in versions} >= {"tflite-f32", "tflite-int8"}
     assert (home / "store" / "manifests").is_dir()
