@@ -161,15 +161,18 @@ def judge_harm(
     groups = current["device_id"].to_numpy() if "device_id" in current.columns else None
     est = cbpe(list(current["probs"]), temperature, groups)
     ref_est = cbpe(list(reference["probs"]), temperature)
-    verdict = harm(ref_est, est, params.harm_margin, params.harm_alpha)
-    lab = None
     pair = labelled_pair(reference, current, params)
+    # with labels both signals vote, each at half the level (Bonferroni): harm is still
+    # declared with probability <= harm_alpha when the accuracy did not drop
+    alpha = params.harm_alpha / (2 if pair is not None else 1)
+    verdict = harm(ref_est, est, params.harm_margin, alpha)
+    lab = None
     if pair is not None:
         ref_l, cur_l = pair
         cur_groups = cur_l["device_id"].to_numpy() if "device_id" in cur_l.columns else None
         lab = measured_accuracy(cur_l["top1"], cur_l["label"], cur_groups)
         ref_lab = measured_accuracy(ref_l["top1"], ref_l["label"])
-        measured = harm(ref_lab, lab, params.harm_margin, params.harm_alpha)
+        measured = harm(ref_lab, lab, params.harm_margin, alpha)
         # either signal may show harm: labels see confidently-wrong shifts that the estimate
         # misses; the estimate has the power that a few dozen labels lack
         first, second = (measured, verdict) if measured.harmful or not verdict.harmful else (

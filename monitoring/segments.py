@@ -76,10 +76,10 @@ def segment_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _mix_p(inside: pd.Series, outside: pd.Series) -> float:
     """Chi-square of the prediction mix, classes with fewer than 5 expected rows pooled."""
-    table = pd.crosstab(
-        np.r_[np.zeros(len(inside)), np.ones(len(outside))],
-        np.r_[inside.to_numpy(np.int64), outside.to_numpy(np.int64)],
-    ).to_numpy()
+    a, b = inside.to_numpy(np.int64), outside.to_numpy(np.int64)
+    k = int(max(a.max(initial=0), b.max(initial=0))) + 1
+    table = np.stack([np.bincount(a, minlength=k), np.bincount(b, minlength=k)])
+    table = table[:, table.sum(axis=0) > 0]
     expected_small = table.sum(axis=0) * min(table.sum(axis=1)) / table.sum() < _MIN_CELL
     if expected_small.any():
         table = np.c_[table[:, ~expected_small], table[:, expected_small].sum(axis=1)]

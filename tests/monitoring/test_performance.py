@@ -36,8 +36,8 @@ def test_estimate_tracks_true_accuracy_across_scenarios(split, tiny_model) -> No
     for name, shift in {
         "none": lambda a: a,
         "noise": lambda a: add_noise(a, 0.03, rng),
-        "dark": lambda a: adjust(a, 0.5),
-        "rotation": lambda a: rotate(a, 25),
+        "dark": lambda a: adjust(a, 0.3),
+        "rotation": lambda a: rotate(a, 35),
     }.items():
         p = runner.predict(normalize(shift(x), tiny_model.spec))
         est, true = cbpe(p, cal.temperature), float((p.argmax(1) == y).mean())
