@@ -15,6 +15,7 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from typer._click import exceptions as typer_click  # typer 0.29 raises its vendored click's errors
 
 from edgeops.errors import EdgeOpsError
 
@@ -104,6 +105,23 @@ def data_version(data_dir: Annotated[Path, typer.Argument(help="Image folder.")]
     typer.echo(json.dumps({"path": v.path, "md5": v.md5, "nfiles": v.nfiles, "size": v.size}))
 
 
+def check_inputs(data: Path, params: Path | None) -> None:
+    """The data folder and an explicit params file, checked before any engine starts."""
+    from edgeops.errors import ConfigError, DataError
+    from edgeops.params import load_params
+
+    if not data.exists():
+        raise DataError("data folder does not exist", where=str(data))
+    if not data.is_dir():
+        raise DataError("--data must be a folder of class subfolders, not a file", where=str(data))
+    if not any(p.is_dir() and not p.name.startswith(".") for p in data.iterdir()):
+        raise DataError("data folder has no class subfolders", where=str(data))
+    if params is not None:
+        if not params.is_file():
+            raise ConfigError("params file not found", where=str(params))
+        load_params(params, required=True)
+
+
 @pipeline_app.command("run")
 def pipeline_run(
     data: Annotated[Path, typer.Option("--data", help="Image folder: one subfolder per class.")],
@@ -112,6 +130,7 @@ def pipeline_run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Prepare, validate, train, convert, verify, bless, register and publish, once."""
+    check_inputs(data, params)  # before Prefect and MLflow start: nothing is recorded for a typo
     from flows.release import release_pipeline
     from flows.report import print_release
 
@@ -212,12 +231,32 @@ def main() -> None:
     try:
         rv = app(standalone_mode=False)
     except EdgeOpsError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _fail(str(exc), exc.exit_code)
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
+        _fail("aborted", 130)
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except (click.exceptions.ClickException, typer_click.ClickException) as exc:
+        _usage_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+USAGE_EXIT = 2  # a command line that cannot be parsed (click's convention)
+
+
+def _fail(message: str, code: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    err_console.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _usage_error(exc: Exception) -> None:
+    """typer raises its own copy of click's errors: a bare group prints its help, anything else
+    one line that names the command and how to get its help."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        typer.echo(ctx.get_help())
+        sys.exit(USAGE_EXIT)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    _fail(f"{message}{hint}", getattr(exc, "exit_code", USAGE_EXIT) or USAGE_EXIT)

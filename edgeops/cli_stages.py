@@ -18,7 +18,7 @@ ParamsOpt = Annotated[Path, typer.Option(help="params.yaml with one key per stag
 def _params(path: Path):
     from edgeops.params import load_params
 
-    return load_params(path)
+    return load_params(path, required=path != Path("params.yaml"))  # a named file must exist
 
 
 def register_stage_commands(app: typer.Typer) -> None:

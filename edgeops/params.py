@@ -194,8 +194,11 @@ class PipelineParams(_Params):
     ingest: IngestParams = IngestParams()
 
 
-def load_params(path: Path | str | None) -> PipelineParams:
-    """Read params.yaml; a missing file means all embedded defaults."""
+def load_params(path: Path | str | None, *, required: bool = False) -> PipelineParams:
+    """Read params.yaml; a missing default file means all embedded defaults, but a file the user
+    named (`required`) that does not exist is an error, never a silent fallback."""
+    if path is not None and required and not Path(path).is_file():
+        raise ConfigError("params file not found", where=str(path))
     if path is None or not Path(path).exists():
         return PipelineParams()
     try:

@@ -207,6 +207,12 @@ def release_pipeline(
         create_markdown_artifact(release_markdown(result), key="release-summary",
                                  description=f"release {name}")
         return result
+    except Exception as exc:
+        # The reviewer sees why in the MLflow UI: one line on the run, not only in a console.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        failure = f"{type(exc).__name__}: {reason}"[:4000]
+        log_batch(client, run_id, tags={"edgeops.failure": failure, "mlflow.note.content": f"Failed: {failure}"})
+        raise
     finally:
         client.set_terminated(run_id, status=status)
 
@@ -215,7 +221,7 @@ def _params(settings: Any, params_path: str | None, overrides: dict[str, Any] | 
     """params.yaml (or the given file) with optional nested overrides, validated again."""
     from edgeops.params import PipelineParams, load_params
 
-    base = load_params(Path(params_path) if params_path else settings.params_path)
+    base = load_params(Path(params_path), required=True) if params_path else load_params(settings.params_path)
     if not overrides:
         return base
     merged = base.model_dump()
