@@ -111,8 +111,8 @@ def feedback_sources(thumbs: dict[int, np.ndarray], grey01: np.ndarray, max_rms:
     for i, t in thumbs.items():
         by_side.setdefault(t.shape[:2], []).append(i)
     for (h, w), idx in by_side.items():
-        if h != w:
-            continue
+        if h != w or h > min(grey01.shape[1:3]):
+            continue  # not a device thumbnail of these frames (a box filter only shrinks)
         cand = box_thumbnail(grey01[others], h).reshape(len(others), -1) / 255.0
         mine = np.stack([thumbs[i] for i in idx]).reshape(len(idx), -1) / 255.0
         dist, j = NearestNeighbors(n_neighbors=1).fit(cand).kneighbors(mine)

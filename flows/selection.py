@@ -141,9 +141,74 @@ def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Vari
             if key in m:
                 metrics[f"p_{key}.{p}"] = m[key]["p_value"]
     metrics.update({f"stable_accuracy.{p}": b for p, b in baselines.items() if b is not None})
+    x_fb, y_fb = held_out_feedback(prepared)
+    for p, c in result["per_profile"].items():
+        chosen = c.get("target")
+        if not chosen or not cohorts_of.get(p) or len(y_fb) < params.min_feedback:
+            continue
+        stable = stable_predictions(settings, cohorts_of[p], x_fb, y_fb)
+        mine = _predict(variants[chosen], x_fb, prepared.spec)
+        if stable is None or mine is None:
+            continue
+        c["feedback"] = compare_on_feedback(mine, stable, y_fb, params)
+        tags[f"feedback.{p}"] = c["feedback"]["line"]
+        metrics.update({f"feedback_accuracy.{p}": c["feedback"]["challenger"]["value"],
+                        f"feedback_stable_accuracy.{p}": c["feedback"]["stable"]["value"],
+                        f"p_feedback_vs_stable.{p}": c["feedback"]["verdict"]["p_value"]})
+        (out_dir / f"feedback-{p}.json").write_text(json.dumps(c["feedback"], indent=2, default=str))
     log_batch(client, run_id, metrics=metrics, tags=tags)
     log_artifact(client, run_id, out_dir, "blessing")
     return result
+
+
+def held_out_feedback(prepared: Any) -> tuple[Any, Any]:
+    """Labelled field feedback kept out of training: `fb-*` images the split rule put in test or
+    field. Neither the stable (trained on an earlier version's train split) nor the challenger
+    trained on them."""
+    import numpy as np
+
+    m = prepared.manifest
+    xs, ys = [], []
+    for split in ("test", "field"):
+        x, y = prepared.split(split)
+        rows = m[(m["split"] == split) & m["path"].str.contains("/fb-", regex=False)]
+        idx = rows["index"].to_numpy(dtype=np.int64)
+        if len(idx) and len(x):
+            xs.append(x[idx])
+            ys.append(np.asarray(y)[idx])
+    if not xs:
+        return np.zeros((0, *prepared.x_test.shape[1:]), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def compare_on_feedback(challenger: Any, stable: Any, y: Any, params: EvaluateParams) -> dict[str, Any]:
+    """Champion and challenger on held-out feedback: each accuracy with its interval, and the
+    paired non-inferiority verdict (reported beside the blessing, which decides on test)."""
+    import numpy as np
+
+    from components.evidence import accuracy, non_inferiority
+
+    y = np.asarray(y)
+    mine, theirs = np.asarray(challenger) == y, np.asarray(stable) == y
+    verdict = non_inferiority(mine, theirs, params.max_regression_vs_stable, params.alpha)
+    a, b = accuracy(mine), accuracy(theirs)
+    return {"n": int(len(y)), "challenger": a.to_dict(), "stable": b.to_dict(), "verdict": verdict.to_dict(),
+            "line": f"held-out field feedback: challenger {a}, stable {b}; {verdict.outcome}: {verdict.reason}"}
+
+
+def _predict(variant: Variant, x01: Any, spec: Any) -> Any:
+    """The chosen artifact's top-1, in its own runtime (TFLite or ONNX); None for other formats."""
+    from device.preprocessing import normalize
+
+    if variant.target.startswith("tflite"):
+        from device.runtime import TFLiteRunner
+
+        return TFLiteRunner(variant.path).predict(normalize(x01, spec)).argmax(axis=1)
+    if variant.target == "onnx":
+        from components.convert.onnx import OnnxRunner
+
+        return OnnxRunner(variant.path).predict(normalize(x01, spec)).argmax(axis=1)
+    return None
 
 
 def verdict_line(blessing: dict[str, Any]) -> str:
