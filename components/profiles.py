@@ -52,6 +52,9 @@ class Cohort(_Strict):
     name: str = ""
     profile: str
     encrypt: bool = False
+    # privacy: which telemetry records carry a thumbnail of the input (labelled: only those a user
+    # labelled, for retraining; all: every sampled one, an explicit opt-in; none: never)
+    thumbnails: Literal["labelled", "all", "none"] = "labelled"
     description: str = ""
 
 

@@ -271,10 +271,11 @@ class DeviceAgent:
             offer = self.reservoir.offer
             for k, i in enumerate(picked):
                 label = int(labels[i]) if labels is not None and labels[i] >= 0 else None
-                offer(
+                offer(  # labelled records first: a correction is the scarcest telemetry
                     Pending(
                         now, "inference", m, keep[i if keep is x01 else k], probs[i], latency, label
-                    )
+                    ),
+                    label is not None,
                 )
             self.stats.sampled += len(picked)
         return Predictions(top1, probs, latency, m.bundle_id, m.metadata.model_version)

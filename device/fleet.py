@@ -17,7 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,6 +152,7 @@ def simulate(
     progress: Progress | None = None,
     on_step: Callable[[float, datetime], None] | None = None,
     enrol: Callable[[str, str, Any], object] | None = None,
+    thumbnails: Mapping[str, str] | None = None,
 ) -> FleetSummary:
     """Run `params.devices_per_cohort` agents per cohort for `params.hours` simulated hours.
 
@@ -159,6 +160,7 @@ def simulate(
     `state_dir`: devices keep their state there across calls (stable device ids); None uses a
     temporary directory and run-unique device ids. `on_step(hours, now)` runs after each step
     (a rollout controller can move manifests there). `progress(step, steps)` for a UI.
+    `thumbnails`: per cohort, which records may carry a thumbnail (devices.yaml; default labelled).
     """
     missing = [c for c in cohorts if c not in profiles_by_cohort]
     if missing:
@@ -191,7 +193,7 @@ def simulate(
                 trusted_keys=trusted_keys,
                 caps=caps,
                 model_keys=dict(model_keys or {}),
-                policy=policy,
+                policy=replace(policy, thumbnails=(thumbnails or {}).get(cohort, policy.thumbnails)),
                 manifest_poll_s=params.manifest_poll_minutes * 60,
                 upload_interval_s=params.upload_interval_minutes * 60,
                 thumb_size=params.thumb_size,

@@ -68,9 +68,9 @@ def build_batch(config: AgentConfig, items: list[Pending], first_seq: int) -> by
     if inf:
         x01 = np.stack([_unit(items[i].image) for i in inf])  # type: ignore[arg-type]
         feats[inf] = summary_features(x01)
-        if config.thumb_size > 0:
+        if config.thumb_size > 0:  # privacy: only where the policy allows (default: labelled)
             for i, t in zip(inf, _thumbs(x01, config.thumb_size), strict=True):
-                thumbs[i] = t
+                thumbs[i] = t if config.policy.sends_thumbnail(items[i].label is not None) else None
     model_cols: dict[str, list[str]] = {
         k: [] for k in ("model_name", "model_version", "target", "bundle_id")
     }

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -28,51 +28,94 @@ class SamplingPolicy:
     daily_upload_bytes: int = 2_000_000  # per device per UTC day
     batch_records: int = 256  # most records in one uploaded batch
     max_events: int = 1024  # events kept while offline (oldest dropped beyond, counted)
+    # Privacy: which sampled inferences may carry a downscaled thumbnail of the input.
+    # "labelled" (default): only those a user labelled (they are what a retrain learns from);
+    # "all": every sampled one (a cohort that opts in, devices.yaml `thumbnails: all`);
+    # "none": never. Features and outputs are sent either way.
+    thumbnails: Literal["labelled", "all", "none"] = "labelled"
 
     def __post_init__(self) -> None:
         if not 0 < self.sample_rate <= 1:
             raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate}")
         if self.buffer_size < 1 or self.batch_records < 1 or self.daily_upload_bytes < 1:
             raise ValueError("buffer_size, batch_records and daily_upload_bytes must be >= 1")
+        if self.thumbnails not in ("labelled", "all", "none"):
+            raise ValueError(f"thumbnails must be labelled, all or none, got {self.thumbnails!r}")
+
+    def sends_thumbnail(self, labelled: bool) -> bool:
+        return self.thumbnails == "all" or (self.thumbnails == "labelled" and labelled)
 
 
 class Reservoir(Generic[T]):
-    """Algorithm R: after n offers, each offered item is held with probability capacity/n."""
+    """Algorithm R: after n offers, each offered item is held with probability capacity/n.
+
+    Priority items (labelled records: a user's correction is the scarcest telemetry there is)
+    are never evicted by ordinary ones: they take the room of an ordinary item, go first when
+    the buffer is drained, and only compete among themselves (Algorithm R again) once the whole
+    buffer is labelled.
+    """
 
     def __init__(self, capacity: int, rng: np.random.Generator) -> None:
         self.capacity = capacity
         self._rng = rng
         self._coin = random.Random(int(rng.integers(0, 2**63)))  # per offer: stdlib is faster
         self._items: list[T] = []
+        self._priority: list[T] = []
         self._seen = 0
+        self._seen_priority = 0
         self.evicted = 0  # items offered since the last drain that were not kept
 
-    def offer(self, item: T) -> None:
+    def offer(self, item: T, priority: bool = False) -> None:
+        if priority:
+            self._offer_priority(item)
+            return
         self._seen += 1
-        if len(self._items) < self.capacity:
+        room = self.capacity - len(self._priority)
+        if len(self._items) < room:
             self._items.append(item)
             return
         j = self._coin.randrange(self._seen)
-        if j < self.capacity:
+        if j < room:
             self._items[j] = item
         self.evicted += 1
 
+    def _offer_priority(self, item: T) -> None:
+        self._seen_priority += 1
+        if len(self._items) + len(self._priority) < self.capacity:
+            self._priority.append(item)
+        elif self._items:  # an ordinary item makes room
+            self._items.pop(self._coin.randrange(len(self._items)))
+            self._priority.append(item)
+            self.evicted += 1
+        else:
+            j = self._coin.randrange(self._seen_priority)
+            if j < self.capacity:
+                self._priority[j] = item
+            self.evicted += 1
+
     def drain(self, limit: int | None = None) -> list[T]:
-        """Take up to `limit` items (a uniform subset, in arrival order); the rest stay."""
-        if limit is None or limit >= len(self._items):
-            taken, self._items = self._items, []
-            self._seen = 0
+        """Take up to `limit` items: priority first, then a uniform subset; the rest stay."""
+        if limit is None or limit >= len(self):
+            taken = self._priority + self._items
+            self._items, self._priority = [], []
+            self._seen = self._seen_priority = 0
             return taken
+        first = self._priority[:limit]
+        self._priority = self._priority[limit:]
+        self._seen_priority = len(self._priority)
+        limit -= len(first)
+        if limit == 0:
+            return first
         pick = np.sort(self._rng.choice(len(self._items), size=limit, replace=False))
         keep = np.ones(len(self._items), dtype=bool)
         keep[pick] = False
         taken = [self._items[i] for i in pick]
         self._items = [self._items[i] for i in np.flatnonzero(keep)]
         self._seen = len(self._items)
-        return taken
+        return first + taken
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._priority)
 
 
 class Sampler:

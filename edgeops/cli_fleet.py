@@ -109,6 +109,17 @@ def _telemetry_table(s: Any) -> Table:
     return t
 
 
+def _folder_pool(field: Path, prepared: Path) -> Any:
+    """Frames of a user's image folder at the release's input size and classes."""
+    from components.field_folder import load_field_folder
+    from device.preprocessing import PreprocessingSpec
+
+    spec_path = Path(prepared) / "preprocessing.json"
+    if not spec_path.exists():
+        raise ConfigError("no preprocessing.json in the prepared data dir", where=str(prepared))
+    return load_field_folder(field, PreprocessingSpec.from_json(spec_path.read_text()))
+
+
 @fleet_app.command("simulate")
 def simulate_cmd(
     devices: Annotated[
@@ -139,10 +150,22 @@ def simulate_cmd(
     seed: Annotated[
         int | None, typer.Option(help="Random seed (default: params.yaml fleet.seed).")
     ] = None,
+    field: Annotated[
+        Path | None,
+        typer.Option(
+            "--field",
+            help="Draw frames from this image folder (class subfolders; labels from folder names) "
+            "instead of the release's field split.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {cohorts: {name: {devices, inferences, accuracy}}}.")
+    ] = False,
 ) -> None:
     """Run agents on the held-out images against the configured store; print a summary."""
     try:
-        _simulate(devices, cohorts, scenario, onset_hours, hours, prepared, state_dir, seed)
+        _simulate(devices, cohorts, scenario, onset_hours, hours, prepared, state_dir, seed,
+                  field=field, as_json=as_json)
     except EdgeOpsError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         raise typer.Exit(exc.exit_code) from None
@@ -157,6 +180,8 @@ def _simulate(
     prepared: Path | None,
     state_dir: Path | None,
     seed: int | None,
+    field: Path | None = None,
+    as_json: bool = False,
 ) -> None:
     from components.prepare import PreparedData
     from device.fleet import simulate
@@ -184,6 +209,8 @@ def _simulate(
     params = params.model_copy(update=update)
     data = PreparedData.load(prepared or _latest_prepared(settings.home))
     store = settings.store()
+    if field is not None:  # the user's own field conditions instead of the release's field split
+        data = _folder_pool(field, prepared or _latest_prepared(settings.home))
     trusted = load_trusted_keys(store)
     if not trusted:
         raise ConfigError(
@@ -191,7 +218,7 @@ def _simulate(
             where=store.url,
         )
     drift = make_scenario(scenario, onset_hours, n_classes=len(data.spec.labels))
-    console = Console()
+    console = Console(stderr=as_json)  # with --json, stdout carries only the JSON
     with Progress(
         TextColumn("[bold]simulating"),
         BarColumn(),
@@ -213,9 +240,17 @@ def _simulate(
             model_keys=_model_keys(settings, catalog, names),
             state_dir=state_dir,
             enrol=simulator_enroller(settings.keys_dir),
+            thumbnails={c: catalog.cohorts[c].thumbnails for c in names},
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    console.print(_summary_table(summary))
-    console.print(_telemetry_table(summary))
+    if as_json:
+        import json
+
+        cohorts_out = {c.cohort: {"devices": c.devices, "inferences": c.inferences,
+                                  "accuracy": c.accuracy} for c in summary.cohorts}
+        typer.echo(json.dumps({"cohorts": cohorts_out}, indent=2))
+    else:
+        console.print(_summary_table(summary))
+        console.print(_telemetry_table(summary))
     if summary.records_lost:
         raise EdgeOpsError(f"{summary.records_lost} telemetry records were lost")

@@ -44,6 +44,7 @@ def simulate_fleet(
         load_trusted_keys(store), {c: catalog.profile_for(c).model_dump() for c in cohorts},
         model_keys=model_keys, start=start, state_dir=Path(state_dir) if state_dir else None,
         enrol=simulator_enroller(settings.keys_dir),
+        thumbnails={c: catalog.cohorts[c].thumbnails for c in cohorts},
     )
     print(f"fleet: {summary.devices} devices, {summary.inferences} inferences, "
           f"{summary.records_in_store} records in the store, {summary.records_lost} lost, "

@@ -54,3 +54,22 @@ def test_event_buffer_and_policy_checks():
     assert e.drain() == [1, 2] and e.dropped == 1
     with pytest.raises(ValueError):
         SamplingPolicy(sample_rate=0)
+
+
+def test_labelled_records_survive_a_full_buffer_and_go_first() -> None:
+    r: Reservoir[int] = Reservoir(10, np.random.default_rng(0))
+    for i in range(500):
+        r.offer(i, priority=i % 50 == 0)  # 10 labelled among 500
+    assert len(r) == 10 and r.evicted == 490
+    assert r.drain(4) == [0, 50, 100, 150]  # labelled first, in arrival order
+    assert sorted(r.drain()) == [200, 250, 300, 350, 400, 450]
+    for i in range(30):
+        r.offer(i, priority=True)  # only labelled: they compete among themselves
+    assert len(r) == 10
+
+
+def test_thumbnails_leave_only_with_labels_unless_the_cohort_opts_in() -> None:
+    default = SamplingPolicy()
+    assert default.sends_thumbnail(labelled=True) and not default.sends_thumbnail(labelled=False)
+    assert SamplingPolicy(thumbnails="all").sends_thumbnail(labelled=False)
+    assert not SamplingPolicy(thumbnails="none").sends_thumbnail(labelled=True)
