@@ -14,9 +14,9 @@ from typing import Annotated
 
 import click
 import typer
-from rich.console import Console
 from typer._click import exceptions as typer_click  # typer 0.29 raises its vendored click's errors
 
+from edgeops.console import make_console
 from edgeops.errors import EdgeOpsError
 
 app = typer.Typer(
@@ -35,8 +35,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(stage_app, name="stage")
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class _NoTracebackForExpectedErrors(logging.Filter):
@@ -218,6 +218,7 @@ def _embedded_prefect_home() -> None:
     import os
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet; no notice
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         home = _settings().ensure_home() / "prefect"
         home.mkdir(exist_ok=True)

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgeops.console import make_console
+
 devices_app = typer.Typer(help="Device identity: enrol telemetry keys.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _registry() -> Any:

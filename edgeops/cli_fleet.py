@@ -15,12 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgeops.console import make_console
 from edgeops.errors import ConfigError, DataError, EdgeOpsError
 
 fleet_app = typer.Typer(
     help="The fleet simulator: many real device agents in simulated time.", no_args_is_help=True
 )
-console = Console()
+console = make_console()
 
 
 def _latest_prepared(home: Path) -> Path:

@@ -13,10 +13,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeops.console import make_console
+
 monitor_app = typer.Typer(
     help="Telemetry ingestion, Evidently drift jobs, retrain policy.", no_args_is_help=True
 )
-console = Console()
+console = make_console()
 JSON = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from edgeops import services
+from edgeops.console import make_console
 from edgeops.services import Service, ServiceError
 
-console = Console()
+console = make_console()
 POOL = "edgeops-process"
 STOP_ORDER = ["prefect-worker", "mlflow-server", "prefect-server", "postgres", "s3-server"]
 

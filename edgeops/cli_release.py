@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgeops.console import make_console
 from edgeops.errors import ConfigError, EdgeOpsError
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def _cohorts() -> None:
     """Device cohorts and what they run (a group even with one command)."""
 
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 Cohort = Annotated[str, typer.Argument(help="Cohort name from devices.yaml, e.g. pi-fleet-eu.")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

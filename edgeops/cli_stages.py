@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-console = Console()
+from edgeops.console import make_console
+
+console = make_console()
 ParamsOpt = Annotated[Path, typer.Option(help="params.yaml with one key per stage.")]
 
 

@@ -1,0 +1,35 @@
+"""Tables keep every name whole: folded on a narrow terminal, one line when piped."""
+
+from __future__ import annotations
+
+import io
+
+from rich.table import Table
+
+from edgeops.console import PIPE_WIDTH, WholeNamesConsole, make_console
+
+NAMES = ["mcu-line-a-production-eu-west", "tflite-f32", "tflite-f16", "windows-desktops-beta-ring"]
+
+
+def _table() -> Table:
+    table = Table("cohort", "target", "variant", "bundle")
+    table.add_row(*NAMES)
+    return table
+
+
+def test_narrow_terminal_folds_instead_of_cutting() -> None:
+    out = io.StringIO()
+    WholeNamesConsole(file=out, width=50, force_terminal=False).print(_table())
+    text = out.getvalue()
+    assert "…" not in text
+    body = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
+    columns = ["".join(cells[i].strip() for cells in body) for i in range(len(NAMES))]
+    assert columns == NAMES  # each name whole, folded over lines
+
+
+def test_piped_output_keeps_every_column_on_one_line() -> None:
+    console = make_console()  # pytest captures stdout: not a terminal
+    assert console.width == PIPE_WIDTH
+    with console.capture() as cap:
+        console.print(_table())
+    assert all(name in cap.get() for name in NAMES)
