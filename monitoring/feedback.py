@@ -4,8 +4,11 @@ Records whose user corrected (or confirmed) the prediction carry a label and a d
 input (`thumb`, uint8 bytes of size x size x channels). They are written into the image folder
 as PNG files under their class, with names that make a re-merge idempotent
 (`fb-<device>-<seq>.png`), so the folder's DVC hash changes exactly when new feedback arrives.
-A thumbnail whose PNG bytes equal a file already in the folder is skipped: the same frame seen
-twice (or a copy of a training image) would otherwise put one image in two splits.
+A thumbnail whose PNG bytes equal a file already in the folder is skipped (the same frame seen
+twice). Where each merged file goes is decided by prepare's split rule (components.splits): its
+content decides, a near-duplicate joins its group, and a thumbnail that equals the device
+thumbnail of a frame in the folder joins that frame's split, so feedback of a test or field
+frame never lands in train.
 """
 
 from __future__ import annotations
