@@ -20,9 +20,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import publish, release_logging, stages
 from flows.links import link_in_prefect, mlflow_model_version_url, mlflow_run_url, mlflow_ui_base
-from flows.report import release_markdown
+from flows.report import release_headline, release_markdown, release_report
 from flows.selection import bless_and_select
-from flows.tracking import child_run, configure_mlflow, flatten, log_batch, start_run
+from flows.tracking import child_run, configure_mlflow, flatten, log_artifact, log_batch, start_run
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -204,6 +204,14 @@ def release_pipeline(
             "published": published,
             "timings": timings,
         }
+        report = release_report(result, trigger)
+        (work / "release_report.md").write_text(report)
+        log_artifact(client, run_id, work / "release_report.md")
+        # The run's description in the MLflow UI (a tag value holds at most 8,000 characters; the
+        # whole report is the artifact beside it).
+        note = f"{release_headline(result)}\n\n{report}"
+        client.set_tag(run_id, "mlflow.note.content",
+                       note if len(note) <= 8000 else note[:7900] + "\n\n(cut: see release_report.md)")
         create_markdown_artifact(release_markdown(result), key="release-summary",
                                  description=f"release {name}")
         return result

@@ -63,3 +63,43 @@ def release_markdown(result: dict[str, Any]) -> str:
     for cohort, p in result["published"].items():
         lines.append(f"| {cohort} | {p.get('role', 'not published')} | {p.get('target', p.get('reason', ''))} |")
     return "\n".join(lines)
+
+
+def release_report(result: dict[str, Any], trigger: str) -> str:
+    """The release report a reviewer reads on the parent MLflow run (description and artifact):
+    what shipped to which cohort, against what, and each profile's blessing with its evidence."""
+    f = result["float"]
+    lines = [f"# Release {result['model_name']}", "",
+             f"Trigger: {trigger}. Data version `{result['data_version']}`. Float model: test accuracy "
+             f"{_pct(f['test_accuracy'])}, {f['params']} parameters.", "", "## What shipped where", "",
+             "| cohort | outcome | registered model | version | target | bundle | replaces |",
+             "|---|---|---|---|---|---|---|"]
+    for cohort, p in sorted(result["published"].items()):
+        if not p.get("published"):
+            lines.append(f"| {cohort} | not published: {p.get('reason', '')} | | | | | |")
+            continue
+        name, _, version = str(p.get("registered", "")).rpartition("/")
+        lines.append(f"| {cohort} | {p.get('role', '')} | {name} | {version} | {p.get('target', '')} | "
+                     f"`{str(p.get('bundle_id', ''))[:12]}` | {p.get('replaces', '-') or '-'} |")
+    lines += ["", "## Choice per device profile", "", "| profile | chosen variant | why |", "|---|---|---|"]
+    for profile, choice in sorted(result["selection"].get("per_profile", {}).items()):
+        lines.append(f"| {profile} | {choice.get('target') or '-'} | {choice.get('reason', '')} |")
+    lines += ["", "## Blessing per variant and profile", "", "| variant | profile | verdict | evidence |",
+              "|---|---|---|---|"]
+    for variant, per_profile in sorted(result["selection"].get("blessings", {}).items()):
+        for profile, b in sorted(per_profile.items()):
+            verdict = "blessed" if b.get("blessed") else "not blessed"
+            lines.append(f"| {variant} | {profile} | {verdict} | {'; '.join(b.get('reasons', ())) or '-'} |")
+    failures = result.get("conversion_failures") or {}
+    if failures:
+        lines += ["", "## Conversions that failed", ""] + [f"- {t}: {r}" for t, r in sorted(failures.items())]
+    return "\n".join(lines) + "\n"
+
+
+def release_headline(result: dict[str, Any]) -> str:
+    """One line per cohort for the run's description header."""
+    shipped = [f"{c}: {p['registered']} ({p['role']})" for c, p in sorted(result["published"].items())
+               if p.get("published")]
+    held = [c for c, p in result["published"].items() if not p.get("published")]
+    head = "Shipped " + ("; ".join(shipped) if shipped else "nothing")
+    return head + (f". Not published: {', '.join(sorted(held))}." if held else ".")
