@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 # The console shows Prefect's warnings and up; flow runs still log at INFO to the Prefect API/UI.
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 
-.PHONY: venv demo test test-fast lint bench repro up up-pg down clean
+.PHONY: venv demo test test-fast lint bench repro up up-pg down clean browser
 
 venv: $(STAMP)
 
@@ -27,7 +27,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/edgeops demo
 
-test: $(STAMP)
+# Browser tests (the fleet view, the web target) need Debian's Chromium: installed here when missing.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: $(STAMP)

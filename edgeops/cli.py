@@ -179,6 +179,29 @@ def demo(
     run_demo(data, console=console, quick=quick)
 
 
+@app.command("dashboard")
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+) -> None:
+    """A read-only fleet view in the browser: every cohort, its rollout and monitor windows."""
+    import time
+
+    from edgeops.dashboard import load_view, serve
+
+    settings = _settings()
+    load_view(settings)  # fail now, with one line, if the channel or devices.yaml cannot be read
+    try:
+        server = serve(lambda: load_view(settings), port)
+    except OSError as exc:
+        raise EdgeOpsError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", where="edgeops dashboard") from exc
+    console.print(f"fleet view on http://127.0.0.1:{port}/ (read-only); Ctrl-C stops it", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+
+
 def _register_subcommands() -> None:
     """Sub-apps of the other packages; each keeps its heavy imports inside its commands."""
     from edgeops.cli_devices import devices_app
