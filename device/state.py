@@ -74,7 +74,9 @@ def read_state(path: Path, defaults: dict[str, Any]) -> Loaded:
         os.replace(path, path.with_name(f"{path.name}.corrupt"))
     newest = _read(path.with_name(f".{path.name}.tmp"))  # fsynced before any rename
     if newest is not None:
-        return Loaded({**defaults, **newest}, f"{path.name} was {what}; recovered from its last write")
+        return Loaded(
+            {**defaults, **newest}, f"{path.name} was {what}; recovered from its last write"
+        )
     backup = _read(prev)
     state = {**defaults, **(backup or {})}
     try:
