@@ -15,7 +15,7 @@ from typing import Any
 from device import AGENT_VERSION
 from device.preprocessing import PreprocessingSpec
 from device.protocol import BundleMetadata
-from device.runtime import TFLiteRunner, plain_interpreter, tensor_spans
+from device.runtime import ONNXRunner, Runner, open_runner, plain_interpreter, tensor_spans
 from edgeops.errors import IntegrityError
 
 
@@ -69,10 +69,27 @@ def estimate_memory(model: bytes) -> tuple[int, int]:
     return arena, len(model) + arena
 
 
+def load_runner(
+    caps: DeviceCaps, target: str, model: bytes, num_threads: int = 1
+) -> tuple[Runner, tuple[int, int]]:
+    """The runtime for the bundle's target and (arena, memory) bytes. A target outside the
+    profile is refused before any runtime is loaded (a TFLite-only device has no ONNX Runtime)."""
+    if target not in caps.targets:
+        raise CapabilityError(
+            f"profile {caps.name} runs {', '.join(caps.targets)}, not {target}",
+            where=f"bundle target {target}",
+        )
+    runner = open_runner(target, model, num_threads)
+    if isinstance(runner, ONNXRunner):
+        arena = runner.arena_bytes()
+        return runner, (arena, len(model) + arena)
+    return runner, estimate_memory(model)
+
+
 def check_capabilities(
     caps: DeviceCaps,
     meta: BundleMetadata,
-    runner: TFLiteRunner,
+    runner: Runner,
     spec: PreprocessingSpec,
     model_size: int,
     arena: int,

@@ -1,4 +1,6 @@
 """The one TFLite runner: evaluation, the MLflow pyfunc and the device agent all call this.
+Beside it the ONNX runner (ONNX Runtime, optional: only a device whose profile runs `onnx` needs
+it) with the same predict contract; `open_runner` picks one from a bundle's target.
 
 numpy + ai_edge_litert only (it runs on a Raspberry Pi). Full-integer models take int8/uint8
 inputs and give int8/uint8 outputs; the runner quantises and dequantises with the tensor's own
@@ -174,3 +176,132 @@ class TFLiteRunner:
             if np.dtype(inp["dtype"]) in [np.dtype(t) for t in _QUANTIZED]:
                 x = _quantize(x, inp)
             self._interp.set_tensor(inp["index"], x.astype(inp["dtype"]))
+
+
+class ONNXRunner:
+    """A loaded .onnx model (ONNX Runtime on the CPU), with the TFLite runner's predict contract.
+
+    onnxruntime is an optional dependency of the agent, as LiteRT is: imported only when a bundle
+    needs it, so a TFLite-only device never loads it and one without it says so in one line.
+    """
+
+    def __init__(self, model: bytes | Path | str, num_threads: int = 1) -> None:
+        where = "<bytes>" if isinstance(model, bytes) else str(model)
+        ort = _onnxruntime(where)
+        try:
+            self.model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
+            self._sess = ort.InferenceSession(
+                self.model_bytes, _ort_options(ort, num_threads), providers=["CPUExecutionProvider"]
+            )
+        except _ort_errors() as exc:
+            raise RuntimeLoadError(
+                f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}", where=where
+            ) from exc
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
+        self._input = self._sess.get_inputs()[0]
+        dims = self._input.shape[1:]
+        if not all(isinstance(d, int) for d in dims):
+            raise RuntimeLoadError(f"model input has symbolic dimensions {dims}", where=where)
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in dims)
+
+    def tensor_dtypes(self) -> dict[str, Any]:
+        """Input and output dtypes (numpy names), as the int8-only check reads them."""
+        inp = _ORT_DTYPES.get(self._input.type, self._input.type)
+        out_t = self._sess.get_outputs()[0].type
+        out = _ORT_DTYPES.get(out_t, out_t)
+        return {"input": inp, "output": out, "tensors": sorted({inp, out})}
+
+    def predict(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Probabilities (N, classes) for normalized float32 inputs (N, H, W, C)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == len(self.input_shape):
+            x = x[None]
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise RuntimeLoadError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
+        outs = []
+        with self._lock:
+            for start in range(0, len(x), batch_size):
+                try:
+                    out = self._sess.run(None, {self._input.name: x[start : start + batch_size]})[0]
+                except _ort_errors() as exc:
+                    raise RuntimeLoadError(f"ONNX Runtime failed: {str(exc).splitlines()[0]}") from exc
+                outs.append(np.asarray(out, np.float32))
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0), np.float32)
+
+    def arena_bytes(self) -> int:
+        """Activation memory ONNX Runtime requested at batch 1, read from its own profiler
+        (the peak of `mem_bytes_requested_in_use` over the nodes of one run)."""
+        import json
+        import tempfile
+
+        ort = _onnxruntime("<bytes>")
+        with tempfile.TemporaryDirectory(prefix="edgeops-ort-") as tmp:
+            opts = _ort_options(ort, 1)
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / "profile")
+            sess = ort.InferenceSession(self.model_bytes, opts, providers=["CPUExecutionProvider"])
+            sess.run(None, {self._input.name: np.zeros((1, *self.input_shape), np.float32)})
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        args = [e.get("args", {}) for e in events if e.get("cat") == "Node"]
+        peak = max((int(a.get("mem_bytes_requested_in_use", 0)) for a in args), default=0)
+        return peak or sum(int(a.get("output_size", 0)) for a in args)
+
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+}
+
+
+def _onnxruntime(where: str) -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise RuntimeLoadError(
+            "this device has no ONNX Runtime (onnxruntime is not installed)", where=where
+        ) from exc
+    onnxruntime.set_default_logger_severity(3)
+    return onnxruntime
+
+
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    """What onnxruntime raises (its own types, which are not RuntimeError) plus the usual ones."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as s
+
+    own = ("Fail", "InvalidGraph", "InvalidArgument", "InvalidProtobuf", "RuntimeException", "NoSuchFile")
+    return (OSError, ValueError, RuntimeError, *(getattr(s, n) for n in own if hasattr(s, n)))
+
+
+def _ort_options(ort: Any, num_threads: int) -> Any:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+Runner = TFLiteRunner | ONNXRunner
+RUNTIMES = {"onnx": ONNXRunner}  # target -> runner; every tflite-* target runs in LiteRT
+
+
+def open_runner(target: str, model: bytes | Path | str, num_threads: int = 1) -> Runner:
+    """The runner for a bundle's target: LiteRT for `tflite-*`, ONNX Runtime for `onnx`."""
+    if target.startswith("tflite"):
+        return TFLiteRunner(model, num_threads)
+    if target in RUNTIMES:
+        return RUNTIMES[target](model, num_threads)
+    where = "<bytes>" if isinstance(model, bytes) else str(model)
+    raise RuntimeLoadError(f"the device agent has no runtime for target {target}", where=where)
+
+
+def runnable_targets() -> tuple[str, ...]:
+    """Targets the agent can run at all (whether this device may is its profile's business)."""
+    return ("tflite-f32", "tflite-f16", "tflite-dynamic", "tflite-int8", *RUNTIMES)
+
+
+def runner_for_file(path: Path | str, num_threads: int = 1) -> Runner:
+    """By file suffix: ONNX Runtime for `.onnx`, LiteRT otherwise (a pipeline-side artifact)."""
+    return open_runner("onnx" if Path(path).suffix == ".onnx" else "tflite", path, num_threads)

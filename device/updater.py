@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from device.capabilities import DeviceCaps, check_capabilities, estimate_memory
+from device.capabilities import DeviceCaps, check_capabilities, load_runner
 from device.encryption import open_model
 from device.preprocessing import PreprocessingSpec, normalize
 from device.protocol import (
@@ -134,10 +134,7 @@ def open_bundle(
         raise IntegrityError(f"bad preprocessing spec in bundle: {exc}") from exc
     cached = runners.get(vb.bundle_id) if runners is not None else None
     try:
-        runner, (arena, memory) = cached or (
-            TFLiteRunner(model, num_threads),
-            estimate_memory(model),
-        )
+        runner, (arena, memory) = cached or load_runner(caps, meta.target, model, num_threads)
     except (RuntimeLoadError, ValueError, RuntimeError) as exc:
         raise IntegrityError(f"interpreter cannot load the model: {exc}") from exc
     check_capabilities(caps, meta, runner, spec, len(model), arena)
