@@ -35,6 +35,11 @@ class DeviceProfile(_Strict):
     arena_bytes: int = Field(gt=0, description="memory for activations (the tensor arena)")
     latency_budget_ms: float = Field(gt=0)
     throughput_macs_per_s: float = Field(gt=0, description="for the latency estimate only")
+    runs_on: Literal["agent", "browser", "server"] = Field(
+        "agent",
+        description="what serves the variant: the device agent (LiteRT / ONNX Runtime), a web "
+        "page in the browser (onnxruntime-web), or a model server behind HTTP",
+    )
 
     @model_validator(mode="after")
     def _int8_targets(self) -> DeviceProfile:

@@ -137,7 +137,9 @@ def _release_brief(r: dict[str, Any]) -> dict[str, Any]:
             "variants": {t: {"accuracy": v["accuracy"], "bytes": v["bytes"], "gzip_bytes": v["gzip_bytes"]}
                          for t, v in r["variants"].items()},
             "registered": {t: f"{x['name']} v{x['version']}" for t, x in r["registered"].items()},
-            "published": {c: p.get("role", "not published") for c, p in r["published"].items()},
+            "published": {c: (f"{p['role']} {p.get('variant', p.get('target'))} ({p.get('profile', '')}: "
+                              f"{p.get('why', '')})" if p.get("published") else f"not published: {p.get('reason', '')}")
+                          for c, p in r["published"].items()},
             "timings": r["timings"], "feedback": r.get("feedback")}
 
 
@@ -145,6 +147,7 @@ def _fleet_brief(f: dict[str, Any]) -> dict[str, Any]:
     keys = ("devices", "inferences", "records_in_store", "records_lost", "refusals", "bytes_per_device_per_day")
     out = {k: f[k] for k in keys}
     out["accuracy"] = {c["cohort"]: c["accuracy"] for c in f["cohorts"]}
+    out["not_simulated"] = f.get("skipped", {})
     return out
 
 
@@ -163,12 +166,15 @@ def summary_table(s: dict[str, Any]) -> Table:
     r, tm = s["release"], s["timings"]
     sizes = ", ".join(f"{k} {_pct(v['accuracy'])} {v['bytes'] / 1024:.0f} KiB" for k, v in r["variants"].items())
     t.add_row("release", f"{tm['release']:.0f}", f"float {_pct(r['float_accuracy'])}; {sizes}")
-    t.add_row("", "", "cohorts: " + ", ".join(f"{c} {p}" for c, p in r["published"].items()))
+    for c, p in r["published"].items():  # which variant each cohort gets, and why
+        t.add_row("", "", f"{c}: {p}")
     for key, name in (("fleet_clean", "fleet, no drift"), ("fleet_drift", f"fleet, drift ({DRIFT_SCENARIO})")):
         f = s[key]
         acc = ", ".join(f"{c} {_pct(a)}" for c, a in f["accuracy"].items())
         t.add_row(name, f"{tm[name]:.0f}", f"{f['devices']} devices, {f['inferences']} inferences, "
                   f"{f['records_in_store']} records, {f['records_lost']} lost; accuracy {acc}")
+        for c, why in f.get("not_simulated", {}).items():
+            t.add_row("", "", f"{c} not simulated: {why}")
     for key, name in (("monitor_clean", "monitor, no drift"), ("monitor_drift", "monitor, drift")):
         m = s[key]
         est = m.get("estimated_accuracy") or {}

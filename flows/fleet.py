@@ -35,6 +35,10 @@ def simulate_fleet(
     params = params.model_copy(update=changes)
     catalog = settings.devices()
     cohorts = cohorts or list(catalog.cohorts)
+    skipped = {c: why for c in cohorts if (why := not_simulated(catalog.profile_for(c)))}
+    for c, why in skipped.items():
+        print(f"fleet: cohort {c} not simulated: {why}")
+    cohorts = [c for c in cohorts if c not in skipped]
     store = settings.store()
     pool = field_pool(Path(prepared_dir))
     model_keys = _cohort_keys(settings, catalog, cohorts)
@@ -49,7 +53,20 @@ def simulate_fleet(
     print(f"fleet: {summary.devices} devices, {summary.inferences} inferences, "
           f"{summary.records_in_store} records in the store, {summary.records_lost} lost, "
           f"{summary.refusals} refusals")
-    return dataclasses.asdict(summary)
+    return {**dataclasses.asdict(summary), "skipped": skipped}
+
+
+def not_simulated(profile: Any) -> str | None:
+    """Why the Python device agent does not stand in for this profile's devices (None: it does)."""
+    from device.runtime import runnable_targets
+
+    if profile.runs_on == "browser":
+        return "runs in the browser (onnxruntime-web): verified in headless Chromium, not by the agent"
+    if profile.runs_on == "server":
+        return "served over HTTP by the model server (share-of-requests split), not by device agents"
+    if not set(profile.targets) & set(runnable_targets()):
+        return f"the device agent has no runtime for {', '.join(profile.targets)}"
+    return None
 
 
 def _cohort_keys(settings: Any, catalog: Any, cohorts: list[str]) -> dict[str, bytes]:

@@ -106,7 +106,8 @@ def publish(
         choice = selection["per_profile"].get(cohort.profile, {})
         chosen = choice.get("target")  # the chosen variant's name
         if not chosen or chosen not in registered:
-            out[cohort_name] = {"published": False, "reason": choice.get("reason", "no blessed variant")}
+            out[cohort_name] = {"published": False, "profile": cohort.profile,
+                                "reason": choice.get("reason", "no blessed variant")}
             continue
         reg = registered[chosen]
         target = reg["target"]
@@ -127,6 +128,7 @@ def publish(
             role = "canary" if status == "running" else f"candidate ({status})"
         _save_reference(store, ref.bundle_id, variants[chosen].path, prepared)
         out[cohort_name] = {"published": True, "role": role, "target": target, "variant": chosen,
+                            "profile": cohort.profile, "why": choice.get("reason", ""),
                             "bundle_id": ref.bundle_id, "registered": f"{reg['name']}/{reg['version']}"}
     log_batch(client, stage_run_id, tags={f"cohort.{c}": (f"{o['role']} {o['registered']}" if o["published"]
                                                           else f"not published: {o['reason']}")
@@ -207,10 +209,10 @@ def _published_keys(store: Any) -> dict[str, Any]:
 def _save_reference(store: Any, bundle_id: str, model_path: Path, prepared: PreparedData) -> None:
     """The monitoring reference of this variant: the held-out validation split (not the training
     data) through the same features and the shipped model."""
-    from device.runtime import TFLiteRunner
+    from device.runtime import runner_for_file
     from monitoring.reference import build_reference, save_reference
 
-    reference = build_reference(prepared.x_val, prepared.y_val, TFLiteRunner(model_path), prepared.spec)
+    reference = build_reference(prepared.x_val, prepared.y_val, runner_for_file(model_path), prepared.spec)
     save_reference(store, bundle_id, reference)
 
 
@@ -218,8 +220,8 @@ def _calibrated_spec(model_path: Path, prepared: PreparedData) -> Any:
     """The preprocessing spec with this variant's temperature, fitted on the validation split."""
     from dataclasses import replace
 
-    from device.runtime import TFLiteRunner
+    from device.runtime import runner_for_file
     from monitoring.reference import fit_variant_temperature
 
-    t = fit_variant_temperature(TFLiteRunner(model_path), prepared.x_val, prepared.y_val, prepared.spec)
+    t = fit_variant_temperature(runner_for_file(model_path), prepared.x_val, prepared.y_val, prepared.spec)
     return replace(prepared.spec, temperature=t.temperature)

@@ -32,14 +32,17 @@ def variant_table(result: dict[str, Any]) -> Table:
 
 
 def cohort_table(result: dict[str, Any]) -> Table:
+    """Which variant each cohort gets and why (or why none), one row per cohort."""
     table = Table(title="cohorts")
-    for col in ("cohort", "published", "target", "bundle"):
-        table.add_column(col)
+    for col in ("cohort", "profile", "published", "variant", "bundle", "why"):
+        table.add_column(col, overflow="fold")
     for cohort, p in result["published"].items():
         if p.get("published"):
-            table.add_row(cohort, p["role"], p["target"], p["bundle_id"][:12])
+            table.add_row(cohort, p.get("profile", ""), p["role"], p.get("variant", p["target"]),
+                          (p.get("bundle_id") or p.get("registered", ""))[:12], p.get("why", "")[:90])
         else:
-            table.add_row(cohort, "[yellow]no release[/]", "-", p.get("reason", "")[:70])
+            table.add_row(cohort, p.get("profile", ""), "[yellow]no release[/]", "-", "-",
+                          p.get("reason", "")[:160])
     return table
 
 
@@ -59,9 +62,10 @@ def release_markdown(result: dict[str, Any]) -> str:
         reg = result["registered"].get(target, {})
         lines.append(f"| {target} | {_pct(v['accuracy'])} | {v['bytes']} | "
                      f"{reg.get('name', '-')} {reg.get('version', '')} |")
-    lines += ["", "| cohort | role | target |", "|---|---|---|"]
+    lines += ["", "| cohort | profile | role | variant | why |", "|---|---|---|---|---|"]
     for cohort, p in result["published"].items():
-        lines.append(f"| {cohort} | {p.get('role', 'not published')} | {p.get('target', p.get('reason', ''))} |")
+        lines.append(f"| {cohort} | {p.get('profile', '')} | {p.get('role', 'not published')} | "
+                     f"{p.get('variant', p.get('target', '-'))} | {p.get('why', p.get('reason', ''))} |")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
     import numpy as np
 
     from device.preprocessing import PreprocessingSpec, normalize
-    from device.runtime import TFLiteRunner
+    from device.runtime import open_runner
     from registry.bundles import read_bundle
     from registry.keys import load_or_create_cohort_key, load_trusted_keys
     from registry.manifests import read_manifest
@@ -53,7 +53,7 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
         spec = PreprocessingSpec.from_json(bundle.files["preprocessing.json"].decode())
         if (spec.height, spec.width, spec.channels) != tuple(x01.shape[1:]):
             continue  # a different input shape: not comparable on these arrays
-        probs = TFLiteRunner(bundle.model_bytes).predict(normalize(x01, spec))
+        probs = open_runner(manifest.stable.target, bundle.model_bytes).predict(normalize(x01, spec))
         pred = probs.argmax(axis=1)
         found.append((float((pred == np.asarray(y)).mean()), pred))
     return min(found, key=lambda f: f[0])[1] if found else None
