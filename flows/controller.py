@@ -47,6 +47,24 @@ def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> 
             n_classes=classes,
         )
 
+    def evidence(state: RolloutState, now: datetime) -> Any:
+        """Canary vs stable accuracy (estimated, or measured with enough labels), with an interval."""
+        import pandas as pd
+
+        from monitoring.canary_evidence import evidence_from_store
+
+        if state.plan is None or state.previous_stable is None:
+            return None
+        return evidence_from_store(
+            manager.store,
+            state.cohort,
+            state.plan.candidate.bundle_id,
+            state.previous_stable.bundle_id,
+            pd.Timestamp(state.step_started()),
+            pd.Timestamp(now),
+        )
+
+    source.evidence = evidence  # type: ignore[attr-defined]  # control_one asks it too
     return source
 
 
@@ -83,6 +101,11 @@ def control_one(
     """Decide and apply for one cohort; the flow runs this as a task per running rollout."""
     now = manager.clock()
     decision = decide(state, gate_source(state, now), now)
+    evidence = getattr(gate_source, "evidence", None)  # accuracy evidence (store gate sources)
+    if evidence is not None and (ev := evidence(state, now)) is not None:
+        from monitoring.canary_evidence import apply_evidence
+
+        decision = apply_evidence(decision, ev)  # no promotion without it; worse rolls back
     reason = "; ".join(decision.reasons)
     applied = "no change"
     try:
