@@ -30,6 +30,7 @@ demo: $(STAMP)
 # Browser tests (the fleet view, the web target) need Debian's Chromium: installed here when missing.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	@test -f web/node_modules/onnxruntime-web/dist/ort.wasm.min.js || (cd web && npm ci --no-audit --no-fund)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -ra

@@ -126,6 +126,10 @@ def publish_bundle(
         "preprocessing.json": spec.to_json().encode(),
         "labels.json": json.dumps(list(spec.labels)).encode(),
     }
+    if target == "onnx":  # the page that runs it in a browser (the web cohort; components.web_target)
+        from components.web_target import PAGE_FILE, page
+
+        files[PAGE_FILE] = page()
     metadata = BundleMetadata(
         model_name=model_name,
         model_version=model_version,

@@ -75,6 +75,7 @@ def test_onnx_bundle_installs_serves_and_reports(release, tiny_models, onnx_mode
     agent = _agent(release, tmp_path, WINDOWS)
     assert agent.sync().action == "installed"
     assert isinstance(agent.model.runner, ONNXRunner) and agent.model.memory_bytes > len(onnx_model)
+    assert "index.html" in agent.model.metadata.files  # the page the browser cohort runs it with
     x, y = _frames(tiny_models)
     pred = agent.infer(x, np.where(np.arange(len(y)) % 3 == 0, y, -1))
     assert (pred.top1 == y).mean() > 0.8 and pred.model_version == "1"
