@@ -51,3 +51,16 @@ def test_concept_drift_known_accuracy_and_verdicts(tmp_path) -> None:
     assert moved.drifted and moved.metrics["accuracy_drop"] > 0.1
     assert any("P(y|top1) moved" in r for r in moved.reasons)
     assert concept_drift(base, _feedback(20, rng), P) is None  # too few labels
+
+
+def test_near_empty_cells_do_not_inflate_alarms_under_a_true_null() -> None:
+    rng = np.random.default_rng(3)
+    alarms = 0
+    for _ in range(300):  # an accurate model (99%), small labelled windows: sparse strata
+        ref, cur = _feedback(400, rng, acc=0.99), _feedback(60, rng, acc=0.99)
+        p, _, _ = conditional_label_test(
+            ref["top1"].to_numpy(), ref["label"].to_numpy(np.int64),
+            cur["top1"].to_numpy(), cur["label"].to_numpy(np.int64),
+        )
+        alarms += p < 0.05
+    assert alarms / 300 <= 0.07  # nominal 5%
