@@ -163,6 +163,9 @@ class MonitorParams(_Params):
     )
     harm_margin: float = Field(0.005, ge=0, le=1, description="accuracy drop (fraction) that is harm")
     harm_alpha: float = Field(0.05, gt=0, lt=1, description="one-sided level of the drop's lower bound")
+    harm_min_labels: int = Field(
+        20, ge=2, description="labelled rows in a window before measured accuracy also votes on harm"
+    )
     allowed_lateness_minutes: float | None = Field(
         None, ge=0, description="watermark lag after a window's end; None: fleet.upload_interval_minutes"
     )

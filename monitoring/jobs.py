@@ -161,7 +161,7 @@ def judge_harm(
     groups = current["device_id"].to_numpy() if "device_id" in current.columns else None
     est = cbpe(list(current["probs"]), temperature, groups)
     ref_est = cbpe(list(reference["probs"]), temperature)
-    pair = labelled_pair(reference, current, params)
+    pair = labelled_pair(reference, current, params.model_copy(update={"min_labels": params.harm_min_labels}))
     # with labels both signals vote, each at half the level (Bonferroni): harm is still
     # declared with probability <= harm_alpha when the accuracy did not drop
     alpha = params.harm_alpha / (2 if pair is not None else 1)
