@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device.capabilities import DeviceCaps
+from device.channel import ChannelClient, ChannelSession
 from device.identity import DeviceIdentity, load_or_create_key
 from device.preprocessing import normalize, to_unit
 from device.protocol import BundleRef, choose, utcnow
@@ -28,7 +29,7 @@ from device.records import Pending, build_batch
 from device.runtime import RuntimeLoadError, TFLiteRunner
 from device.sampling import DailyBudget, EventBuffer, Reservoir, Sampler, SamplingPolicy
 from device.store import ObjectStore
-from device.updater import LoadedModel, ModelSlots, fetch_bundle, fetch_manifest, open_bundle
+from device.updater import LoadedModel, ModelSlots, fetch_bundle, open_bundle
 from device.uploader import FlushReport, Uploader
 from edgeops.errors import EdgeOpsError, IntegrityError, StoreError
 
@@ -45,7 +46,7 @@ class AgentConfig:
     device_id: str
     cohort: str
     state_dir: Path
-    trusted_keys: Mapping[str, Ed25519PublicKey]
+    trusted_root: bytes  # the update channel's root.json, provisioned with the device
     caps: DeviceCaps = DeviceCaps()
     model_keys: Mapping[str, bytes] = field(default_factory=dict)  # AES key id -> key
     policy: SamplingPolicy = SamplingPolicy()
@@ -105,6 +106,8 @@ class DeviceAgent:
         self.clock = clock
         self._runners = runners
         self.slots = ModelSlots(config.state_dir)
+        self.channel = ChannelClient(store, config.state_dir / "tuf", config.trusted_root)
+        self._offline = False
         key = config.device_key or load_or_create_key(config.state_dir / "device.key")
         self.identity = DeviceIdentity(config.device_id, config.cohort, key)
         self.uploader = Uploader(
@@ -137,15 +140,12 @@ class DeviceAgent:
         self._restore()
 
     # --- models ----------------------------------------------------------------------------
-    def _open(self, ref: BundleRef, from_disk: bool) -> LoadedModel:
+    def _open(self, ref: BundleRef, session: ChannelSession | None) -> LoadedModel:
+        """From disk when `session` is None (re-verified by content address), else through TUF."""
         cfg = self.config
-        vb = (
-            self.slots.read(ref, cfg.trusted_keys)
-            if from_disk
-            else fetch_bundle(self.store, ref, cfg.trusted_keys)
-        )
+        vb = self.slots.read(ref) if session is None else fetch_bundle(session, ref)
         loaded = open_bundle(vb, cfg.caps, cfg.model_keys, cfg.num_threads, self._runners)
-        if not from_disk:
+        if session is not None:
             self.slots.write(vb)
         return loaded
 
@@ -156,7 +156,7 @@ class DeviceAgent:
             if ref is None:
                 continue
             try:
-                self.model = self._open(ref, from_disk=True)
+                self.model = self._open(ref, None)
             except IntegrityError as exc:
                 self._event("refusal", f"stored {slot} model: {exc}", ref)
                 continue
@@ -171,26 +171,25 @@ class DeviceAgent:
         self._event("swap", reason, ref)
 
     def sync(self) -> SyncResult:
-        """Read the cohort's manifest and move to the bundle it names for this device."""
+        """Refresh the update channel (TUF) and move to the bundle it names for this device."""
         cfg = self.config
         try:
-            manifest = fetch_manifest(
-                self.store, cfg.cohort, cfg.trusted_keys, self.slots.state["revision"], self.clock()
-            )
+            session = self.channel.session()
+            channel = session.channel(cfg.cohort)
         except IntegrityError as exc:
-            reason = f"manifest: {exc}"
-            if reason == self._manifest_refusal:  # the same bad manifest, polled again
+            reason = f"channel: {exc}"
+            if reason == self._manifest_refusal:  # the same bad metadata, polled again
                 return SyncResult("refused", reason=reason)
             self._manifest_refusal = reason
             return self._refuse(None, reason)
         except StoreError as exc:
-            self.stats.store_errors += 1
-            return SyncResult("unreachable", reason=str(exc))
+            return self._unreachable(None, exc)
         self._manifest_refusal = None
-        if manifest.revision != self.slots.state["revision"]:
-            self.slots.state["revision"] = manifest.revision
+        self._offline = False
+        if channel.revision != self.slots.state["revision"]:
+            self.slots.state["revision"] = channel.revision
             self.slots.save()
-        ref = choose(manifest, cfg.device_id)
+        ref = choose(channel, cfg.device_id)
         if ref is None:
             return SyncResult("no_bundle")
         if self.model is not None and self.model.bundle_id == ref.bundle_id:
@@ -202,15 +201,24 @@ class DeviceAgent:
                 loaded = self._fallback  # a rollback: the previous model is still loaded
             else:
                 on_disk = self.slots.ref("previous") == ref
-                loaded = self._open(ref, from_disk=on_disk)
+                loaded = self._open(ref, None if on_disk else session)
         except IntegrityError as exc:
             self._refused[ref.bundle_id] = str(exc)
             return self._refuse(ref, str(exc))
         except StoreError as exc:
-            self.stats.store_errors += 1
-            return SyncResult("unreachable", ref.bundle_id, str(exc))
+            return self._unreachable(ref, exc)
         self._swap(ref, loaded)
         return SyncResult("installed", ref.bundle_id)
+
+    def _unreachable(self, ref: BundleRef | None, exc: StoreError) -> SyncResult:
+        """The store is out of reach: keep serving the last verified model, and say so once
+        per outage in telemetry (an `error` event naming the bundle served)."""
+        self.stats.store_errors += 1
+        if not self._offline:
+            self._offline = True
+            serving = self.model.bundle_id[:12] if self.model else "nothing (no verified model yet)"
+            self._event("error", f"offline: update channel unreachable ({exc}); serving {serving}", ref)
+        return SyncResult("unreachable", ref.bundle_id if ref else None, str(exc))
 
     def _refuse(self, ref: BundleRef | None, reason: str) -> SyncResult:
         self.stats.refusals += 1
@@ -229,7 +237,7 @@ class DeviceAgent:
             loaded = (
                 self._fallback
                 if self._fallback and self._fallback.bundle_id == prev.bundle_id
-                else self._open(prev, True)
+                else self._open(prev, None)
             )
         except IntegrityError as exc:
             self._event("refusal", f"fallback model: {exc}", prev)

@@ -22,16 +22,15 @@ import numpy as np
 from device.agent import AgentConfig, DeviceAgent
 from device.capabilities import DeviceCaps
 from device.inbox import serve_inbox
-from device.protocol import encryption_key_id, load_public_key_pem, public_key_id
+from device.protocol import encryption_key_id
 from device.sampling import SamplingPolicy
-from device.store import ObjectStore, open_store
-from edgeops.errors import ConfigError, EdgeOpsError, IntegrityError
+from device.store import open_store
+from edgeops.errors import ConfigError, EdgeOpsError
 
 DEFAULTS: dict[str, Any] = {
     "endpoint_url": None,
     "state_dir": "/var/lib/edgeops-agent",
-    "trusted_key_ids": [],
-    "trusted_key_files": [],
+    "trusted_root_file": None,
     "model_key_files": [],
     "profile": {},
     "sampling": {},
@@ -63,25 +62,17 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def trusted_keys(cfg: dict[str, Any], store: ObjectStore) -> dict[str, Any]:
-    """PEM files provisioned with the device, plus pinned key ids fetched from the store's
-    keys/ (safe: the id is the hash of the key, checked here)."""
-    keys = {}
-    for f in cfg["trusted_key_files"]:
-        key = load_public_key_pem(Path(f).read_bytes())
-        keys[public_key_id(key)] = key
-    for key_id in cfg["trusted_key_ids"]:
-        if key_id in keys:
-            continue
-        key = load_public_key_pem(store.get(f"keys/{key_id}.pub"))
-        if public_key_id(key) != key_id:
-            raise IntegrityError(
-                f"store key keys/{key_id}.pub does not hash to its id", where=store.url
-            )
-        keys[key_id] = key
-    if not keys:
-        raise ConfigError("no trusted signing keys: set trusted_key_ids or trusted_key_files")
-    return keys
+def trusted_root(cfg: dict[str, Any]) -> bytes:
+    """The update channel's root.json provisioned with the device (`edgeops keys export-root`).
+    Read from local disk only: after the first refresh the agent keeps the newest verified
+    root in its state directory and follows TUF's chain from there."""
+    path = cfg.get("trusted_root_file")
+    if not path:
+        raise ConfigError("agent config needs 'trusted_root_file' (from `edgeops keys export-root`)")
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"trusted root unreadable: {exc.strerror}", where=str(path)) from None
 
 
 def build_agent(cfg: dict[str, Any]) -> DeviceAgent:
@@ -94,7 +85,7 @@ def build_agent(cfg: dict[str, Any]) -> DeviceAgent:
         device_id=cfg["device_id"],
         cohort=cfg["cohort"],
         state_dir=Path(cfg["state_dir"]),
-        trusted_keys=trusted_keys(cfg, store),
+        trusted_root=trusted_root(cfg),
         caps=DeviceCaps.from_mapping(cfg["profile"]),
         model_keys=model_keys,
         policy=SamplingPolicy(**cfg["sampling"]),

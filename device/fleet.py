@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.agent import AgentConfig, DeviceAgent
 from device.capabilities import DeviceCaps
@@ -81,7 +80,8 @@ class CohortSummary:
     accuracy_before_onset: float | None
     accuracy_after_onset: float | None
     models: dict[str, int]  # model version -> devices running it at the end
-    refusals: int
+    refusals: int  # refusal events (a device reports each refused bundle or metadata once)
+    refusing_devices: int = 0  # devices that refused anything during the run
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def simulate(
     labels: np.ndarray,
     scenario: Scenario,
     params: FleetParams,
-    trusted_keys: Mapping[str, Ed25519PublicKey],
+    trusted_root: bytes,
     profiles_by_cohort: Mapping[str, DeviceCaps | Mapping[str, Any]],
     *,
     model_keys: Mapping[str, bytes] | None = None,
@@ -190,7 +190,7 @@ def simulate(
                 device_id=device_id,
                 cohort=cohort,
                 state_dir=root / device_id,
-                trusted_keys=trusted_keys,
+                trusted_root=trusted_root,
                 caps=caps,
                 model_keys=dict(model_keys or {}),
                 policy=replace(policy, thumbnails=(thumbnails or {}).get(cohort, policy.thumbnails)),
@@ -275,6 +275,7 @@ def _summarise(
                 accuracy_after_onset=_accuracy(*after),
                 models=models,
                 refusals=sum(a.stats.refusals for a in mine),
+                refusing_devices=sum(a.stats.refusals > 0 for a in mine),
             )
         )
     all_agents = [a for _, a, _ in agents]

@@ -58,3 +58,7 @@ class Link:
     def upload_file(self, key: str, path: str | Path) -> str:
         self._check("put", key)
         return self.store.upload_file(key, path)
+
+    def iter_chunks(self, key: str, chunk_size: int = 64 * 1024):  # type: ignore[no-untyped-def]
+        self._check("get", key)
+        return self.store.iter_chunks(key, chunk_size)

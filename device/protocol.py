@@ -1,16 +1,16 @@
-"""The wire protocol between the registry and devices: signed envelopes, bundles, manifests.
+"""The wire protocol between the registry and devices: bundles, channels, bucketing.
 
-TUF-style: `{"signed": {...}, "signatures": [{"keyid": ..., "sig": <base64>}]}` where the
-Ed25519 signature covers the canonical JSON of `signed`. Devices trust a set of key ids (so keys
-rotate), refuse a manifest that is expired or older than the last one they saw, and refuse any
-file whose sha256 differs from the signed metadata. Every refusal is an `IntegrityError` whose
-message says why. Details and the store layout: docs/protocol.md.
+Signing, expiry, rollback and key rotation are TUF's (the `tuf.ngclient` client in
+device/channel.py over the repository the registry writes with python-tuf). What is left here
+is the content the channel carries: `BundleMetadata` (a bundle's `metadata.json`, whose sha256
+is the bundle id, so a verified id pins every file), `Channel` (what a cohort runs: stable,
+candidate, percentage, salt; the custom field of the cohort's channel target) and the bucketing
+that puts a device in or out of the canary. Refusals are `IntegrityError`s that say why.
+Details and the store layout: docs/protocol.md.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
@@ -19,100 +19,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from edgeops.errors import IntegrityError
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 BUCKETS = 10_000
 BUNDLE_TYPE = "edgeops/bundle"
-MANIFEST_TYPE = "edgeops/manifest"
+CHANNEL_TYPE = "edgeops/channel"
 _AAD = b"edgeops-model-v1"
 
 
-# --- canonical JSON, keys, envelopes ----------------------------------------------------------
 def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the exact bytes a signature covers."""
+    """Sorted keys, no spaces, UTF-8: the exact bytes a bundle id hashes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
         "utf-8"
-    )
-
-
-def public_key_id(public_key: Ed25519PublicKey) -> str:
-    """First 16 hex chars of sha256(raw 32-byte public key)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def load_public_key_pem(pem: bytes) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except ValueError as exc:
-        raise IntegrityError(f"not a PEM public key: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise IntegrityError(f"public key is {type(key).__name__}, expected Ed25519")
-    return key
-
-
-def sign_envelope(
-    signed: Mapping[str, Any], private_key: Ed25519PrivateKey, key_id: str
-) -> dict[str, Any]:
-    payload = dict(signed)
-    sig = private_key.sign(canonical_json(payload))
-    return {
-        "signed": payload,
-        "signatures": [{"keyid": key_id, "sig": base64.b64encode(sig).decode()}],
-    }
-
-
-def verify_envelope(
-    envelope: Mapping[str, Any] | bytes | str,
-    trusted: Mapping[str, Ed25519PublicKey],
-    *,
-    threshold: int = 1,
-) -> dict[str, Any]:
-    """Return `signed` when at least `threshold` signatures by distinct trusted keys verify."""
-    if isinstance(envelope, bytes | str):
-        try:
-            envelope = json.loads(envelope)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise IntegrityError(f"envelope is not JSON: {exc}") from exc
-    if not isinstance(envelope, Mapping) or not isinstance(envelope.get("signed"), Mapping):
-        raise IntegrityError("malformed envelope: no 'signed' object")
-    sigs = envelope.get("signatures")
-    if not isinstance(sigs, list) or not sigs:
-        raise IntegrityError("malformed envelope: no signatures")
-    message = canonical_json(dict(envelope["signed"]))
-    good: set[str] = set()
-    bad: list[str] = []
-    unknown: list[str] = []
-    for entry in sigs:
-        keyid = str(entry.get("keyid", "")) if isinstance(entry, Mapping) else ""
-        if keyid not in trusted:
-            unknown.append(keyid or "?")
-            continue
-        try:
-            trusted[keyid].verify(
-                base64.b64decode(str(entry.get("sig", "")), validate=True), message
-            )
-            good.add(keyid)
-        except (InvalidSignature, binascii.Error, ValueError):
-            bad.append(keyid)
-    if len(good) >= threshold:
-        return dict(envelope["signed"])
-    if bad:
-        raise IntegrityError(f"bad signature by key {', '.join(bad)}")
-    raise IntegrityError(
-        f"unknown key id {', '.join(unknown)} (trusted: {', '.join(sorted(trusted)) or 'none'})"
     )
 
 
@@ -159,7 +81,7 @@ class BundleMetadata:
             raise IntegrityError(f"signed object is {d.get('_type')!r}, expected {BUNDLE_TYPE}")
         try:
             return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-        except TypeError as exc:
+        except TypeError as exc:  # a missing field
             raise IntegrityError(f"malformed bundle metadata: {exc}") from exc
 
 
@@ -183,23 +105,25 @@ class BundleRef:
         return cls(str(d["bundle_id"]), str(d["model_version"]), str(d["target"]))
 
 
-def bundle_id_of(metadata_envelope: Mapping[str, Any]) -> str:
-    """Content address of a bundle: sha256 of the canonical `signed` metadata."""
-    return hashlib.sha256(canonical_json(dict(metadata_envelope["signed"]))).hexdigest()
+def bundle_id_of(metadata_json: bytes) -> str:
+    """Content address of a bundle: sha256 of its metadata.json bytes (canonical JSON)."""
+    return hashlib.sha256(metadata_json).hexdigest()
 
 
-def verify_bundle_metadata(
-    envelope: Mapping[str, Any] | bytes,
-    trusted: Mapping[str, Ed25519PublicKey],
-    expected_bundle_id: str,
-) -> BundleMetadata:
-    signed = verify_envelope(envelope, trusted)
-    actual = hashlib.sha256(canonical_json(signed)).hexdigest()
+def verify_bundle_metadata(data: bytes, expected_bundle_id: str) -> BundleMetadata:
+    """Parse metadata.json after checking that it hashes to the id the channel named."""
+    actual = bundle_id_of(data)
     if actual != expected_bundle_id:
         raise IntegrityError(
-            f"bundle id mismatch: manifest names {expected_bundle_id[:12]}, metadata hashes to {actual[:12]}"
+            f"bundle id mismatch: channel names {expected_bundle_id[:12]}, metadata hashes to {actual[:12]}"
         )
-    return BundleMetadata.from_dict(signed)
+    try:
+        d = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"bundle metadata is not JSON: {exc}") from exc
+    if not isinstance(d, dict):
+        raise IntegrityError("bundle metadata is not a JSON object")
+    return BundleMetadata.from_dict(d)
 
 
 def check_file(metadata: BundleMetadata, name: str, data: bytes) -> None:
@@ -239,77 +163,57 @@ def encryption_key_id(key: bytes) -> str:
     return hashlib.sha256(b"edgeops-aes:" + key).hexdigest()[:16]
 
 
-# --- manifests and bucketing ------------------------------------------------------------------
+# --- channels and bucketing -------------------------------------------------------------------
 @dataclass(frozen=True)
-class Manifest:
+class Channel:
+    """What a cohort runs; `revision` is the version of the cohort's TUF role that carries it."""
+
     cohort: str
-    revision: int
-    issued_at: str
-    expires_at: str
     stable: BundleRef | None = None
     candidate: BundleRef | None = None
     percentage: float = 0.0
     salt: str = ""
+    rollout_id: int = 0
+    revision: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.percentage <= 100:
-            raise IntegrityError(f"manifest percentage {self.percentage} outside 0-100")
-        if self.revision < 0:
-            raise IntegrityError(f"manifest revision {self.revision} is negative")
+            raise IntegrityError(f"channel percentage {self.percentage} outside 0-100")
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "_type": MANIFEST_TYPE,
+            "_type": CHANNEL_TYPE,
             "spec_version": SPEC_VERSION,
             "cohort": self.cohort,
-            "revision": self.revision,
-            "issued_at": self.issued_at,
-            "expires_at": self.expires_at,
             "stable": self.stable.to_dict() if self.stable else None,
             "candidate": self.candidate.to_dict() if self.candidate else None,
-            "percentage": self.percentage,
+            "basis_points": round(self.percentage * BUCKETS / 100),  # TUF's JSON has no floats
             "salt": self.salt,
+            "rollout_id": self.rollout_id,
+            "revision": self.revision,
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
-        if d.get("_type") != MANIFEST_TYPE:
-            raise IntegrityError(f"signed object is {d.get('_type')!r}, expected {MANIFEST_TYPE}")
+    def from_dict(cls, d: Mapping[str, Any]) -> Channel:
+        if d.get("_type") != CHANNEL_TYPE:
+            raise IntegrityError(f"channel is {d.get('_type')!r}, expected {CHANNEL_TYPE}")
         try:
             return cls(
                 cohort=str(d["cohort"]),
-                revision=int(d["revision"]),
-                issued_at=str(d["issued_at"]),
-                expires_at=str(d["expires_at"]),
                 stable=BundleRef.from_dict(d.get("stable")),
                 candidate=BundleRef.from_dict(d.get("candidate")),
-                percentage=float(d.get("percentage", 0.0)),
+                percentage=int(d.get("basis_points", 0)) * 100 / BUCKETS,
                 salt=str(d.get("salt", "")),
+                rollout_id=int(d.get("rollout_id", 0)),
+                revision=int(d.get("revision", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"malformed manifest: {exc!r}") from exc
+            raise IntegrityError(f"malformed channel: {exc!r}") from exc
 
-
-def verify_manifest(
-    envelope: Mapping[str, Any] | bytes,
-    trusted: Mapping[str, Ed25519PublicKey],
-    *,
-    cohort: str | None = None,
-    last_revision: int | None = None,
-    now: datetime | None = None,
-) -> Manifest:
-    """What an agent does before acting on a manifest: signature, cohort, expiry, rollback."""
-    manifest = Manifest.from_dict(verify_envelope(envelope, trusted))
-    if cohort is not None and manifest.cohort != cohort:
-        raise IntegrityError(f"manifest is for cohort {manifest.cohort!r}, not {cohort!r}")
-    now = now or utcnow()
-    if parse_time(manifest.expires_at) <= now:
-        raise IntegrityError(f"manifest for {manifest.cohort} expired at {manifest.expires_at}")
-    if last_revision is not None and manifest.revision < last_revision:
-        raise IntegrityError(
-            f"manifest revision {manifest.revision} is lower than the last seen {last_revision} (rollback attack?)"
-        )
-    return manifest
+    def same_routing(self, other: Channel | None) -> bool:
+        return other is not None and (
+            self.stable, self.candidate, self.percentage, self.salt
+        ) == (other.stable, other.candidate, other.percentage, other.salt)
 
 
 def bucket(device_id: str, salt: str) -> int:
@@ -322,8 +226,8 @@ def in_canary(percentage: float, device_id: str, salt: str) -> bool:
     return bucket(device_id, salt) < round(percentage * BUCKETS / 100)
 
 
-def choose(manifest: Manifest, device_id: str) -> BundleRef | None:
+def choose(channel: Channel, device_id: str) -> BundleRef | None:
     """The bundle this device should run; None only when the cohort has nothing for it yet."""
-    if manifest.candidate is not None and in_canary(manifest.percentage, device_id, manifest.salt):
-        return manifest.candidate
-    return manifest.stable
+    if channel.candidate is not None and in_canary(channel.percentage, device_id, channel.salt):
+        return channel.candidate
+    return channel.stable

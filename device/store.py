@@ -20,6 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 from edgeops.errors import ConflictError, StoreError
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
+CHUNK = 64 * 1024
+BODY_ATTEMPTS = 4  # a GET whose body breaks off is resumed with a Range request this often
 _LOCK_DIR = ".locks"
 _TMP_PREFIX = ".tmp-"
 
@@ -40,6 +42,7 @@ class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def upload_file(self, key: str, path: str | Path) -> str: ...
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
 
 
 def _check_key(key: str) -> str:
@@ -123,6 +126,22 @@ class LocalStore:
                 )
             self._write_atomic(path, data)
         return hashlib.sha256(data).hexdigest()
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """Open now (MissingKeyError at once), then stream: the caller caps the length."""
+        path = self._path(key)
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError:
+            raise MissingKeyError(f"no object {key!r}", where=self.url) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {key!r}: {exc.strerror}", where=self.url) from exc
+
+        def chunks() -> Iterator[bytes]:
+            with fh:
+                yield from iter(lambda: fh.read(chunk_size), b"")
+
+        return chunks()
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -234,7 +253,39 @@ class S3Store:
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
         resp = self._call("get", key, self._client.get_object)
-        return resp["Body"].read(), resp["ETag"].strip('"')
+        etag = resp["ETag"].strip('"')
+        return b"".join(self._body(key, resp, etag, CHUNK)), etag
+
+    def iter_chunks(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """GET now (MissingKeyError at once); the body streams and resumes after a break."""
+        resp = self._call("get", key, self._client.get_object)
+        return self._body(key, resp, resp["ETag"].strip('"'), chunk_size)
+
+    def _body(self, key: str, resp: Any, etag: str, chunk_size: int) -> Iterator[bytes]:
+        """Yield the body; a connection that breaks mid-body (botocore's streaming and
+        read-timeout errors, which the client's retries do not cover) is resumed from the
+        offset reached with `Range` + `IfMatch`, so the object cannot change underneath."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        got = 0
+        for attempt in range(BODY_ATTEMPTS):
+            try:
+                for chunk in resp["Body"].iter_chunks(chunk_size):
+                    got += len(chunk)
+                    yield chunk
+                return
+            except (BotoCoreError, OSError) as exc:
+                if attempt + 1 == BODY_ATTEMPTS:
+                    raise StoreError(
+                        f"get {key!r} broke off after {got} bytes, {BODY_ATTEMPTS} tries: {exc}",
+                        where=self.where,
+                    ) from exc
+            try:
+                resp = self._client.get_object(
+                    Bucket=self.bucket, Key=self._key(key), Range=f"bytes={got}-", IfMatch=f'"{etag}"'
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self._error(exc, "resume", key) from exc
 
     def put(self, key: str, data: bytes) -> str:
         resp = self._call("put", key, self._client.put_object, Body=data)

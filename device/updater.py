@@ -1,11 +1,13 @@
 """Fetching, verifying, opening and installing bundles: every check before a model may serve.
 
-Order matters: the manifest's signature, cohort, expiry and revision; the bundle metadata's
-signature, trusted key id and content address (the manifest names it); the manifest's
-version and target against the metadata's; every file's size and sha256; decryption with the
+Order matters: TUF (device/channel.py) verifies the channel and every file it downloads
+(signatures, versions, expiry, length capped while streaming, sha256); then the bundle's
+metadata.json must hash to the bundle id the channel named, the channel's version and target
+must match the metadata's, every file's size and sha256 the metadata's; decryption with the
 provisioned key and the plaintext hash; the preprocessing spec's hash; the interpreter loads;
 the device's profile can run it; a smoke inference. Only then is it written to disk and
-swapped in, with the previous model kept as the fallback slot.
+swapped in, with the previous model kept as the fallback slot. A bundle on disk is
+re-verified from its id alone (content address), so a device can serve it offline.
 """
 
 from __future__ import annotations
@@ -15,43 +17,35 @@ import os
 import shutil
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from device.capabilities import DeviceCaps, check_capabilities, load_runner
+from device.channel import ChannelSession
 from device.encryption import open_model
 from device.preprocessing import PreprocessingSpec, normalize
 from device.protocol import (
     BundleMetadata,
     BundleRef,
-    Manifest,
     check_file,
     verify_bundle_metadata,
-    verify_manifest,
 )
 from device.runtime import RuntimeLoadError, TFLiteRunner
 from device.state import read_state, write_state
-from device.store import ObjectStore
 from edgeops.errors import DataError, IntegrityError
 
 PREPROCESSING_FILE = "preprocessing.json"
-
-
-def manifest_key(cohort: str) -> str:
-    return f"manifests/{cohort}.json"
-
+METADATA_FILE = "metadata.json"
 
 @dataclass(frozen=True)
 class VerifiedBundle:
-    """A bundle whose signature and file hashes checked out (files as downloaded)."""
+    """A bundle whose id (sha256 of metadata.json) and file hashes checked out."""
 
     bundle_id: str
     metadata: BundleMetadata
-    envelope: bytes
+    metadata_json: bytes
     files: dict[str, bytes]
 
 
@@ -67,28 +61,11 @@ class LoadedModel:
     model_size: int
 
 
-def fetch_manifest(
-    store: ObjectStore,
-    cohort: str,
-    trusted: Mapping[str, Ed25519PublicKey],
-    last_revision: int | None,
-    now: datetime,
-) -> Manifest:
-    """StoreError when unreachable; IntegrityError when the manifest must be refused."""
-    data = store.get(manifest_key(cohort))
-    return verify_manifest(data, trusted, cohort=cohort, last_revision=last_revision, now=now)
-
-
-def verify_bundle(
-    envelope: bytes,
-    files: Mapping[str, bytes],
-    ref: BundleRef,
-    trusted: Mapping[str, Ed25519PublicKey],
-) -> VerifiedBundle:
-    meta = verify_bundle_metadata(envelope, trusted, ref.bundle_id)
+def verify_bundle(metadata_json: bytes, files: Mapping[str, bytes], ref: BundleRef) -> VerifiedBundle:
+    meta = verify_bundle_metadata(metadata_json, ref.bundle_id)
     if (meta.model_version, meta.target) != (ref.model_version, ref.target):
         raise IntegrityError(
-            f"manifest names v{ref.model_version} {ref.target}, bundle holds v{meta.model_version} {meta.target}"
+            f"channel names v{ref.model_version} {ref.target}, bundle holds v{meta.model_version} {meta.target}"
         )
     for name in (meta.model_file, PREPROCESSING_FILE):
         if name not in meta.files:
@@ -100,18 +77,16 @@ def verify_bundle(
     pre = hashlib.sha256(files[PREPROCESSING_FILE]).hexdigest()
     if pre != meta.preprocessing_sha256:
         raise IntegrityError(f"preprocessing spec hash {pre[:12]} differs from the metadata's")
-    return VerifiedBundle(ref.bundle_id, meta, envelope, {n: files[n] for n in meta.files})
+    return VerifiedBundle(ref.bundle_id, meta, metadata_json, {n: files[n] for n in meta.files})
 
 
-def fetch_bundle(
-    store: ObjectStore, ref: BundleRef, trusted: Mapping[str, Ed25519PublicKey]
-) -> VerifiedBundle:
-    """Download and verify; the metadata is checked before any other file is fetched."""
+def fetch_bundle(session: ChannelSession, ref: BundleRef) -> VerifiedBundle:
+    """Download through TUF; metadata.json first, so nothing unlisted is ever fetched."""
     prefix = f"bundles/{ref.bundle_id}"
-    envelope = store.get(f"{prefix}/metadata.json")
-    meta = verify_bundle_metadata(envelope, trusted, ref.bundle_id)
-    files = {name: store.get(f"{prefix}/{name}") for name in meta.files}
-    return verify_bundle(envelope, files, ref, trusted)
+    metadata_json = session.download(f"{prefix}/{METADATA_FILE}")
+    meta = verify_bundle_metadata(metadata_json, ref.bundle_id)
+    files = {name: session.download(f"{prefix}/{name}") for name in meta.files}
+    return verify_bundle(metadata_json, files, ref)
 
 
 def open_bundle(
@@ -176,7 +151,7 @@ class ModelSlots:
         tmp = self.models / f".tmp-{vb.bundle_id}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        (tmp / "metadata.json").write_bytes(vb.envelope)
+        (tmp / METADATA_FILE).write_bytes(vb.metadata_json)
         for name, data in vb.files.items():
             (tmp / name).write_bytes(data)
         os.replace(tmp, final)
@@ -195,13 +170,14 @@ class ModelSlots:
             if d.name not in keep and not d.name.startswith(".tmp-"):
                 shutil.rmtree(d, ignore_errors=True)
 
-    def read(self, ref: BundleRef, trusted: Mapping[str, Ed25519PublicKey]) -> VerifiedBundle:
-        """Re-verify a stored bundle (a file changed on disk is refused like a download)."""
+    def read(self, ref: BundleRef) -> VerifiedBundle:
+        """Re-verify a stored bundle against its id (a file changed on disk is refused like a
+        download); needs no network and no keys, so it serves offline."""
         bundle_id = ref.bundle_id
         d = self.models / bundle_id
         try:
-            envelope = (d / "metadata.json").read_bytes()
-            files = {p.name: p.read_bytes() for p in d.iterdir() if p.name != "metadata.json"}
+            metadata_json = (d / METADATA_FILE).read_bytes()
+            files = {p.name: p.read_bytes() for p in d.iterdir() if p.name != METADATA_FILE}
         except OSError as exc:
             raise IntegrityError(f"stored bundle {bundle_id[:12]} unreadable: {exc}") from exc
-        return verify_bundle(envelope, files, ref, trusted)
+        return verify_bundle(metadata_json, files, ref)

@@ -206,6 +206,7 @@ def _register_subcommands() -> None:
     """Sub-apps of the other packages; each keeps its heavy imports inside its commands."""
     from edgeops.cli_devices import devices_app
     from edgeops.cli_fleet import fleet_app
+    from edgeops.cli_keys import keys_app
     from edgeops.cli_monitor import monitor_app
     from edgeops.cli_ops import register_ops_commands
     from edgeops.cli_release import cohorts_app, release_app
@@ -215,6 +216,7 @@ def _register_subcommands() -> None:
     app.add_typer(cohorts_app, name="cohorts")
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(devices_app, name="devices")
+    app.add_typer(keys_app, name="keys")
     app.add_typer(monitor_app, name="monitor")
     register_stage_commands(stage_app)
     register_ops_commands(app)

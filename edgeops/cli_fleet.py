@@ -189,7 +189,7 @@ def _simulate(
     from device.scenarios import make_scenario
     from edgeops.settings import Settings
     from registry.enrolment import simulator_enroller
-    from registry.keys import load_trusted_keys
+    from flows.channel import channel_repository
 
     settings = Settings.from_env()
     catalog = settings.devices()
@@ -212,12 +212,7 @@ def _simulate(
     store = settings.store()
     if field is not None:  # the user's own field conditions instead of the release's field split
         data = _folder_pool(field, prepared or _latest_prepared(settings.home))
-    trusted = load_trusted_keys(store)
-    if not trusted:
-        raise ConfigError(
-            "the store publishes no signing keys (keys/*.pub); publish a release first",
-            where=store.url,
-        )
+    trusted = channel_repository(settings).export_root()  # what devices are provisioned with
     drift = make_scenario(scenario, onset_hours, n_classes=len(data.spec.labels))
     console = Console(stderr=as_json)  # with --json, stdout carries only the JSON
     with Progress(

@@ -52,17 +52,19 @@ def _actor(actor: str | None) -> str:
 
 
 def _manager(registry: bool = True) -> RolloutManager:
-    """Read-only commands skip the MLflow client (opening SQLite runs its migrations)."""
+    """The channel as this machine's keystore trusts it; keys are never created here, and a
+    command that must sign without the key fails with one line. Read-only commands skip the
+    MLflow client (opening SQLite runs its migrations)."""
     from edgeops.settings import Settings
-    from registry.keys import load_or_create_signing_key, publish_public_key
+    from flows.channel import channel_repository
     from registry.rollouts import RolloutManager
 
     settings = Settings.from_env()
-    store = settings.store()
-    key = load_or_create_signing_key(settings.keys_dir)
-    publish_public_key(store, key)
     return RolloutManager(
-        store, key, settings.devices(), settings.mlflow_client(), keys_dir=settings.keys_dir
+        channel_repository(settings),
+        settings.devices(),
+        settings.mlflow_client() if registry else None,
+        keys_dir=settings.keys_dir,
     )
 
 
@@ -165,7 +167,7 @@ _transition("start", "Start a planned rollout at its first step.")
 _transition("advance", "Move to the next step (completes after the last).")
 _transition("pause", "Hold the rollout at its current percentage.")
 _transition("resume", "Resume a paused rollout (the step's dwell restarts).")
-_transition("rollback", "Repoint the cohort to the previous stable at once.")
+_transition("rollback", "Repoint the cohort to the previous stable at once (re-runnable: repairs).")
 
 
 @release_app.command("status")
@@ -227,7 +229,7 @@ def history_cmd(cohort: Cohort, as_json: Json = False) -> None:
 
 @cohorts_app.command("list")
 def cohorts_list(as_json: Json = False) -> None:
-    """Cohorts, their profile, and what their signed manifest points at."""
+    """Cohorts, their profile, and what their signed channel points at."""
     rows = _run(lambda: _manager(registry=False).cohorts())
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -257,7 +259,7 @@ def cohorts_list(as_json: Json = False) -> None:
             ref(r["stable"]),
             ref(r["candidate"]),
             f"{r['percentage']:g}",
-            str(r["manifest_revision"] or "-"),
+            str(r["channel_revision"] or "-"),
             r["rollout"],
         )
     console.print(table)

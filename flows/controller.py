@@ -33,6 +33,7 @@ def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> 
         import pandas as pd
 
         from monitoring.gates import gate_from_store
+        from registry.rollouts import rollout_salt
 
         if state.plan is None or state.previous_stable is None:
             return None
@@ -45,6 +46,8 @@ def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> 
             pd.Timestamp(state.step_started()),
             pd.Timestamp(now),
             n_classes=classes,
+            percentage=state.percentage,  # only canary members count for the canary
+            salt=rollout_salt(state),
         )
 
     def evidence(state: RolloutState, now: datetime) -> Any:
@@ -71,7 +74,9 @@ def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> 
 def _n_labels(manager: RolloutManager, bundle_id: str) -> int:
     import json
 
-    return len(json.loads(manager.store.get(f"bundles/{bundle_id}/labels.json")))
+    from registry.bundles import bundle_file
+
+    return len(json.loads(bundle_file(manager.store, bundle_id, "labels.json")))
 
 
 def decision_markdown(state: RolloutState, decision: Decision, applied: str) -> str:
@@ -148,8 +153,17 @@ def control_pass(
     """One pass without Prefect (the simulator, tests): {cohort: decision summary}."""
     from registry.rollouts import active_cohorts
 
+    reconcile_all(manager)
     source = gate_source or store_gate_source(manager)
     return {s.cohort: control_one(manager, s, source, actor) for s in active_cohorts(manager)}
+
+
+def reconcile_all(manager: RolloutManager) -> list[str]:
+    """Every cohort's channel brought in line with its rollout state (whatever the status):
+    repairs a channel changed without its state. Returns the cohorts repaired."""
+    repo = manager.repo
+    delegated = set(repo.cohorts(repo.begin()))
+    return [c for c in sorted(manager.catalog.cohorts) if c in delegated and manager.reconcile(c)]
 
 
 control_task = task(
@@ -167,6 +181,9 @@ def rollout_controller(actor: str = "controller") -> dict[str, dict[str, Any]]:
     from registry.rollouts import active_cohorts
 
     manager = manager_from_settings()
+    repaired = reconcile_all(manager)
+    if repaired:
+        print(f"channel repaired to match the rollout state: {', '.join(repaired)}")
     source = store_gate_source(manager)
     return {
         s.cohort: control_task(manager, s, source, actor, artifact=True)
@@ -176,13 +193,12 @@ def rollout_controller(actor: str = "controller") -> dict[str, dict[str, Any]]:
 
 def manager_from_settings() -> RolloutManager:
     from edgeops.settings import Settings
-    from registry.keys import load_or_create_signing_key
+    from flows.channel import channel_repository
     from registry.rollouts import RolloutManager
 
     settings = Settings.from_env()
     return RolloutManager(
-        settings.store(),
-        load_or_create_signing_key(settings.keys_dir),
+        channel_repository(settings),
         settings.devices(),
         settings.mlflow_client(),
         keys_dir=settings.keys_dir,

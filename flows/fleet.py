@@ -27,7 +27,7 @@ def simulate_fleet(
     from device.scenarios import make_scenario
     from edgeops.settings import Settings
     from registry.enrolment import simulator_enroller
-    from registry.keys import load_trusted_keys
+    from flows.channel import channel_repository
 
     settings = Settings.from_env()
     params = settings.params().fleet
@@ -45,7 +45,7 @@ def simulate_fleet(
     summary = simulate(
         store, cohorts, pool.x01, pool.labels,
         make_scenario(scenario, onset_hours, n_classes=len(pool.classes)), params,
-        load_trusted_keys(store), {c: catalog.profile_for(c).model_dump() for c in cohorts},
+        channel_repository(settings).export_root(), {c: catalog.profile_for(c).model_dump() for c in cohorts},
         model_keys=model_keys, start=start, state_dir=Path(state_dir) if state_dir else None,
         enrol=simulator_enroller(settings.keys_dir),
         thumbnails={c: catalog.cohorts[c].thumbnails for c in cohorts},

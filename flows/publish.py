@@ -9,7 +9,6 @@ a canary. Nothing unblessed is published.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,19 +87,14 @@ def publish(
     rollout: bool,
 ) -> dict[str, dict[str, Any]]:
     """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
+    from flows.channel import ensure_channel
     from registry.bundles import publish_bundle
-    from registry.keys import (
-        load_or_create_cohort_key,
-        load_or_create_signing_key,
-        publish_public_key,
-    )
-    from registry.manifests import read_manifest, set_stable
+    from registry.channels import read_channel, set_stable
+    from registry.keys import load_or_create_cohort_key
     from registry.mlflow_models import set_bundle_id, set_cohort_alias
 
     store = settings.store()
-    key = load_or_create_signing_key(settings.keys_dir)
-    publish_public_key(store, key)
-    trusted = {key.key_id: key.public_key}
+    repo = ensure_channel(settings, catalog)
     out: dict[str, dict[str, Any]] = {}
     for cohort_name, cohort in catalog.cohorts.items():
         choice = selection["per_profile"].get(cohort.profile, {})
@@ -113,12 +107,12 @@ def publish(
         target = reg["target"]
         enc_key = load_or_create_cohort_key(settings.keys_dir, cohort_name) if cohort.encrypt else None
         spec = _calibrated_spec(variants[chosen].path, prepared)  # temperature ships in the bundle
-        ref = publish_bundle(store, key, variants[chosen].path, spec, model_name=reg["model_name"],
+        ref = publish_bundle(repo, variants[chosen].path, spec, model_name=reg["model_name"],
                              model_version=reg["version"], target=target, encryption_key=enc_key)
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
-        current = read_manifest(store, cohort_name, trusted | _published_keys(store))
+        current = read_channel(repo.begin(), cohort_name)
         if current is None or current.stable is None or not rollout:
-            set_stable(store, cohort_name, ref, key, ttl=timedelta(days=params.publish.manifest_ttl_days))
+            set_stable(repo, cohort_name, ref)
             set_cohort_alias(client, reg["name"], cohort_name, "stable", reg["version"])
             role = "stable"
         else:
@@ -198,12 +192,6 @@ def variant_model_name(model_name: str, variant: str) -> str:
 
     method = variant_method(variant)
     return model_name if method == "float" else f"{model_name}-{method}"
-
-
-def _published_keys(store: Any) -> dict[str, Any]:
-    from registry.keys import load_trusted_keys
-
-    return load_trusted_keys(store)
 
 
 def _save_reference(store: Any, bundle_id: str, model_path: Path, prepared: PreparedData) -> None:

@@ -24,6 +24,7 @@ def merge_feedback_task(data_dir: str) -> dict[str, Any]:
     from edgeops.settings import Settings
     from monitoring.feedback import merge_feedback
     from monitoring.table import read_table
+    from registry.bundles import bundle_file
 
     store = Settings.from_env().store()
     rows = read_table(store)
@@ -33,7 +34,7 @@ def merge_feedback_task(data_dir: str) -> dict[str, Any]:
     totals: dict[str, Any] = {"offered": 0, "written": 0, "already_present": 0, "duplicates": 0,
                               "per_class": {}}
     for bundle_id, part in rows.groupby("bundle_id"):
-        labels = tuple(json.loads(store.get(f"bundles/{bundle_id}/labels.json")))
+        labels = tuple(json.loads(bundle_file(store, bundle_id, "labels.json")))
         merged = merge_feedback(pd.DataFrame(part), Path(data_dir), labels)
         totals["offered"] += merged.offered
         totals["written"] += merged.written

@@ -13,12 +13,11 @@ if TYPE_CHECKING:
 
 def rollout_manager(settings: Settings, catalog: DeviceCatalog | None = None,
                     client: MlflowClient | None = None) -> Any:
-    from registry.keys import load_or_create_signing_key
+    from flows.channel import channel_repository
     from registry.rollouts import RolloutManager
 
-    return RolloutManager(settings.store(), load_or_create_signing_key(settings.keys_dir),
-                          catalog or settings.devices(), client or settings.mlflow_client(),
-                          keys_dir=settings.keys_dir)
+    return RolloutManager(channel_repository(settings), catalog or settings.devices(),
+                          client or settings.mlflow_client(), keys_dir=settings.keys_dir)
 
 
 def start_canary(client: MlflowClient, settings: Settings, catalog: DeviceCatalog, cohort: str,

@@ -35,21 +35,25 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
 
     from device.preprocessing import PreprocessingSpec, normalize
     from device.runtime import open_runner
-    from registry.bundles import read_bundle
-    from registry.keys import load_or_create_cohort_key, load_trusted_keys
-    from registry.manifests import read_manifest
+    from flows.channel import channel_repository
+    from registry.bundles import bundle_metadata, read_bundle
+    from registry.channels import read_channel
+    from registry.keys import load_or_create_cohort_key
 
-    store = settings.store()
-    trusted = load_trusted_keys(store)
+    repo = channel_repository(settings)
+    if not repo.keystore.has_root() or not repo.exists():
+        return None  # no channel yet: nothing runs anywhere
+    txn = repo.begin()
+    delegated = set(repo.cohorts(txn))
     found = []
     for cohort in cohorts:
-        manifest = read_manifest(store, cohort, trusted) if trusted else None
+        manifest = read_channel(txn, cohort) if cohort in delegated else None
         if manifest is None or manifest.stable is None:
             continue
         key = None
-        if _encrypted(store, manifest.stable.bundle_id):
+        if bundle_metadata(repo.store, manifest.stable.bundle_id).encrypted:
             key = load_or_create_cohort_key(settings.keys_dir, cohort)
-        bundle = read_bundle(store, manifest.stable, trusted, encryption_key=key)
+        bundle = read_bundle(repo, manifest.stable, encryption_key=key, txn=txn)
         spec = PreprocessingSpec.from_json(bundle.files["preprocessing.json"].decode())
         if (spec.height, spec.width, spec.channels) != tuple(x01.shape[1:]):
             continue  # a different input shape: not comparable on these arrays
@@ -57,12 +61,6 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
         pred = probs.argmax(axis=1)
         found.append((float((pred == np.asarray(y)).mean()), pred))
     return min(found, key=lambda f: f[0])[1] if found else None
-
-
-def _encrypted(store: Any, bundle_id: str) -> bool:
-    import json
-
-    return bool(json.loads(store.get(f"bundles/{bundle_id}/metadata.json"))["signed"].get("encrypted"))
 
 
 def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: DeviceCatalog,

@@ -1,12 +1,14 @@
-"""Bundles: what a device downloads, content-addressed and signed.
+"""Bundles: what a device downloads, content-addressed and listed in the TUF channel.
 
-`bundles/<bundle_id>/` holds the model file, preprocessing.json, labels.json and metadata.json
-(a signed `BundleMetadata` envelope with sha256 and size of every file). The bundle id is the
-sha256 of the canonical signed metadata, so the id names the content. metadata.json is written
-last: a bundle without it is incomplete and devices never see it (manifests only name finished
-bundles). Re-publishing the same inputs returns the same bundle (idempotent): nothing in the
-signed metadata depends on the wall clock unless the caller passes `created_at`; an encrypted
-variant (sealed with a random data key, device.encryption) is found by its index and reused.
+A bundle is the TUF targets `bundles/<bundle_id>/<name>`: the model file, preprocessing.json,
+labels.json and metadata.json (`BundleMetadata`: sha256 and size of every other file). The
+bundle id is the sha256 of metadata.json, so the id pins every byte. All files and the index
+entry `index/<model>/<version>/<target>[@enc].json` (which bundle a registry version was
+published as) are added in one channel transaction: devices and the release side see a bundle
+whole or not at all, and only through signed metadata. Re-publishing the same inputs returns
+the same bundle (idempotent): nothing in the metadata depends on the wall clock unless the
+caller passes `created_at`; an encrypted variant (sealed with a random data key,
+device.encryption) is found by its index and reused.
 """
 
 from __future__ import annotations
@@ -17,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
+from device.channel import target_key
 from device.encryption import kek_id, open_model, seal
 from device.preprocessing import PreprocessingSpec
 from device.protocol import (
@@ -32,7 +33,7 @@ from device.protocol import (
 )
 from device.store import MissingKeyError, ObjectStore
 from edgeops.errors import IntegrityError, RegistryError
-from registry.keys import SigningKey
+from registry.tuf_repo import TufRepository, Txn
 
 MIN_AGENT_VERSION = "0.1.0"
 _MODEL_FILES = {"onnx": "model.onnx"}
@@ -96,8 +97,7 @@ def _index_key(model_name: str, model_version: str, target: str, enc_id: str | N
 
 
 def publish_bundle(
-    store: ObjectStore,
-    signing_key: SigningKey,
+    repo: TufRepository,
     model_path: Path | str,
     spec: PreprocessingSpec,
     *,
@@ -112,7 +112,7 @@ def publish_bundle(
     model_version = str(model_version)
     if encryption_key is not None:  # sealing is random: a published variant is reused
         try:
-            return find_bundle(store, model_name, model_version, target, encryption_key)
+            return find_bundle(repo, model_name, model_version, target, encryption_key)
         except RegistryError:
             pass
     plaintext = Path(model_path).read_bytes()
@@ -148,56 +148,92 @@ def publish_bundle(
         plaintext_sha256=None if encryption_key else hashlib.sha256(plaintext).hexdigest(),
         created_at=created_at or "",
     )
-    envelope = signing_key.sign(metadata.to_dict())
-    bundle_id = bundle_id_of(envelope)
-    ref = BundleRef(bundle_id, model_version, target)
-    prefix = f"bundles/{bundle_id}"
-    if not store.exists(f"{prefix}/metadata.json"):
+    meta_json = canonical_json(metadata.to_dict())
+    ref = BundleRef(bundle_id_of(meta_json), model_version, target)
+    index = _index_key(model_name, model_version, target, enc_id)
+    files["metadata.json"] = meta_json
+
+    def change(txn: Txn) -> None:
         for name, data in files.items():
-            store.put(f"{prefix}/{name}", data)
-        store.put(f"{prefix}/metadata.json", canonical_json(envelope))
-    store.put(_index_key(model_name, model_version, target, enc_id), canonical_json(ref.to_dict()))
+            path = f"bundles/{ref.bundle_id}/{name}"
+            if txn.target_info(path) is None:
+                txn.put_target(path, data)
+        info = txn.target_info(index)
+        if info is None or (info.custom or {}).get("edgeops") != ref.to_dict():
+            txn.put_target(index, canonical_json(ref.to_dict()), {"edgeops": ref.to_dict()})
+
+    repo.transact(change)
     return ref
 
 
 def find_bundle(
-    store: ObjectStore,
+    repo: TufRepository,
     model_name: str,
     model_version: str | int,
     target: str,
     encryption_key: bytes | None = None,
+    txn: Txn | None = None,
 ) -> BundleRef:
-    """The bundle published for a registry version (what a rollout plan resolves)."""
+    """The bundle published for a registry version, from the signed index (what a rollout
+    plan resolves); an index entry planted in the store without the release key is refused."""
     enc_id = encryption_key_id(encryption_key) if encryption_key else None
-    key = _index_key(model_name, str(model_version), target, enc_id)
-    try:
-        ref = BundleRef.from_dict(json.loads(store.get(key)))
-    except MissingKeyError:
+    path = _index_key(model_name, str(model_version), target, enc_id)
+    txn = txn or repo.begin()
+    info = txn.target_info(path)
+    if info is None:
         raise RegistryError(
             f"no bundle published for {model_name} version {model_version} ({target}"
             f"{', encrypted' if enc_id else ''})",
-            where=store.url,
-        ) from None
-    assert ref is not None
+            where=repo.store.url,
+        )
+    ref = BundleRef.from_dict((info.custom or {}).get("edgeops"))
+    if ref is None:
+        raise IntegrityError(f"index entry {path} names no bundle")
     return ref
 
 
+def bundle_metadata(store: ObjectStore, bundle_id: str) -> BundleMetadata:
+    """A bundle's metadata by id alone: metadata.json is stored under its own sha256, which is
+    the id, so whoever holds a verified id verifies the metadata (and through it every file)."""
+    try:
+        data = store.get(target_key(f"bundles/{bundle_id}/metadata.json", bundle_id))
+    except MissingKeyError:
+        raise RegistryError(f"no bundle {bundle_id[:12]} in the store", where=store.url) from None
+    return verify_bundle_metadata(data, bundle_id)
+
+
+def bundle_file(store: ObjectStore, bundle_id: str, name: str) -> bytes:
+    """One file of a bundle, checked against the metadata's size and sha256."""
+    meta = bundle_metadata(store, bundle_id)
+    info = meta.files.get(name)
+    if info is None:
+        raise IntegrityError(f"bundle {bundle_id[:12]} has no file {name}")
+    data = store.get(target_key(f"bundles/{bundle_id}/{name}", str(info["sha256"])))
+    check_file(meta, name, data)
+    return data
+
+
 def read_bundle(
-    store: ObjectStore,
+    repo: TufRepository,
     ref: BundleRef | str,
-    trusted: dict[str, Ed25519PublicKey],
     *,
     encryption_key: bytes | None = None,
+    txn: Txn | None = None,
 ) -> Bundle:
-    """Download and verify a bundle exactly as a device does; decrypts the model when keyed."""
+    """Download and verify a bundle through the channel; decrypts the model when keyed."""
     bundle_id = ref if isinstance(ref, str) else ref.bundle_id
-    prefix = f"bundles/{bundle_id}"
-    metadata = verify_bundle_metadata(store.get(f"{prefix}/metadata.json"), trusted, bundle_id)
+    txn = txn or repo.begin()
+    data = txn.read_target(f"bundles/{bundle_id}/metadata.json")
+    if data is None:
+        raise IntegrityError(f"the channel lists no bundle {bundle_id[:12]}")
+    metadata = verify_bundle_metadata(data, bundle_id)
     files = {}
     for name in metadata.files:
-        data = store.get(f"{prefix}/{name}")
-        check_file(metadata, name, data)
-        files[name] = data
+        blob = txn.read_target(f"bundles/{bundle_id}/{name}")
+        if blob is None:
+            raise IntegrityError(f"the channel lists no file {name} of bundle {bundle_id[:12]}")
+        check_file(metadata, name, blob)
+        files[name] = blob
     if metadata.encrypted:
         if encryption_key is None:
             raise IntegrityError(

@@ -1,33 +1,36 @@
 """Staged rollouts per cohort: planned -> running(step i) -> paused -> completed | rolled_back.
 
-The state document (registry.rollout_state) is the source of truth and is only replaced by
-compare-and-swap, so concurrent commands (two release managers, the controller) are applied one
-after another and none is lost. After every transition the cohort manifest is brought in line
-with the *latest* state inside the manifest's own CAS loop: whichever writer lands last writes
-the newest state, so manifest and state cannot end up disagreeing. MLflow mirrors the outcome
-(aliases `<cohort>-stable` / `<cohort>-canary`, `rollout.<cohort>` tags); the store stays the
-source of truth, so an unreachable MLflow never blocks a rollback.
+The state document (registry.rollout_state) is a TUF target of the cohort's own role
+(`cohorts/<cohort>/rollout.json`), next to the cohort's channel: every transition writes the
+new state and the channel it calls for in ONE channel transaction (registry.tuf_repo), so they
+commit together or not at all, and concurrent commands (two release managers, the controller)
+are applied one after another with none lost. Every read is verified from this machine's
+trusted root, so a state or index edited in the bucket without the release key is refused.
+Transitions are idempotent (re-running one that already happened changes nothing), and
+`reconcile` / `rollback` repair a channel that disagrees with its state. MLflow mirrors the
+outcome (aliases `<cohort>-stable` / `<cohort>-canary`, `rollout.<cohort>` tags); the channel
+stays the source of truth, so an unreachable MLflow never blocks a rollback.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device.protocol import Manifest, format_time, utcnow
-from device.store import MissingKeyError, ObjectStore
-from edgeops.errors import ConfigError, ConflictError, RolloutError
+from device.channel import cohort_role, rollout_path
+from device.protocol import Channel, format_time, utcnow
+from device.store import ObjectStore
+from edgeops.errors import ConfigError, IntegrityError, RolloutError
 from registry.bundles import find_bundle
+from registry.channels import read_channel, write_channel
 from registry.controller import GateThresholds
-from registry.keys import SigningKey, load_or_create_cohort_key, load_trusted_keys
-from registry.manifests import DEFAULT_TTL, empty_manifest, read_manifest_with_etag, update_manifest
+from registry.keys import load_or_create_cohort_key
 from registry.rollout_mirror import mirror_rollout
 from registry.rollout_state import ACTIVE, DEFAULT_STEPS, RolloutPlan, RolloutState, Status
+from registry.tuf_repo import TufRepository, Txn
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -35,20 +38,21 @@ if TYPE_CHECKING:
     from components.profiles import DeviceCatalog
 
 Clock = Callable[[], datetime]
-Step = Callable[[RolloutState, datetime], RolloutState]
+Step = Callable[[RolloutState, Channel | None, datetime], RolloutState]
 
 
-def rollout_key(cohort: str) -> str:
-    return f"rollouts/{cohort}.json"
+def rollout_salt(state: RolloutState) -> str:
+    """The bucketing salt of a rollout: devices choose by it, gates count canary members by it."""
+    return f"{state.cohort}-rollout-{state.rollout_id}"
 
 
-def desired_manifest(state: RolloutState, current: Manifest | None) -> Manifest | None:
-    """The manifest the state calls for, or None when `current` already matches it."""
-    base = current or empty_manifest(state.cohort)
+def desired_channel(state: RolloutState, current: Channel | None) -> Channel | None:
+    """The channel the state calls for, or None when `current` already routes that way."""
+    base = current or Channel(state.cohort)
     plan = state.plan
     if plan is None or state.status in ("none", "planned"):
         return None
-    salt = f"{state.cohort}-rollout-{state.rollout_id}"
+    salt = rollout_salt(state)
     if state.status in ("running", "paused"):
         want = replace(
             base,
@@ -63,31 +67,35 @@ def desired_manifest(state: RolloutState, current: Manifest | None) -> Manifest 
         want = replace(
             base, stable=state.previous_stable, candidate=None, percentage=0.0, salt=salt
         )
-    same = current is not None and (
-        current.stable,
-        current.candidate,
-        current.percentage,
-        current.salt,
-    ) == (
-        want.stable,
-        want.candidate,
-        want.percentage,
-        want.salt,
-    )
-    return None if same else want
+    want = replace(want, rollout_id=state.rollout_id)
+    return None if want.same_routing(current) else want
+
+
+def read_state(txn: Txn, cohort: str) -> RolloutState:
+    """The cohort's rollout state as signed (hash pinned by the cohort role)."""
+    data = txn.read_target(rollout_path(cohort))
+    if data is None:
+        return RolloutState(cohort)
+    try:
+        state = RolloutState.from_json(data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"rollout state of {cohort} is malformed: {exc!r}") from exc
+    if state.cohort != cohort:
+        raise IntegrityError(f"rollout state under {cohort} names cohort {state.cohort!r}")
+    return state
 
 
 @dataclass
 class RolloutManager:
-    store: ObjectStore
-    signing_key: SigningKey
+    repo: TufRepository
     catalog: DeviceCatalog
     client: MlflowClient | None = None
     clock: Clock = utcnow
     keys_dir: Path | None = None
-    manifest_ttl: timedelta = DEFAULT_TTL
-    retries: int = 50
-    _trusted: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def store(self) -> ObjectStore:
+        return self.repo.store
 
     # --- reading ------------------------------------------------------------------------
     def _cohort(self, cohort: str) -> None:
@@ -96,85 +104,48 @@ class RolloutManager:
                 f"unknown cohort {cohort!r}; known: {', '.join(sorted(self.catalog.cohorts))}"
             )
 
-    def _load(self, cohort: str) -> tuple[RolloutState, str | None]:
-        try:
-            data, etag = self.store.get_with_etag(rollout_key(cohort))
-        except MissingKeyError:
-            return RolloutState(cohort), None
-        return RolloutState.from_json(data), etag
-
     def state(self, cohort: str) -> RolloutState:
         self._cohort(cohort)
-        return self._load(cohort)[0]
+        return read_state(self.repo.begin(), cohort)
 
-    def trusted(self) -> dict[str, Any]:
-        if not self._trusted:
-            self._trusted = load_trusted_keys(self.store)
-            self._trusted[self.signing_key.key_id] = self.signing_key.public_key
-        return self._trusted
-
-    def manifest(self, cohort: str) -> Manifest | None:
-        return read_manifest_with_etag(self.store, cohort, self.trusted(), allow_expired=True)[0]
-
-    # --- the CAS core -------------------------------------------------------------------
-    def _apply(self, cohort: str, step: Step) -> RolloutState:
+    def channel(self, cohort: str) -> Channel | None:
         self._cohort(cohort)
-        for attempt in range(self.retries):
-            state, etag = self._load(cohort)
-            new = step(state, self.clock())
-            try:
-                self.store.put_if_match(rollout_key(cohort), new.to_json(), etag)
-                break
-            except ConflictError:
-                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-        else:
-            raise ConflictError(
-                f"rollout state of {cohort!r} kept changing; retry", where=self.store.url
-            )
-        manifest = self.sync(cohort)
-        position = len(new.history) - 1
-        if manifest is not None:
-            new = self._stamp(cohort, position, manifest.revision) or new
-        if self.client is not None:
+        return read_channel(self.repo.begin(), cohort)
+
+    # --- the transaction core -----------------------------------------------------------
+    def _apply(self, cohort: str, step: Step) -> RolloutState:
+        """Read state and channel, run `step`, write the new state and the channel it calls
+        for in one commit. A step that returns the state unchanged (already done) writes
+        nothing, unless the channel disagrees with that state: then it is repaired."""
+        self._cohort(cohort)
+
+        def change(txn: Txn) -> RolloutState:
+            state = read_state(txn, cohort)
+            channel = read_channel(txn, cohort)
+            new = step(state, channel, self.clock())
+            want = desired_channel(new, channel)
+            if want is not None:
+                write_channel(txn, cohort, want)
+            if new is not state:
+                new = new.with_revision(txn.next_version(cohort_role(cohort)))
+                txn.put_target(rollout_path(cohort), new.to_json())
+            return new
+
+        new = self.repo.transact(change)
+        if self.client is not None and new.history:
             mirror_rollout(self.client, new)
         return new
 
-    def sync(self, cohort: str) -> Manifest | None:
-        """Bring the manifest in line with the latest rollout state (also repairs a crash);
-        returns the manifest in effect (None while the cohort has none)."""
+    def reconcile(self, cohort: str) -> Channel | None:
+        """Bring the cohort's channel in line with its rollout state (repairs a channel that
+        was changed without its state); returns the channel written, None if it matched."""
+        self._cohort(cohort)
 
-        def mutate(current: Manifest | None) -> Manifest | None:
-            return desired_manifest(self._load(cohort)[0], current)
+        def change(txn: Txn) -> Channel | None:
+            want = desired_channel(read_state(txn, cohort), read_channel(txn, cohort))
+            return write_channel(txn, cohort, want) if want is not None else None
 
-        return update_manifest(
-            self.store,
-            cohort,
-            mutate,
-            self.signing_key,
-            ttl=self.manifest_ttl,
-            clock=self.clock,
-            retries=self.retries,
-            trusted=self.trusted(),
-        )
-
-    def _stamp(self, cohort: str, position: int, revision: int) -> RolloutState | None:
-        for _ in range(self.retries):
-            state, etag = self._load(cohort)
-            if (
-                position >= len(state.history)
-                or state.history[position].manifest_revision is not None
-            ):
-                return state
-            h = list(state.history)
-            h[position] = replace(h[position], manifest_revision=revision)
-            try:
-                self.store.put_if_match(
-                    rollout_key(cohort), replace(state, history=tuple(h)).to_json(), etag
-                )
-                return replace(state, history=tuple(h))
-            except ConflictError:
-                continue
-        return None
+        return self.repo.transact(change)
 
     # --- commands -----------------------------------------------------------------------
     def plan(
@@ -207,7 +178,7 @@ class RolloutManager:
                 f"(profile {profile.name}) runs {', '.join(profile.targets)}"
             )
         key = self._cohort_key(cohort)
-        candidate = find_bundle(self.store, model_name, version, target, key)
+        candidate = find_bundle(self.repo, model_name, version, target, key)
         plan = RolloutPlan(
             registered_model,
             model_name,
@@ -228,22 +199,21 @@ class RolloutManager:
         (blessing, target) first; the benchmark and simulator call this with bundles they
         published themselves."""
         self._cohort(cohort)
-        current = self.manifest(cohort)
-        stable = current.stable if current else None
-        if stable is not None and stable.bundle_id == plan.candidate.bundle_id:
-            raise RolloutError(
-                f"{plan.registered_model} version {plan.version} is already stable on {cohort}"
-            )
-        prev_version = (
-            {
-                "registered_model": f"{plan.model_name}-{stable.target}",
-                "version": stable.model_version,
-            }
-            if stable
-            else None
-        )
 
-        def step(s: RolloutState, now: datetime) -> RolloutState:
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
+            stable = c.stable if c else None
+            if stable is not None and stable.bundle_id == plan.candidate.bundle_id:
+                raise RolloutError(
+                    f"{plan.registered_model} version {plan.version} is already stable on {cohort}"
+                )
+            prev_version = (
+                {
+                    "registered_model": f"{plan.model_name}-{stable.target}",
+                    "version": stable.model_version,
+                }
+                if stable
+                else None
+            )
             if s.status in ACTIVE:
                 ver = s.plan.version if s.plan else "?"
                 raise RolloutError(
@@ -271,7 +241,9 @@ class RolloutManager:
             raise RolloutError(f"cannot {action} on {s.cohort}: rollout is {s.status} ({what})")
 
     def start(self, cohort: str, *, actor: str, reason: str = "") -> RolloutState:
-        def step(s: RolloutState, now: datetime) -> RolloutState:
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
+            if s.status == "running" and s.history[-1].action == "start":
+                return s  # already started (a re-run after a crash or a lost reply)
             self._guard(s, ("planned",), "start")
             return s.record(
                 now,
@@ -290,7 +262,7 @@ class RolloutManager:
         """Next percentage step, or completion after the last. `expected_step` makes it
         idempotent for the controller: a stale view raises instead of skipping a step."""
 
-        def step(s: RolloutState, now: datetime) -> RolloutState:
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
             self._guard(s, ("running",), "advance")
             assert s.plan is not None
             if expected_step is not None and s.step_index != expected_step:
@@ -319,7 +291,9 @@ class RolloutManager:
         return self._apply(cohort, step)
 
     def pause(self, cohort: str, *, actor: str, reason: str = "") -> RolloutState:
-        def step(s: RolloutState, now: datetime) -> RolloutState:
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
+            if s.status == "paused":
+                return s
             self._guard(s, ("running",), "pause")
             return s.record(
                 now, actor, "pause", "paused", reason or "paused; canary keeps its share"
@@ -328,7 +302,9 @@ class RolloutManager:
         return self._apply(cohort, step)
 
     def resume(self, cohort: str, *, actor: str, reason: str = "") -> RolloutState:
-        def step(s: RolloutState, now: datetime) -> RolloutState:
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
+            if s.status == "running" and s.history[-1].action == "resume":
+                return s
             self._guard(s, ("paused",), "resume")
             return s.record(
                 now,
@@ -342,9 +318,13 @@ class RolloutManager:
         return self._apply(cohort, step)
 
     def rollback(self, cohort: str, *, actor: str, reason: str = "") -> RolloutState:
-        """Repoint the cohort to the stable it had before this rollout, at once."""
+        """Repoint the cohort to the stable it had before this rollout, at once. From any state
+        that still sends devices to the candidate; on a rollout already rolled back it repairs a
+        channel that disagrees (and otherwise changes nothing), so it can always be re-run."""
 
-        def step(s: RolloutState, now: datetime) -> RolloutState:
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
+            if s.status == "rolled_back":
+                return s
             self._guard(s, ("planned", "running", "paused", "completed"), "roll back")
             return s.record(now, actor, "rollback", "rolled_back", reason or "rolled back by hand")
 
@@ -357,9 +337,14 @@ class RolloutManager:
 
     def cohorts(self) -> list[dict[str, Any]]:
         rows = []
+        txn = self.repo.begin()
+        delegated = set(self.repo.cohorts(txn))
         for name, c in sorted(self.catalog.cohorts.items()):
-            m = self.manifest(name)
-            s = self._load(name)[0]
+            m = read_channel(txn, name) if name in delegated else None
+            s = read_state(txn, name) if name in delegated else RolloutState(name)
+            expires = (
+                txn.targets(cohort_role(name)).signed.expires.isoformat() if name in delegated else None
+            )
             rows.append(
                 {
                     "cohort": name,
@@ -369,8 +354,8 @@ class RolloutManager:
                     "stable": m.stable.to_dict() if m and m.stable else None,
                     "candidate": m.candidate.to_dict() if m and m.candidate else None,
                     "percentage": m.percentage if m else 0.0,
-                    "manifest_revision": m.revision if m else None,
-                    "manifest_expires_at": m.expires_at if m else None,
+                    "channel_revision": m.revision if m else None,
+                    "channel_expires_at": expires,
                     "rollout": s.status,
                 }
             )
@@ -403,6 +388,10 @@ class RolloutManager:
 def active_cohorts(
     manager: RolloutManager, statuses: tuple[Status, ...] = ("running",)
 ) -> list[RolloutState]:
+    txn = manager.repo.begin()
+    delegated = set(manager.repo.cohorts(txn))
     return [
-        s for c in sorted(manager.catalog.cohorts) if (s := manager._load(c)[0]).status in statuses
+        s
+        for c in sorted(manager.catalog.cohorts)
+        if c in delegated and (s := read_state(txn, c)).status in statuses
     ]

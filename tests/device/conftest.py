@@ -76,15 +76,19 @@ def tiny_models(digits16, tmp_path_factory) -> TinyModels:
 
 
 class Release:
-    """The registry side of a test: a real signing key, real bundles and manifests in a store."""
+    """The registry side of a test: the update channel (TUF) with real keys, real bundles."""
+
+    COHORTS = ("pi", "mcu", "pi-fleet-eu", "mcu-line-a", "c")
 
     def __init__(self, store, keys_dir: Path, work: Path) -> None:
-        from registry.keys import load_or_create_signing_key, publish_public_key
+        from registry.tuf_keys import Keystore
+        from registry.tuf_repo import TufRepository
 
         self.store, self.work = store, work
-        self.key = load_or_create_signing_key(keys_dir)
-        publish_public_key(store, self.key)
-        self.trusted = {self.key.key_id: self.key.public_key}
+        self.repo = TufRepository(store, Keystore(keys_dir))
+        if not self.repo.exists():
+            self.repo.init(list(self.COHORTS), bin_bits=2)
+        self.root = self.repo.export_root()  # what a device is provisioned with
 
     def publish(
         self, model: bytes, spec: PreprocessingSpec, version: str, target: str = "tflite-f32", **kw
@@ -94,30 +98,22 @@ class Release:
         path = self.work / f"model-{version}-{target}.tflite"
         path.write_bytes(model)
         return publish_bundle(
-            self.store,
-            self.key,
-            path,
-            spec,
-            model_name="digits",
-            model_version=version,
-            target=target,
-            **kw,
+            self.repo, path, spec, model_name="digits", model_version=version, target=target, **kw
         )
 
-    def point(self, cohort: str, stable, candidate=None, percentage: float = 0.0, **kw):
+    def point(self, cohort: str, stable, candidate=None, percentage: float = 0.0, salt: str = ""):
         from dataclasses import replace
 
-        from registry.manifests import empty_manifest, update_manifest
+        from device.protocol import Channel
+        from registry.channels import update_channel
 
-        def mutate(m):
+        def mutate(c):
+            base = c or Channel(cohort, salt=salt or "s")
             return replace(
-                m or empty_manifest(cohort),
-                stable=stable,
-                candidate=candidate,
-                percentage=percentage,
+                base, stable=stable, candidate=candidate, percentage=percentage, salt=salt or base.salt
             )
 
-        return update_manifest(self.store, cohort, mutate, self.key, trusted=self.trusted, **kw)
+        return update_channel(self.repo, cohort, mutate)
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ def _agent(release, tmp_path: Path, store=None, clock=None, caps=None, device="d
         device_id=device,
         cohort="pi",
         state_dir=tmp_path / device,
-        trusted_keys=release.trusted,
+        trusted_root=release.root,
         caps=caps or DeviceCaps(),
         policy=SamplingPolicy(sample_rate=1.0, buffer_size=64),
         **kw,
@@ -101,13 +101,13 @@ def test_flipped_byte_bundle_is_refused_and_model_kept(release, tiny_models, tmp
     agent = _agent(release, tmp_path)
     agent.sync()
     v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
-    key = f"bundles/{v2.bundle_id}/model.tflite"
+    [key] = [k for k in release.store.list(f"tuf/targets/bundles/{v2.bundle_id}/") if k.endswith(".model.tflite")]
     data = bytearray(release.store.get(key))
     data[len(data) // 2] ^= 0x01
     release.store.put(key, bytes(data))
     release.point("pi", v2)
     res = agent.sync()
-    assert res.action == "refused" and "hash mismatch for model.tflite" in res.reason
+    assert res.action == "refused" and "model.tflite" in res.reason and "hash" in res.reason
     assert agent.model.bundle_id == v1.bundle_id
     agent.infer(_frames(tiny_models)[0])  # still serving
     assert (
@@ -117,36 +117,39 @@ def test_flipped_byte_bundle_is_refused_and_model_kept(release, tiny_models, tmp
     t = _telemetry(release.store)
     refusal = t.filter(pc.equal(t.column("event"), "refusal")).to_pylist()
     assert len(refusal) == 1 and refusal[0]["bundle_id"] == v2.bundle_id
-    assert "hash mismatch" in refusal[0]["error"]
+    assert "LengthOrHashMismatchError" in refusal[0]["error"]
 
 
-def test_expired_and_replayed_older_manifest_refused(release, tiny_models, tmp_path):
+def test_expired_and_replayed_older_channel_refused(release, tiny_models, tmp_path):
+    from registry.tuf_repo import Lifetimes
+
     v1 = release.publish(tiny_models.f32, tiny_models.spec, "1")
     release.point("pi", v1)
-    old_bytes = release.store.get("manifests/pi.json")
+    old_bytes = release.store.get("tuf/metadata/timestamp.json")
     v2 = release.publish(tiny_models.int8, tiny_models.spec, "2", target="tflite-int8")
     release.point("pi", v2)
     agent = _agent(release, tmp_path)
     assert agent.sync().action == "installed" and agent.model.metadata.model_version == "2"
-    release.store.put("manifests/pi.json", old_bytes)  # replay of revision 1
+    release.store.put("tuf/metadata/timestamp.json", old_bytes)  # replay of an older state
     res = agent.sync()
-    assert res.action == "refused" and "lower than the last seen" in res.reason
+    assert res.action == "refused" and "timestamp" in res.reason and "version" in res.reason
     assert agent.model.metadata.model_version == "2"
 
-    release.point("pi", v1, ttl=timedelta(hours=1), clock=lambda: T0 - timedelta(days=2))
+    release.repo.clock = lambda: datetime.now(UTC) - timedelta(days=2)
+    release.repo.lifetimes = Lifetimes(timestamp=timedelta(hours=1))
+    release.point("pi", v1)  # signed by the key, but its timestamp expired long ago
     res = agent.sync()
-    assert res.action == "refused" and "expired" in res.reason
+    assert res.action == "refused" and "xpired" in res.reason
     assert agent.model.metadata.model_version == "2"
     refusals = agent.stats.refusals
     assert agent.sync().action == "refused" and agent.stats.refusals == refusals  # reported once
 
     from dataclasses import replace
 
-    release.point(
-        "pi", replace(v1, model_version="9")
-    )  # signed manifest, wrong version for the bundle
+    release.repo.clock, release.repo.lifetimes = (lambda: datetime.now(UTC)), Lifetimes()
+    release.point("pi", replace(v1, model_version="9"))  # signed channel, wrong version for the bundle
     res = agent.sync()
-    assert res.action == "refused" and "manifest names v9" in res.reason
+    assert res.action == "refused" and "channel names v9" in res.reason
 
 
 def test_fall_back_to_previous_model(release, tiny_models, tmp_path):
@@ -193,7 +196,9 @@ def test_profile_and_encryption_checks(release, tiny_models, tmp_path):
     assert a5.sync().action == "installed"
     x, y = _frames(tiny_models, 100)
     assert (a5.infer(x).top1 == y).mean() > 0.8
-    assert b"TFL3" not in release.store.get(f"bundles/{enc.bundle_id}/model.tflite.enc")[:16]
+    from registry.bundles import bundle_file
+
+    assert b"TFL3" not in bundle_file(release.store, enc.bundle_id, "model.tflite.enc")[:16]
 
 
 def test_outage_backs_off_keeps_serving_and_loses_nothing(release, tiny_models, tmp_path):
@@ -220,7 +225,10 @@ def test_outage_backs_off_keeps_serving_and_loses_nothing(release, tiny_models, 
     assert (
         len(seqs) == len(set(seqs)) == agent.stats.spooled_records == agent.stats.uploaded_records
     )
-    assert agent.stats.sampled == agent.stats.spooled_records - 1 + agent.evicted  # 1 swap event
+    # events: 1 swap, and 1 "offline" error for the whole outage (said once, not per poll)
+    assert agent.stats.sampled == agent.stats.spooled_records - 2 + agent.evicted
+    offline = t.filter(pc.equal(t.column("event"), "error")).column("error").to_pylist()
+    assert len(offline) == 1 and offline[0].startswith("offline:")
 
 
 def test_restart_restores_model_offline_and_detects_tamper(release, tiny_models, tmp_path):
@@ -233,15 +241,20 @@ def test_restart_restores_model_offline_and_detects_tamper(release, tiny_models,
     a.sync()
     a.infer(_frames(tiny_models)[0])
     a.flush()
-    dead = open_store("/nonexistent/never")  # a store that has nothing
-    b = _agent(release, tmp_path, store=dead)
+    down = FlakyStore(release.store)
+    down.down = True  # the store is unreachable when the device starts
+    b = _agent(release, tmp_path, store=down)
     assert b.model.bundle_id == v2.bundle_id  # restored from disk without the store
     assert b._seq >= a._seq
+    assert b.sync().action == "unreachable" and b.sync().action == "unreachable"
+    assert (b.infer(_frames(tiny_models, 50)[0]).top1 == tiny_models.y_test[:50]).mean() > 0.8
+    offline = [e for e in b.events.drain() if e.event == "error" and "offline" in (e.error or "")]
+    assert len(offline) == 1 and v2.bundle_id[:12] in offline[0].error  # said once, naming it
     model_file = tmp_path / "dev-1" / "models" / v2.bundle_id / "model.tflite"
     model_file.write_bytes(model_file.read_bytes()[:-1] + b"\x00")
     c = _agent(release, tmp_path, store=LocalStore(tmp_path / "other"))
     assert c.model.bundle_id == v1.bundle_id  # tampered at rest: fell back to previous
-    assert len(c.events) == 1
+    assert [e.event for e in c.events.drain()] == ["refusal"]
 
 
 def test_canary_bucket_picks_candidate(release, tiny_models, tmp_path):
@@ -260,7 +273,7 @@ def test_canary_bucket_picks_candidate(release, tiny_models, tmp_path):
 
 
 def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_release):
-    """The documented path: config JSON, pinned key id, an S3 store (moto on loopback)."""
+    """The documented path: config JSON, a provisioned root, an S3 store (moto on loopback)."""
     import json
 
     from device.cli import main
@@ -270,6 +283,7 @@ def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_releas
     rel = make_release(store)
     rel.point("pi", rel.publish(tiny_models.f32, tiny_models.spec, "1"))
     cfg = tmp_path / "agent.json"
+    (tmp_path / "root.json").write_bytes(rel.root)
     cfg.write_text(
         json.dumps(
             {
@@ -278,7 +292,7 @@ def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_releas
                 "device_id": "pi-kiosk-1",
                 "cohort": "pi",
                 "state_dir": str(tmp_path / "state"),
-                "trusted_key_ids": [rel.key.key_id],
+                "trusted_root_file": str(tmp_path / "root.json"),
                 "profile": {"name": "raspberry-pi-4", "targets": ["tflite-f32"]},
                 "sampling": {"sample_rate": 1.0},
                 "upload_interval_s": 0,
@@ -304,8 +318,24 @@ def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_releas
     assert (
         t.filter(pc.equal(t.column("event"), "inference")).num_rows == 8
     )  # 5 + 3 frames, all sampled
-    # a wrong pinned key id: one readable line and the IntegrityError/Store exit code
-    bad = json.loads(cfg.read_text()) | {"trusted_key_ids": ["0" * 16]}
+    # started with the store unreachable: serves the last verified model
+    offline = json.loads(cfg.read_text()) | {"endpoint_url": "http://127.0.0.1:9"}
+    cfg.write_text(json.dumps(offline))
+    assert main(["--config", str(cfg), "infer", str(frames)]) == 0
+    assert json.loads(capsys.readouterr().out)["model_version"] == "1"
+    # a device provisioned with another channel's root refuses this one's metadata
+    from registry.tuf_keys import Keystore
+    from registry.tuf_repo import TufRepository
+
+    foreign = TufRepository(LocalStore(tmp_path / "foreign"), Keystore(tmp_path / "foreign-keys"))
+    foreign.init(["pi"])
+    (tmp_path / "foreign-root.json").write_bytes(foreign.export_root())
+    bad = offline | {
+        "endpoint_url": s3_env["AWS_ENDPOINT_URL"],
+        "trusted_root_file": str(tmp_path / "foreign-root.json"),
+        "state_dir": str(tmp_path / "state2"),
+    }
     cfg.write_text(json.dumps(bad))
-    assert main(["--config", str(cfg), "sync"]) != 0
-    assert "edgeops-agent:" in capsys.readouterr().err
+    assert main(["--config", str(cfg), "sync"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["action"] == "refused" and "timestamp" in res["reason"]

@@ -17,7 +17,7 @@ from device.updater import ModelSlots
 
 
 def _agent(tmp_path: Path) -> DeviceAgent:
-    cfg = AgentConfig(device_id="d1", cohort="c", state_dir=tmp_path / "state", trusted_keys={})
+    cfg = AgentConfig(device_id="d1", cohort="c", state_dir=tmp_path / "state", trusted_root=b"")
     return DeviceAgent(cfg, LocalStore(tmp_path / "store"))
 
 

@@ -1,18 +1,17 @@
-"""Signed envelopes, manifests and bucketing: what an agent accepts and what it refuses."""
+"""Bundles, channels and bucketing: what an agent accepts and what it refuses (signatures,
+expiry and rollback are TUF's: tests/device/test_channel.py)."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
+import hashlib
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from device.protocol import (
     BUCKETS,
     BundleMetadata,
     BundleRef,
-    Manifest,
+    Channel,
     bucket,
     bundle_id_of,
     canonical_json,
@@ -20,39 +19,21 @@ from device.protocol import (
     choose,
     decrypt_model,
     encrypt_model,
-    format_time,
     in_canary,
-    load_public_key_pem,
-    public_key_id,
-    public_key_pem,
-    sign_envelope,
     verify_bundle_metadata,
-    verify_envelope,
-    verify_manifest,
 )
 from edgeops.errors import IntegrityError
 
-NOW = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 
-
-@pytest.fixture
-def key() -> tuple[Ed25519PrivateKey, str]:
-    k = Ed25519PrivateKey.generate()
-    return k, public_key_id(k.public_key())
-
-
-def _manifest(
-    revision: int = 3, expires: datetime = NOW + timedelta(days=1), pct: float = 25.0
-) -> Manifest:
-    return Manifest(
+def _channel(pct: float = 25.0) -> Channel:
+    return Channel(
         cohort="pi-fleet-eu",
-        revision=revision,
-        issued_at=format_time(NOW),
-        expires_at=format_time(expires),
         stable=BundleRef("s" * 64, "1", "tflite-f32"),
         candidate=BundleRef("c" * 64, "2", "tflite-f32"),
         percentage=pct,
         salt="salt-1",
+        rollout_id=2,
+        revision=7,
     )
 
 
@@ -60,61 +41,23 @@ def test_canonical_json_is_sorted_and_compact() -> None:
     assert canonical_json({"b": 1, "a": [1, "é"]}) == '{"a":[1,"é"],"b":1}'.encode()
 
 
-def test_key_id_and_pem_round_trip(key) -> None:
-    priv, kid = key
-    assert len(kid) == 16
-    assert public_key_id(load_public_key_pem(public_key_pem(priv.public_key()))) == kid
-    with pytest.raises(IntegrityError, match="PEM"):
-        load_public_key_pem(b"garbage")
-
-
-def test_envelope_verifies_and_refuses(key) -> None:
-    priv, kid = key
-    env = sign_envelope({"x": 1}, priv, kid)
-    trusted = {kid: priv.public_key()}
-    assert verify_envelope(env, trusted) == {"x": 1}
-    assert verify_envelope(json.dumps(env).encode(), trusted) == {"x": 1}
-    tampered = {**env, "signed": {"x": 2}}
-    with pytest.raises(IntegrityError, match="bad signature"):
-        verify_envelope(tampered, trusted)
-    other = Ed25519PrivateKey.generate()
-    with pytest.raises(IntegrityError, match="unknown key id"):
-        verify_envelope(env, {public_key_id(other.public_key()): other.public_key()})
+def test_channel_round_trip_and_refusals() -> None:
+    c = _channel(12.34)
+    d = c.to_dict()
+    assert d["basis_points"] == 1234 and "percentage" not in d  # TUF's canonical JSON: no floats
+    assert Channel.from_dict(d) == c
+    with pytest.raises(IntegrityError, match="expected edgeops/channel"):
+        Channel.from_dict({**d, "_type": "edgeops/bundle"})
+    with pytest.raises(IntegrityError, match="outside 0-100"):
+        Channel.from_dict({**d, "basis_points": 10001})
     with pytest.raises(IntegrityError, match="malformed"):
-        verify_envelope({"signed": {"x": 1}, "signatures": []}, trusted)
+        Channel.from_dict({**d, "stable": {"bundle_id": "x"}})
+    assert c.same_routing(Channel.from_dict({**d, "revision": 9}))
+    assert not c.same_routing(_channel(12.35)) and not c.same_routing(None)
 
 
-def test_key_rotation_accepts_any_trusted_key(key) -> None:
-    old, old_id = key
-    new = Ed25519PrivateKey.generate()
-    new_id = public_key_id(new.public_key())
-    trusted = {old_id: old.public_key(), new_id: new.public_key()}
-    assert verify_envelope(sign_envelope({"v": 1}, new, new_id), trusted) == {"v": 1}
-    assert verify_envelope(sign_envelope({"v": 1}, old, old_id), trusted) == {"v": 1}
-
-
-def test_manifest_checks(key) -> None:
-    priv, kid = key
-    trusted = {kid: priv.public_key()}
-    env = sign_envelope(_manifest().to_dict(), priv, kid)
-    m = verify_manifest(env, trusted, cohort="pi-fleet-eu", last_revision=3, now=NOW)
-    assert m == _manifest()
-    with pytest.raises(IntegrityError, match="lower than the last seen 4"):
-        verify_manifest(env, trusted, last_revision=4, now=NOW)
-    with pytest.raises(IntegrityError, match="expired"):
-        verify_manifest(env, trusted, now=NOW + timedelta(days=2))
-    with pytest.raises(IntegrityError, match="not 'other'"):
-        verify_manifest(env, trusted, cohort="other", now=NOW)
-    bundle_env = sign_envelope({"_type": "edgeops/bundle"}, priv, kid)
-    with pytest.raises(IntegrityError, match="expected edgeops/manifest"):
-        verify_manifest(bundle_env, trusted, now=NOW)
-
-
-def test_bundle_metadata_and_file_hashes(key) -> None:
-    priv, kid = key
+def test_bundle_metadata_and_file_hashes() -> None:
     data = b"model-bytes"
-    import hashlib
-
     meta = BundleMetadata(
         model_name="digits",
         model_version="3",
@@ -125,9 +68,9 @@ def test_bundle_metadata_and_file_hashes(key) -> None:
         output_spec={"shape": [1, 10], "dtype": "int8"},
         preprocessing_sha256="p" * 64,
     )
-    env = sign_envelope(meta.to_dict(), priv, kid)
-    bid = bundle_id_of(env)
-    got = verify_bundle_metadata(env, {kid: priv.public_key()}, bid)
+    raw = canonical_json(meta.to_dict())
+    bid = bundle_id_of(raw)
+    got = verify_bundle_metadata(raw, bid)
     assert got == meta
     check_file(got, "model.tflite", data)
     with pytest.raises(IntegrityError, match="hash mismatch for model.tflite"):
@@ -135,7 +78,12 @@ def test_bundle_metadata_and_file_hashes(key) -> None:
     with pytest.raises(IntegrityError, match="size mismatch"):
         check_file(got, "model.tflite", data + b"!")
     with pytest.raises(IntegrityError, match="bundle id mismatch"):
-        verify_bundle_metadata(env, {kid: priv.public_key()}, "0" * 64)
+        verify_bundle_metadata(raw, "0" * 64)
+    with pytest.raises(IntegrityError, match="bundle id mismatch"):  # one byte more: another id
+        verify_bundle_metadata(raw + b" ", bid)
+    with pytest.raises(IntegrityError, match="expected edgeops/bundle"):
+        bad = canonical_json({**meta.to_dict(), "_type": "edgeops/channel"})
+        verify_bundle_metadata(bad, bundle_id_of(bad))
 
 
 def test_encryption_round_trip_and_tamper() -> None:
@@ -164,8 +112,8 @@ def test_buckets_are_uniform_and_sticky() -> None:
 
 
 def test_choose_follows_the_percentage() -> None:
-    m = _manifest(pct=50)
+    m = _channel(pct=50)
     picks = [choose(m, f"d{i}").model_version for i in range(2000)]
     assert 0.4 < picks.count("2") / 2000 < 0.6
-    assert choose(_manifest(pct=0), "d1").model_version == "1"
-    assert choose(Manifest("c", 1, "t", "t"), "d1") is None
+    assert choose(_channel(pct=0), "d1").model_version == "1"
+    assert choose(Channel("c"), "d1") is None

@@ -1,4 +1,4 @@
-"""Registry fixtures: a tiny real TFLite model, a signing key, stores, a throwaway MLflow."""
+"""Registry fixtures: a tiny real TFLite model, stores, the update channel, a throwaway MLflow."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from device.preprocessing import PreprocessingSpec
 from device.store import ObjectStore, open_store
-from registry.keys import SigningKey, load_or_create_signing_key, publish_public_key
+from registry.tuf_keys import Keystore
+from registry.tuf_repo import TufRepository
 
 
 @pytest.fixture(scope="session")
@@ -43,26 +44,36 @@ def tiny_tflite(
 
 
 @pytest.fixture
-def signing_key(tmp_path: Path) -> SigningKey:
-    return load_or_create_signing_key(tmp_path / "keys")
+def keystore(tmp_path: Path) -> Keystore:
+    return Keystore(tmp_path / "keys")
 
 
 @pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, signing_key: SigningKey) -> ObjectStore:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
-        s = open_store(str(tmp_path / "store"))
-    else:
-        env = request.getfixturevalue("s3_env")
-        s = open_store(env["EDGEOPS_STORE_URL"], env["AWS_ENDPOINT_URL"])
-    publish_public_key(s, signing_key)
-    return s
+        return open_store(str(tmp_path / "store"))
+    env = request.getfixturevalue("s3_env")
+    return open_store(env["EDGEOPS_STORE_URL"], env["AWS_ENDPOINT_URL"])
 
 
 @pytest.fixture
-def local_store(tmp_path: Path, signing_key: SigningKey) -> ObjectStore:
-    s = open_store(str(tmp_path / "store"))
-    publish_public_key(s, signing_key)
-    return s
+def local_store(tmp_path: Path) -> ObjectStore:
+    return open_store(str(tmp_path / "store"))
+
+
+@pytest.fixture
+def repo(store: ObjectStore, keystore: Keystore, catalog) -> TufRepository:
+    """The update channel in `store`, every catalog cohort delegated, keys in `keystore`."""
+    r = TufRepository(store, keystore)
+    r.init(sorted(catalog.cohorts))
+    return r
+
+
+@pytest.fixture
+def local_repo(local_store: ObjectStore, keystore: Keystore, catalog) -> TufRepository:
+    r = TufRepository(local_store, keystore)
+    r.init(sorted(catalog.cohorts))
+    return r
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ class Blessed:
 
 
 def release(
-    client, run_id, store, key, path: Path, spec, x, *, target="tflite-f32", blessed=True
+    client, run_id, repo, path: Path, spec, x, *, target="tflite-f32", blessed=True
 ) -> tuple[str, BundleRef]:
     """Register (releasable when blessed) and publish; returns (version, bundle ref)."""
     mv = register_variant(
@@ -36,12 +37,12 @@ def release(
         x[:2],
         model_name="digits",
         target=target,
-        lineage=LINEAGE,
+        lineage=Lineage(LINEAGE.data_version, LINEAGE.git_commit, uuid.uuid4().hex, LINEAGE.parent_model),
         blessing=Blessed(target) if blessed else None,
         releasable=blessed,
     )
     ref = publish_bundle(
-        store, key, path, spec, model_name="digits", model_version=mv.version, target=target
+        repo, path, spec, model_name="digits", model_version=mv.version, target=target
     )
     return str(mv.version), ref
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from registry.channels import set_stable
 from rich.console import Console
 from rollout_helpers import release
 from typer.testing import CliRunner
 
 from edgeops.cli_release import cohorts_app, parse_duration, parse_steps, release_app
 from edgeops.errors import ConfigError
-from registry.manifests import set_stable
 
 pytestmark = pytest.mark.slow  # trains nothing, but registers real models in MLflow
 
@@ -21,8 +21,7 @@ pytestmark = pytest.mark.slow  # trains nothing, but registers real models in ML
 @pytest.fixture
 def env(
     tmp_path: Path,
-    local_store,
-    signing_key,
+    local_repo,
     mlflow_client,
     experiment_run,
     tiny_tflite,
@@ -31,9 +30,9 @@ def env(
     monkeypatch,
 ):
     path, spec, x = tiny_tflite
-    v1, ref1 = release(mlflow_client, experiment_run, local_store, signing_key, path, spec, x)
-    set_stable(local_store, "pi-fleet-eu", ref1, signing_key)
-    v2, _ = release(mlflow_client, experiment_run, local_store, signing_key, bad_tflite, spec, x)
+    v1, ref1 = release(mlflow_client, experiment_run, local_repo, path, spec, x)
+    set_stable(local_repo, "pi-fleet-eu", ref1)
+    v2, _ = release(mlflow_client, experiment_run, local_repo, bad_tflite, spec, x)
     devices = tmp_path / "devices.yaml"
     devices.write_text(
         yaml.safe_dump(
@@ -44,7 +43,7 @@ def env(
     )
     values = {
         "EDGEOPS_HOME": str(tmp_path / "home"),
-        "EDGEOPS_STORE_URL": local_store.url,
+        "EDGEOPS_STORE_URL": local_repo.store.url,
         "EDGEOPS_KEYS_DIR": str(tmp_path / "keys"),
         "EDGEOPS_DEVICES": str(devices),
         "MLFLOW_TRACKING_URI": mlflow_client.tracking_uri,
@@ -129,6 +128,35 @@ def test_cli_errors_are_one_line_with_exit_codes(env) -> None:
         ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", "1", "--dwell", "soon"],
     )
     assert out.exit_code == 2 and "bad duration" in out.output
+
+
+def test_second_machine_without_keys_reads_but_never_signs(env, tmp_path, monkeypatch) -> None:
+    """A machine pointed at the same store with no keys: read-only commands need a trusted root
+    and create no key; given the exported root it reads and verifies, and a command that must
+    sign fails with one line while the channel stays as the key holders left it."""
+    from edgeops.cli_keys import keys_app
+
+    r = CliRunner()
+    _, v2 = env
+    assert r.invoke(release_app, ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", v2]).exit_code == 0
+    assert r.invoke(release_app, ["start", "pi-fleet-eu"]).exit_code == 0
+    root = tmp_path / "exported-root.json"
+    out = r.invoke(keys_app, ["export-root", str(root)])
+    assert out.exit_code == 0 and "root v1" in out.output
+    second = tmp_path / "second-machine-keys"
+    monkeypatch.setenv("EDGEOPS_KEYS_DIR", str(second))
+    out = r.invoke(release_app, ["status", "--json"])
+    assert out.exit_code == 2 and "no trusted update-channel root" in out.output
+    assert not second.exists() or not any(second.rglob("*.pem"))  # nothing minted
+    assert r.invoke(keys_app, ["trust", str(root)]).exit_code == 0
+    out = r.invoke(release_app, ["status", "pi-fleet-eu", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)[0]["status"] == "running"
+    out = r.invoke(release_app, ["rollback", "pi-fleet-eu"])
+    assert out.exit_code == 2 and "no release signing key on this machine" in out.output
+    assert len(out.output.strip().splitlines()) == 1 and "Traceback" not in out.output
+    assert not any(second.rglob("*.pem"))
+    out = r.invoke(release_app, ["status", "pi-fleet-eu", "--json"])
+    assert json.loads(out.output)[0]["status"] == "running"  # unchanged
 
 
 def test_parsers() -> None:
