@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device.features import FEATURE_NAMES, summary_features  # noqa: E402
 from device.preprocessing import PreprocessingSpec, to_unit  # noqa: E402
-from device.scenarios import Scenario, adjust, rotate  # noqa: E402
+from device.scenarios import Scenario, adjust  # noqa: E402
 from edgeops.params import MonitorParams  # noqa: E402
 
 COLUMNS = [f"f_{n}" for n in FEATURE_NAMES]
@@ -119,6 +119,22 @@ class Field:
         self._probs = variant_probs
         self.cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
+    def device_table(
+        self, name: str, sc: Scenario, d: int, subset: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(features, probs) of the images in `subset` as device d sees them under `name`
+        (full-length arrays, filled only at `subset`)."""
+        key = f"{name}@{d}"
+        if key not in self.cache:
+            x = self.x[subset]
+            x = 1.0 - x if sc.name == "invert" else sc.transform(x, self.rng)
+            x = _device_view(x, d, np.random.default_rng(1000 + d))
+            feats = np.zeros((len(self.x), len(COLUMNS)), np.float32)
+            probs = np.zeros((len(self.x), 10), np.float32)
+            feats[subset], probs[subset] = summary_features(x), self._probs(self.runner, x, self.spec)
+            self.cache[key] = (feats, probs, self.y)
+        return self.cache[key][:2]
+
     def table(self, name: str, sc: Scenario) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features, probs, labels) of the whole pool under scenario `name`."""
         if name not in self.cache:
@@ -128,9 +144,8 @@ class Field:
 
 
 def _device_view(x: np.ndarray, d: int, rng: np.random.Generator) -> np.ndarray:
-    """One device's own mild conditions: tilt <= 4 deg, lighting +-8% (inside augmentation)."""
-    tilt, light = rng.uniform(-4, 4), rng.uniform(0.92, 1.08)
-    return adjust(rotate(x, tilt), light)
+    """One device's own lighting, +-8% (inside the augmentation, and measured harmless)."""
+    return adjust(x, rng.uniform(0.92, 1.08))
 
 
 def window(
@@ -155,11 +170,9 @@ def window(
             idx[swap] = unseen[rng.integers(0, len(unseen), swap.sum())]
         if frozen and d == 0:
             idx[:] = idx[0]
-        if clustered:
-            x = field.x[idx]
-            x = 1.0 - x if sc.name == "invert" else sc.transform(x, rng)
-            x = _device_view(x, d, np.random.default_rng(1000 + d))
-            feats, probs = summary_features(x), field._probs(field.runner, x, field.spec)
+        if clustered:  # the device's own view of every image, computed once per scenario
+            f, p = field.device_table(name, sc, d, np.union1d(pool, unseen))
+            feats, probs = f[idx], p[idx]
         else:
             f, p, _ = field.table(name, sc)
             feats, probs = f[idx], p[idx]
@@ -268,21 +281,32 @@ def run(reps: int, epochs: int, seed: int) -> tuple[list[dict], dict]:
 
 
 def summary(rows: list[dict], frozen: dict) -> dict:
+    """Rates by what a shift measurably costs this model (true accuracy against the unshifted
+    field): harmless below 1 point, harmful from 2 points; the named kind is only the intent (a
+    model may not tolerate a shift it was meant to, and then retraining is the right call)."""
     base = {r["n"]: r["true"] for r in rows if r["scenario"] == "none" and not r["clustered"]}
-    costly = [r for r in rows if base[r["n"]] - r["true"] >= 0.02]
-    mild = [r for r in rows if r["kind"] == "harmless"]
+    for r in rows:
+        r["cost_pts"] = 100 * (base[r["n"]] - r["true"])
+    costly = [r for r in rows if r["cost_pts"] >= 2.0]
+    mild = [r for r in rows if r["cost_pts"] < 1.0]
     by_scenario: dict[str, list[float]] = {}
     for r in rows:
         by_scenario.setdefault(r["scenario"], []).append(abs(r["estimate"] - r["true"]))
     mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+    pts = lambda v: None if v is None else 100 * v  # noqa: E731
     return {
         "harmless_retrain_rate": mean([r["harm"] for r in mild]),
         "harmful_retrain_rate_1000": mean([r["harm"] for r in costly if r["n"] == 1000]),
-        "estimate_mae_pts": 100 * mean([mean(v) for v in by_scenario.values()]),
+        "estimate_mae_pts": pts(mean([mean(v) for v in by_scenario.values()])),
         "frozen_camera_flag_rate": mean(list(frozen.values())),
         "clustered_null_false_alarm_rate": mean(
             [r["harm"] for r in rows if r["scenario"] == "none" and r["clustered"]]
         ),
+        # where calibration can hold (the model still >= 90% right): CBPE's own regime
+        "estimate_mae_pts_calibrated_regime": pts(mean(
+            [mean(v) for k, v in by_scenario.items()
+             if min(r["true"] for r in rows if r["scenario"] == k) >= 0.9]
+        )),
         "evidently": {
             "harmless_retrain_rate": mean([r["evidently"] for r in mild]),
             "harmful_retrain_rate_1000": mean([r["evidently"] for r in costly if r["n"] == 1000]),
@@ -294,15 +318,15 @@ def summary(rows: list[dict], frozen: dict) -> dict:
 
 
 def markdown(rows: list[dict], s: dict) -> str:
-    lines = ["| scenario | rows | clustered | true acc | estimated | edgeops retrain | drift (explanation) | Evidently preset |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | rows | clustered | true acc | cost (pts) | estimated | edgeops retrain | "
+             "drift (explanation) | Evidently preset |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['scenario']} ({r['kind']}) | {r['n']} | {'yes' if r['clustered'] else 'no'} | "
-                     f"{100 * r['true']:.1f}% | {100 * r['estimate']:.1f}% | {100 * r['harm']:.0f}% | "
+                     f"{100 * r['true']:.1f}% | {r['cost_pts']:+.1f} | {100 * r['estimate']:.1f}% | {100 * r['harm']:.0f}% | "
                      f"{100 * r['drift']:.0f}% | {100 * r['evidently']:.0f}% |")
     e = s["evidently"]
     goals = [
-        ("retrain on harmless shifts", s["harmless_retrain_rate"], e["harmless_retrain_rate"], "<= 5%"),
+        ("retrain on harmless shifts (cost < 1 pt)", s["harmless_retrain_rate"], e["harmless_retrain_rate"], "<= 5%"),
         ("retrain on shifts costing >= 2 pts, 1000 rows", s["harmful_retrain_rate_1000"],
          e["harmful_retrain_rate_1000"], ">= 95%"),
         ("false alarms, clustered null", s["clustered_null_false_alarm_rate"],
@@ -310,10 +334,18 @@ def markdown(rows: list[dict], s: dict) -> str:
         ("frozen camera flagged (1 of 10 devices)", s["frozen_camera_flag_rate"], None, ">= 95%"),
     ]
     lines += ["", "| goal | edgeops | Evidently default preset | target |", "|---|---|---|---|"]
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.0f}%"
+
+    def pts(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1f} pts"
+
     for name, ours, theirs, target in goals:
-        lines.append(f"| {name} | {100 * ours:.0f}% | {'-' if theirs is None else f'{100 * theirs:.0f}%'} | {target} |")
-    lines.append(f"| estimated accuracy, mean abs. error over scenarios | {s['estimate_mae_pts']:.1f} pts | "
+        lines.append(f"| {name} | {pct(ours)} | {pct(theirs)} | {target} |")
+    lines.append(f"| estimated accuracy, mean abs. error over scenarios | {pts(s['estimate_mae_pts'])} | "
                  "(no estimate) | <= 2 pts |")
+    lines.append(f"| the same, shifts the model still gets >= 90% right | "
+                 f"{pts(s['estimate_mae_pts_calibrated_regime'])} | (no estimate) | |")
     return "\n".join(lines)
 
 
@@ -335,7 +367,7 @@ def scale(params: MonitorParams, rows: int = 100_000, features: int = 50) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=10, help="windows per cell")
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--scale", action="store_true", help="also time a 100,000 x 50 drift job")
