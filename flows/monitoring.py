@@ -65,6 +65,14 @@ def _emit(event: str, cohort: str | None, payload: dict[str, Any]) -> str | None
     return str(ev.id) if ev is not None else None
 
 
+def _cohort_keys(settings: Settings) -> dict[str, bytes]:
+    """The cohort keys in the keystore (read, never made), for sealed drift references."""
+    from device.encryption import kek_id
+
+    files = sorted((settings.keys_dir / "aes").glob("*.key"))
+    return {kek_id(k): k for k in (p.read_bytes() for p in files) if len(k) == 32}
+
+
 def lateness(settings: Settings) -> timedelta:
     """The watermark lag: monitor.allowed_lateness_minutes, else the fleet's upload interval."""
     p = settings.params()
@@ -225,7 +233,7 @@ def detect_drift(
             for (version, bundle_id), part in rows.groupby(["model_version", "bundle_id"]):
                 version, bundle_id = str(version), str(bundle_id)
                 try:
-                    reference = load_reference(store, bundle_id)
+                    reference = load_reference(store, bundle_id, _cohort_keys(settings))
                 except MonitoringError as exc:  # a bundle published before references existed
                     print(f"skipping {cohort}/{version}/{bundle_id}: {exc}")
                     continue

@@ -120,7 +120,7 @@ def publish(
 
             status = start_canary(client, settings, catalog, cohort_name, reg)
             role = "canary" if status == "running" else f"candidate ({status})"
-        _save_reference(store, ref.bundle_id, variants[chosen].path, prepared)
+        _save_reference(store, ref.bundle_id, variants[chosen].path, prepared, enc_key)
         out[cohort_name] = {"published": True, "role": role, "target": target, "variant": chosen,
                             "profile": cohort.profile, "why": choice.get("reason", ""),
                             "bundle_id": ref.bundle_id, "registered": f"{reg['name']}/{reg['version']}"}
@@ -194,14 +194,16 @@ def variant_model_name(model_name: str, variant: str) -> str:
     return model_name if method == "float" else f"{model_name}-{method}"
 
 
-def _save_reference(store: Any, bundle_id: str, model_path: Path, prepared: PreparedData) -> None:
+def _save_reference(
+    store: Any, bundle_id: str, model_path: Path, prepared: PreparedData, key: bytes | None = None
+) -> None:
     """The monitoring reference of this variant: the held-out validation split (not the training
     data) through the same features and the shipped model."""
     from device.runtime import runner_for_file
     from monitoring.reference import build_reference, save_reference
 
     reference = build_reference(prepared.x_val, prepared.y_val, runner_for_file(model_path), prepared.spec)
-    save_reference(store, bundle_id, reference)
+    save_reference(store, bundle_id, reference, key)  # sealed for an encrypted cohort
 
 
 def _calibrated_spec(model_path: Path, prepared: PreparedData) -> Any:

@@ -10,17 +10,18 @@ reference and telemetry cannot disagree on what a feature means.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from components.calibration import Calibration, fit_temperature
+from device.encryption import is_sealed, open_sealed, seal
 from device.features import FEATURE_NAMES, summary_features
 from device.preprocessing import PreprocessingSpec, normalize
 from device.store import ObjectStore
-from edgeops.errors import MonitoringError, StoreError
+from edgeops.errors import IntegrityError, MonitoringError, StoreError
 
 _BATCH = 256
 
@@ -82,15 +83,23 @@ def load_temperature(store: ObjectStore, bundle_id: str) -> float:
         return 1.0
 
 
-def save_reference(store: ObjectStore, bundle_id: str, df: pd.DataFrame) -> str:
+def save_reference(
+    store: ObjectStore, bundle_id: str, df: pd.DataFrame, encryption_key: bytes | None = None
+) -> str:
+    """Parquet in the store; sealed with the cohort key (device.encryption) when the cohort's
+    models are encrypted, so its features, outputs and labels are never stored in clear."""
     buf = io.BytesIO()
     df.to_parquet(buf, index=False, compression="zstd")
     key = reference_key(bundle_id)
-    store.put(key, buf.getvalue())
+    data = buf.getvalue()
+    store.put(key, seal(data, encryption_key, b"reference") if encryption_key else data)
     return key
 
 
-def load_reference(store: ObjectStore, bundle_id: str) -> pd.DataFrame:
+def load_reference(
+    store: ObjectStore, bundle_id: str, keys: Mapping[str, bytes] | None = None
+) -> pd.DataFrame:
+    """`keys`: cohort keys by id, for references of encrypted cohorts."""
     key = reference_key(bundle_id)
     try:
         data = store.get(key)
@@ -98,6 +107,11 @@ def load_reference(store: ObjectStore, bundle_id: str) -> pd.DataFrame:
         raise MonitoringError(
             f"no drift reference for bundle {bundle_id}: {exc}", where=key
         ) from exc
+    if is_sealed(data):
+        try:
+            data = open_sealed(data, keys or {}, b"reference")
+        except IntegrityError as exc:
+            raise MonitoringError(f"encrypted drift reference: {exc}", where=key) from exc
     df = pd.read_parquet(io.BytesIO(data))
     df["probs"] = [np.asarray(p, dtype=np.float32) for p in df["probs"]]
     return df
