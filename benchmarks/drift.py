@@ -202,7 +202,8 @@ def judge(reference: pd.DataFrame, rows: pd.DataFrame, params: MonitorParams, te
     (plan,) = plan_windows(rows, 1.0, T0 + pd.Timedelta(hours=2), {}, 0.2)  # complete: judged
     current = plan.rows.drop(columns=["truth"])
     est, _, _, verdict = judge_harm(reference, current, params, temperature)
-    drift = data_drift(reference, distinct_frames(current), params)
+    frames = distinct_frames(current)
+    drift = data_drift(reference, frames, params, groups=frames["device_id"].to_numpy())
     flags = flag_segments(current, params.segment_fdr)
     return {
         "harm": verdict.harmful,

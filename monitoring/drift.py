@@ -25,6 +25,7 @@ from evidently.metrics.embeddings import (
     RatioDriftMethod,
 )
 from evidently.presets import DataDriftPreset
+from scipy.stats import ks_2samp
 
 from edgeops.errors import MonitoringError
 from edgeops.params import MonitorParams
@@ -187,19 +188,64 @@ def _verdict(
     return drifted, share, (reason,)
 
 
+def design_effect(values: np.ndarray, groups: np.ndarray) -> float:
+    """Kish's design effect 1 + (m0 - 1) ICC of values clustered in groups (one-way ANOVA ICC,
+    m0 the size-adjusted mean cluster size); 1 when the groups do not differ."""
+    codes, inv = np.unique(groups, return_inverse=True)
+    k, n = len(codes), len(values)
+    if k < 2 or n <= k:
+        return 1.0
+    sizes = np.bincount(inv, minlength=k).astype(np.float64)
+    means = np.bincount(inv, weights=values, minlength=k) / sizes
+    msb = float((sizes * (means - values.mean()) ** 2).sum() / (k - 1))
+    msw = float(((values - means[inv]) ** 2).sum() / (n - k))
+    m0 = (n - (sizes**2).sum() / n) / (k - 1)
+    denom = msb + (m0 - 1) * msw
+    icc = (msb - msw) / denom if denom > 0 else 0.0
+    return float(1 + (m0 - 1) * max(icc, 0.0))
+
+
+def _clustered_ks(
+    reference: pd.DataFrame, current: pd.DataFrame, cols: list[str], groups: np.ndarray
+) -> dict[str, float]:
+    """KS p-values with the window's size shrunk to its effective size n / design effect: frames
+    from one device share its scene and light, so n rows from 10 devices carry less evidence
+    about the fleet than n independent rows (rows of a feature that devices do not cluster on
+    keep their full size)."""
+    from scipy.stats import kstwobign
+
+    out: dict[str, float] = {}
+    m = len(reference)
+    for col in cols:
+        ref = reference[col].to_numpy(np.float64)
+        cur = current[col].to_numpy(np.float64)
+        ok = np.isfinite(cur)
+        d = float(ks_2samp(ref[np.isfinite(ref)], cur[ok]).statistic)
+        n_eff = ok.sum() / design_effect(cur[ok], groups[ok])
+        out[col] = float(kstwobign.sf(d * np.sqrt(n_eff * m / (n_eff + m))))
+    return out
+
+
 def data_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
     params: MonitorParams,
     html_path: Path | None = None,
     columns: list[str] | None = None,
+    groups: np.ndarray | None = None,
 ) -> DriftResult:
-    """Input drift P(x) on the summary features (f_*), one Evidently DataDriftPreset run."""
+    """Input drift P(x) on the summary features (f_*), one Evidently DataDriftPreset run.
+
+    `groups` (the device of each current row): with 3 or more devices and the KS test, each
+    feature is tested at the window's effective size (robust to rows clustered by device)."""
     cols = columns if columns is not None else feature_columns(reference)
     _check(reference, current, cols, "data drift")
     thr = per_test_threshold(params, len(cols))
     snap = None
-    if html_path is None:
+    clustered = groups is not None and params.stattest == "ks" and len(np.unique(groups)) >= 3
+    if clustered:
+        scores = _clustered_ks(reference, current, cols, np.asarray(groups))
+    elif html_path is None:
         scores = _stattest_scores(reference, current, dict.fromkeys(cols, params.stattest), thr)
     else:
         definition = DataDefinition(numerical_columns=cols)
@@ -211,6 +257,12 @@ def data_drift(
             Dataset.from_pandas(reference[cols], data_definition=definition),
         )
         scores = _value_drifts(snap)
+    if clustered and html_path is not None:  # the report for people, the clustered test decides
+        definition = DataDefinition(numerical_columns=cols)
+        snap = Report([DataDriftPreset(columns=cols, method=params.stattest, threshold=thr)]).run(
+            Dataset.from_pandas(current[cols], data_definition=definition),
+            Dataset.from_pandas(reference[cols], data_definition=definition),
+        )
     drifted, share, reasons = _verdict("data", scores, thr, params)
     metrics = {
         "data_drift_share": share,

@@ -134,8 +134,9 @@ def run_window(
         return report_dir / f"{kind}_drift.html" if report_dir is not None else None
 
     frames = distinct_frames(current)
+    groups = frames["device_id"].to_numpy() if "device_id" in frames.columns else None
     results: dict[str, DriftResult] = {
-        "data": data_drift(reference, frames, deciding, html("data"))
+        "data": data_drift(reference, frames, deciding, html("data"), groups=groups)
     }
     results["prediction"] = prediction_drift(reference, frames, params, html("prediction"))
     if embeddings:

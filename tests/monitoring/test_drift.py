@@ -86,3 +86,25 @@ def test_real_digits_quiet_without_drift_and_caught_when_darker_or_rotated(
     darker = data_drift(ref, _frame(summary_features(adjust(x[cur_i], brightness=0.8))), P)
     assert darker.drifted and "f_brightness" in darker.drifted_features
     assert data_drift(ref, _frame(summary_features(rotate(x[cur_i], 15.0))), P).drifted
+
+
+def test_device_clustered_null_is_not_drift_but_a_fleet_shift_is() -> None:
+    from tests.monitoring.conftest import synthetic_frame
+
+    rng = np.random.default_rng(5)
+    p = MonitorParams()
+    alarms_pooled = alarms_clustered = caught = 0
+    for _ in range(20):
+        ref = synthetic_frame(3000, rng)
+        cur = synthetic_frame(1000, rng)
+        devices = np.repeat(np.arange(10), 100)
+        offsets = rng.normal(0, 0.5, (10, 1))  # each device its own light, centred on the fleet's
+        cols = [c for c in cur.columns if c.startswith("f_")]
+        cur[cols] = cur[cols].to_numpy() + offsets[devices]
+        alarms_pooled += data_drift(ref, cur, p).drifted
+        alarms_clustered += data_drift(ref, cur, p, groups=devices).drifted
+        shifted = cur.copy()
+        shifted[cols[0]] += 1.0  # the whole fleet moved
+        caught += data_drift(ref, shifted, p, groups=devices).drifted
+    assert alarms_pooled >= 15  # rows treated as independent: the clumps look like drift
+    assert alarms_clustered <= 2 and caught >= 18
