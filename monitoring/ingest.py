@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -184,14 +184,16 @@ def _footer_rows(data: bytes) -> int:
 
 
 def _suite_failures(
-    suite: TelemetrySuite | None, checked: list[tuple[str, bytes, pa.Table, str, np.ndarray]]
+    make_suite: Callable[[], TelemetrySuite],
+    checked: list[tuple[str, bytes, pa.Table, str, np.ndarray]],
 ) -> dict[str, BaseException]:
     """The Great Expectations suite over the good rows of every checked batch at once (one
     validation run instead of one per batch); only when that fails, batch by batch."""
     goods = [(k, t.filter(pa.array(r == None))) for k, _, t, _, r in checked]  # noqa: E711
     goods = [(k, g) for k, g in goods if g.num_rows]
-    if suite is None or not goods:
-        return {}
+    if not goods:
+        return {}  # nothing left to validate: the suite (seconds to build) is never built
+    suite = make_suite()
     try:
         if suite.validate(pa.concat_tables([g for _, g in goods]).to_pandas()).success:
             return {}
@@ -239,7 +241,6 @@ def ingest(
     raw = sorted(k for k in store.list(RAW_PREFIX) if k.endswith(RAW_SUFFIXES))
     already = sum(1 for k in raw if k in ledger.batches)
     new = [k for k in raw if k not in ledger.batches][:max_batches]
-    suite = TelemetrySuite(known_cohorts, known_versions) if new else None
     at = int(now.timestamp() * 1000)
     kept: list[pa.Table] = []
     quarantined: list[tuple[str, str]] = []
@@ -276,7 +277,9 @@ def ingest(
             reject(key, data, exc)
             continue
         checked.append((key, data, table, dev.device_id, reasons))
-    failing = _suite_failures(suite, checked)  # one GE run over all, per batch only on failure
+    failing = _suite_failures(
+        lambda: TelemetrySuite(known_cohorts, known_versions), checked
+    )  # one GE run over all, per batch only on failure
     for key, data, table, device_id, reasons in checked:
         if key in failing:  # the whole batch, every row of it counted
             exc = failing[key]
