@@ -99,8 +99,13 @@ def test_spool_then_upload_signed(tmp_path: Path):
     assert (st.device_id, st.cohort, st.rows, st.seq_first, st.seq_last) == ("d1", "c", 5, 0, 4)
 
 
-def test_write_only_credentials_and_a_lost_ack(tmp_path: Path):
-    inner = LocalStore(tmp_path / "store")
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_write_only_credentials_and_a_lost_ack(tmp_path: Path, backend: str, request):
+    if backend == "s3":
+        env = request.getfixturevalue("s3_env")
+        inner = open_store(env["EDGEOPS_STORE_URL"], endpoint_url=env["AWS_ENDPOINT_URL"])
+    else:
+        inner = LocalStore(tmp_path / "store")
     store = WriteOnlyStore(inner, lose_ack=1)
     ident = DeviceIdentity("d1", "c", Ed25519PrivateKey.generate())
     clock = Clock()
