@@ -5,6 +5,13 @@ with its own schedule (defaults lose 10-20 points on small nets: DEPENDENCIES.md
 training wrappers and reports what it reached (measured sparsity, distinct weights per kernel).
 The collaborative forms keep one gain through the next: sparsity-preserving clustering, PQAT
 (pruning-preserving QAT) and PCQAT (sparsity- and cluster-preserving QAT).
+
+Every fine-tune is distillation-aware (components.finetune): the student learns from the
+teacher's soft targets (the float parent when no teacher is given) on the training augmentation,
+with a cosine learning-rate schedule. "structured" removes whole conv channels
+(components.structured_pruning): fewer parameters and MACs in every runtime. Clustering is
+per output channel on a BatchNorm-folded copy, so the converter has nothing left to fold and
+the int8 file keeps at most `clusters` distinct values per channel.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from edgeops.errors import TrainingError
 
 if TYPE_CHECKING:
     from components.conversion import PreparedLike
-    from edgeops.params import CompressParams
+    from components.finetune import Tuner
+    from edgeops.params import AugmentParams, CompressParams
 
-METHODS = ("prune", "cluster", "qat", "prune_cluster", "pqat", "pcqat")
+METHODS = ("prune", "cluster", "qat", "prune_cluster", "pqat", "pcqat", "structured")
 # QAT parents carry fake-quant ops: only a full-integer conversion keeps their gain.
 QAT_METHODS = frozenset({"qat", "pqat", "pcqat"})
 
@@ -31,9 +39,7 @@ class Compressed:
     method: str
     model: keras.Model
     sparsity: float  # share of exact zeros in conv/dense kernels
-    unique_weights: dict[
-        str, int
-    ]  # distinct values per kernel (tfmot leaves depthwise unclustered)
+    unique_weights: dict[str, int]  # most distinct values in one output channel, per kernel
     history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
@@ -65,33 +71,10 @@ def _copy(model: keras.Model) -> keras.Model:
     return clone
 
 
-def _fit(
-    model: keras.Model,
-    x: np.ndarray,
-    y: np.ndarray,
-    epochs: int,
-    params: CompressParams,
-    callbacks: list | None = None,
-) -> dict[str, list[float]]:
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    hist = model.fit(
-        x, y, epochs=epochs, batch_size=params.batch_size, verbose=0, callbacks=callbacks or []
-    )
-    if not np.isfinite(hist.history["loss"][-1]):
-        raise TrainingError(f"compression fine-tuning diverged (loss {hist.history['loss'][-1]})")
-    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-
-
-def prune(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, params: CompressParams
-) -> tuple[keras.Model, dict]:
+def prune(model: keras.Model, tuner: Tuner, params: CompressParams) -> tuple[keras.Model, dict]:
     """Magnitude pruning to params.prune_sparsity on a polynomial schedule, then strip."""
     tfmot = _tfmot()
-    steps = int(np.ceil(len(x) / params.batch_size)) * params.prune_epochs
+    steps = tuner.steps(params.prune_epochs)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0,
         final_sparsity=params.prune_sparsity,
@@ -100,38 +83,41 @@ def prune(
         frequency=max(1, steps // 50),
     )
     wrapped = tfmot.sparsity.keras.prune_low_magnitude(_copy(model), pruning_schedule=schedule)
-    hist = _fit(
-        wrapped, x, y, params.prune_epochs, params, [tfmot.sparsity.keras.UpdatePruningStep()]
-    )
+    hist = tuner.fit(wrapped, params.prune_epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
     return tfmot.sparsity.keras.strip_pruning(wrapped), hist
 
 
 def cluster(
-    model: keras.Model,
-    x: np.ndarray,
-    y: np.ndarray,
-    params: CompressParams,
-    preserve_sparsity: bool = False,
+    model: keras.Model, tuner: Tuner, params: CompressParams, preserve_sparsity: bool = False
 ) -> tuple[keras.Model, dict]:
     """Weight clustering to params.clusters shared values per kernel, fine-tuned, stripped.
 
     Linear centroid init: Deep Compression found it best, and k-means++ fails on kernels with
     fewer distinct negative or positive weights than clusters (sparsity-preserving mode).
+    Per-channel clustering on a BatchNorm-folded copy (params.cluster_per_channel): BN folding
+    at conversion would rescale each channel and its int8 per-channel scale would not keep the
+    codebook; folded first, each output channel's int8 values are its centroids.
     """
+    from components.structured_pruning import fold_batchnorm
+
     tfmot = _tfmot()
     cl = tfmot.clustering.keras
+    base = fold_batchnorm(model) if params.cluster_per_channel else _copy(model)
     wrapped = cl.cluster_weights(
-        _copy(model),
+        base,
         number_of_clusters=params.clusters,
         cluster_centroids_init=cl.CentroidInitialization.LINEAR,
         preserve_sparsity=preserve_sparsity,
+        # tfmot 0.8's per-channel init fails on an all-zero channel (sparsity-preserving mode):
+        # per-tensor there; a folded kernel then still holds <= clusters values per channel.
+        cluster_per_channel=params.cluster_per_channel and not preserve_sparsity,
     )
-    hist = _fit(wrapped, x, y, params.cluster_epochs, params)
+    hist = tuner.fit(wrapped, params.cluster_epochs)
     return cl.strip_clustering(wrapped), hist
 
 
 def qat(
-    model: keras.Model, x: np.ndarray, y: np.ndarray, params: CompressParams, preserve: str = "none"
+    model: keras.Model, tuner: Tuner, params: CompressParams, preserve: str = "none"
 ) -> tuple[keras.Model, dict]:
     """Quantisation-aware fine-tuning; preserve 'sparsity' (PQAT) or 'clusters' (PCQAT)."""
     tfmot = _tfmot()
@@ -147,52 +133,74 @@ def qat(
         scheme = q.default_8bit.Default8BitQuantizeScheme()
     with q.quantize_scope():
         wrapped = q.quantize_apply(annotated, scheme)
-    return wrapped, _fit(wrapped, x, y, params.qat_epochs, params)
+    return wrapped, tuner.fit(wrapped, params.qat_epochs)
+
+
+def structured(model: keras.Model, tuner: Tuner, params: CompressParams) -> tuple[keras.Model, dict]:
+    """Remove the least important share of every conv's channels, rebuild, fine-tune."""
+    from components.structured_pruning import plan, remove_channels
+
+    keep = plan(model, params.structured_ratio, params.structured_importance)
+    smaller = remove_channels(model, keep)
+    return smaller, tuner.fit(smaller, params.structured_epochs)
 
 
 def unique_weights(model: keras.Model) -> dict[str, int]:
-    """Distinct values per conv/dense kernel, by layer: what clustering bought."""
+    """Most distinct values in one output channel, per conv/dense kernel: what clustering bought
+    (per-channel codebooks, and what an int8 per-channel file can keep)."""
     out = {}
     for layer in model.layers:
         for w in layer.trainable_weights:
             if "kernel" in w.name and w.shape.rank > 1:
-                out[f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}"] = len(
-                    np.unique(w.numpy())
+                k = w.numpy()
+                cols = k.reshape(-1, k.shape[-2] if "depthwise" in w.name else k.shape[-1])
+                out[f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}"] = max(
+                    len(np.unique(cols[:, c])) for c in range(cols.shape[1])
                 )
     return out
 
 
 def compress(
-    model: keras.Model, prepared: PreparedLike, params: CompressParams
+    model: keras.Model,
+    prepared: PreparedLike,
+    params: CompressParams,
+    teacher: keras.Model | None = None,
+    augment: AugmentParams | None = None,
 ) -> dict[str, Compressed]:
-    """Each method in params.methods from the float parent (combinations chain their stages)."""
-    from components.conversion import model_inputs
+    """Each method in params.methods from the float parent (combinations chain their stages).
+
+    Fine-tunes learn from `teacher`'s soft targets (the float parent itself when None) on the
+    training augmentation `augment` (the train stage's; defaults when None).
+    """
+    from components.finetune import Tuner
 
     unknown = sorted(set(params.methods) - set(METHODS))
     if unknown:
         raise TrainingError(f"unknown compression methods {unknown}; known: {', '.join(METHODS)}")
-    x, y = model_inputs(prepared.x_train, prepared.spec), np.asarray(prepared.y_train)
+    tuner = Tuner.for_data(prepared, params, teacher if teacher is not None else model, augment)
     out: dict[str, Compressed] = {}
     pruned: tuple[keras.Model, dict] | None = None
     for method in params.methods:
         if method in ("prune", "prune_cluster", "pqat", "pcqat") and pruned is None:
-            pruned = prune(model, x, y, params)
+            pruned = prune(model, tuner, params)
         if method == "prune":
             m, hist = pruned
+        elif method == "structured":
+            m, hist = structured(model, tuner, params)
         elif method == "cluster":
-            m, hist = cluster(model, x, y, params)
+            m, hist = cluster(model, tuner, params)
         elif method == "qat":
-            m, hist = qat(model, x, y, params)
+            m, hist = qat(model, tuner, params)
         elif method == "prune_cluster":
-            m, hist = cluster(pruned[0], x, y, params, preserve_sparsity=True)
+            m, hist = cluster(pruned[0], tuner, params, preserve_sparsity=True)
         elif method == "pqat":
-            m, hist = qat(pruned[0], x, y, params, preserve="sparsity")
+            m, hist = qat(pruned[0], tuner, params, preserve="sparsity")
         else:  # pcqat
             pc = (
                 out["prune_cluster"].model
                 if "prune_cluster" in out
-                else cluster(pruned[0], x, y, params, True)[0]
+                else cluster(pruned[0], tuner, params, True)[0]
             )
-            m, hist = qat(pc, x, y, params, preserve="clusters")
+            m, hist = qat(pc, tuner, params, preserve="clusters")
         out[method] = Compressed(method, m, sparsity(m), unique_weights(m), hist)
     return out

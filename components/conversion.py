@@ -37,6 +37,7 @@ TARGETS = (
     "openvino",
 )
 _SUFFIX = {"onnx": ".onnx", "savedmodel": ""}
+MICRO_PARITY_IMAGES = 50  # int8 files also run in TFLite Micro on this many test images
 
 
 class PreparedLike(Protocol):
@@ -248,5 +249,8 @@ def convert_and_verify(
     from components.measure import measure_variant
 
     sample = model_inputs(prepared.x_test[:1], prepared.spec)
-    measured = measure_variant(variant, sample, runs=params.latency_runs, model=model)
+    parity_inputs = model_inputs(prepared.x_test[:MICRO_PARITY_IMAGES], prepared.spec)
+    measured = measure_variant(
+        variant, sample, runs=params.latency_runs, model=model, parity_inputs=parity_inputs
+    )
     return dataclasses.replace(variant, measurement=measured)

@@ -43,10 +43,32 @@ class Measurement:
     latency_runs: int
     arena_bytes: int  # peak activation memory, an estimate: see arena_method
     arena_method: str
+    # TFLite Micro (int8 files): the smallest arena that runs, top-1 agreement with LiteRT, or why not
+    micro_arena_bytes: int | None = None
+    micro_agreement: float | None = None
+    micro_reason: str = ""
+    wire_bytes: int | None = None  # the model file as a device downloads it (device.wire, zstd)
 
     def estimated_latency_ms(self, profile: DeviceProfile) -> float:
         """On-device latency ESTIMATE: MACs over the profile's throughput figure."""
         return 1000.0 * self.macs / profile.throughput_macs_per_s
+
+    def arena_for(self, profile: DeviceProfile) -> int | None:
+        """The arena the profile's runtime needs: TFLite Micro's measured minimum where it runs."""
+        return self.micro_arena_bytes if profile.runtime == "tflite-micro" else self.arena_bytes
+
+    def runtime_reasons(self, profile: DeviceProfile, min_agreement: float = 0.99) -> list[str]:
+        """Why the profile's own runtime was not shown to run this variant (empty: it was)."""
+        if profile.runtime == "edgetpu":
+            return [f"{profile.name} needs an Edge TPU-compiled file; edgetpu_compiler is not "
+                    "installable here, so no variant is blessed for it"]
+        if profile.runtime != "tflite-micro":
+            return []
+        if self.micro_arena_bytes is None:
+            return [f"not run in TFLite Micro ({self.micro_reason or 'no check recorded'})"]
+        if self.micro_agreement is not None and self.micro_agreement < min_agreement:
+            return [f"TFLite Micro top-1 agreement with LiteRT {self.micro_agreement:.4f} < {min_agreement}"]
+        return []
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -208,12 +230,34 @@ def host_latency(
     return float(np.median(times)), float(np.percentile(times, 90))
 
 
+def micro_costs(data: bytes, parity_inputs: np.ndarray, planner_arena: int) -> dict[str, Any]:
+    """TFLite Micro's minimum arena and top-1 agreement with LiteRT on `parity_inputs`."""
+    from components.micro import check_micro
+    from device.runtime import TFLiteRunner
+
+    reference = TFLiteRunner(data, num_threads=1).predict(parity_inputs)
+    check = check_micro(data, parity_inputs, reference, planner_arena)
+    return {"micro_arena_bytes": check.arena_bytes, "micro_agreement": check.agreement,
+            "micro_reason": check.reason}
+
+
 def measure_variant(
-    variant: Variant, sample: np.ndarray, runs: int = 50, model: keras.Model | None = None
+    variant: Variant,
+    sample: np.ndarray,
+    runs: int = 50,
+    model: keras.Model | None = None,
+    parity_inputs: np.ndarray | None = None,
 ) -> Measurement:
-    """Measure one verified variant; `model` (its Keras source) is needed for non-TFLite targets."""
+    """Measure one verified variant; `model` (its Keras source) is needed for non-TFLite targets.
+    An int8 file with `parity_inputs` is also run in TFLite Micro (components.micro)."""
+    from device.wire import wire_size
+
     if variant.target.startswith("tflite"):
-        costs = tflite_costs(Path(variant.path).read_bytes())
+        data = Path(variant.path).read_bytes()
+        costs = tflite_costs(data)
+        costs["wire_bytes"] = wire_size(data)
+        if variant.target == "tflite-int8" and parity_inputs is not None and len(parity_inputs):
+            costs |= micro_costs(data, parity_inputs, costs["arena_bytes"])
     elif model is not None:
         costs = keras_costs(model)
     else:
@@ -228,3 +272,19 @@ def measure_variant(
         latency_runs=runs,
         **costs,
     )
+
+
+def codebook_sizes(data: bytes) -> dict[str, int]:
+    """Most distinct stored values in one output channel of each conv/dense weight tensor of a
+    .tflite file: what clustering kept after conversion (BN folding and quantisation)."""
+    ops, tensors, const, _, interp = _tflite_graph(data)
+    axis = {"CONV_2D": 0, "FULLY_CONNECTED": 0, "DEPTHWISE_CONV_2D": -1}
+    out: dict[str, int] = {}
+    for op in ops:
+        ins = list(op["inputs"])
+        if op["op_name"] not in axis or len(ins) < 2 or ins[1] not in const:
+            continue
+        w = np.moveaxis(np.asarray(interp.get_tensor(ins[1])), axis[op["op_name"]], 0)
+        rows = w.reshape(w.shape[0], -1)
+        out[tensors[ins[1]]["name"]] = max(len(np.unique(r)) for r in rows)
+    return out

@@ -40,6 +40,11 @@ class DeviceProfile(_Strict):
         description="what serves the variant: the device agent (LiteRT / ONNX Runtime), a web "
         "page in the browser (onnxruntime-web), or a model server behind HTTP",
     )
+    runtime: Literal["litert", "tflite-micro", "edgetpu"] = Field(
+        "litert",
+        description="where int8 variants must be checked beyond LiteRT: tflite-micro (run in TFLite "
+        "Micro; its measured arena is the budgeted one) or edgetpu (needs an Edge TPU-compiled file)",
+    )
 
     @model_validator(mode="after")
     def _int8_targets(self) -> DeviceProfile:

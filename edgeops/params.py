@@ -81,7 +81,7 @@ class SweepParams(_Params):
 class CompressParams(_Params):
     methods: list[str] = Field(
         ["prune", "qat"],
-        description="any of prune, cluster, qat, prune_cluster, pqat, pcqat (components.compression)",
+        description="any of prune, cluster, qat, prune_cluster, pqat, pcqat, structured (components.compression)",
     )
     prune_sparsity: float = Field(0.8, ge=0, lt=1, description="final share of zero kernel weights")
     prune_epochs: int = Field(10, ge=1)
@@ -90,6 +90,15 @@ class CompressParams(_Params):
     qat_epochs: int = Field(5, ge=1)
     learning_rate: float = Field(3e-4, gt=0, description="fine-tuning: well below the training rate")
     batch_size: int = Field(32, ge=1)
+    distill: bool = Field(True, description="fine-tunes learn from the teacher's (or float parent's) soft targets")
+    temperature: float = Field(4.0, gt=0)
+    soft_weight: float = Field(0.7, ge=0, le=1, description="soft vs hard loss in compression fine-tunes")
+    augment: bool = Field(True, description="fine-tune on the training augmentation (train.augment)")
+    seed: int = 42
+    structured_ratio: float = Field(0.4, ge=0, lt=1, description="share of each conv's channels removed")
+    structured_importance: Literal["l1", "bn"] = Field("l1", description="BN-folded filter L1 norm, or |gamma|")
+    structured_epochs: int = Field(10, ge=1)
+    cluster_per_channel: bool = Field(True, description="per-output-channel codebooks on a BN-folded copy")
 
 
 class ConvertParams(_Params):
