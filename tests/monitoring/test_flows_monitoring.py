@@ -99,3 +99,45 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     assert drifted == [0.0, 1.0, 1.0]
     arts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "drift")}
     assert {"drift/data_drift.html", "drift/prediction_drift.html"} <= arts
+
+
+def _harmful(cohort: str, hour: int, version: str = "1"):
+    from monitoring.jobs import WindowReport
+    from monitoring.performance import AccuracyEstimate, HarmVerdict
+
+    est = AccuracyEstimate(0.80, 0.01, 500, "cbpe")
+    return WindowReport(
+        cohort, version, f"bundle-{cohort}", T0 + timedelta(hours=hour), 500, {}, est,
+        AccuracyEstimate(0.97, 0.005, 300, "cbpe"), None,
+        HarmVerdict(True, 0.17, 0.15, "cbpe", "estimated accuracy 0.800 vs reference 0.970"),
+        trigger="harm",
+    )
+
+
+@pytest.mark.slow
+def test_two_harmed_cohorts_start_one_retrain_and_no_labels_means_refused(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EDGEOPS_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    from flows.monitoring import retrain_trigger
+
+    windows = [_harmful(c, h) for c in ("eu", "us") for h in (0, 1)]
+    clock = lambda: T0 + timedelta(hours=3)  # noqa: E731
+    (tmp_path / "params.yaml").write_text("monitor:\n  min_new_labels: 20\n")
+    calls: list[dict] = []
+    refused = retrain_trigger(windows, retrain_fn=lambda **kw: calls.append(kw), clock=clock)
+    assert not refused.launched and not calls
+    assert any("refused: 0 new labelled field rows" in "; ".join(d[3]) for d in refused.decisions)
+
+    (tmp_path / "params.yaml").write_text("monitor:\n  min_new_labels: 0\n")
+    later = [_harmful(c, h) for c in ("eu", "us") for h in (2, 3)]
+    trig = retrain_trigger(later, retrain_fn=lambda **kw: calls.append(kw) or "ok", clock=clock)
+    assert trig.launched and trig.how == "in-process" and len(calls) == 1  # one incident
+    assert [d[4] for d in trig.decisions].count("retrain") == 1
+    again = retrain_trigger([_harmful("us", 4)], retrain_fn=lambda **kw: calls.append(kw),
+                            clock=lambda: T0 + timedelta(hours=5))
+    assert not again.launched and len(calls) == 1  # the open incident covers it
+    assert "covers it" in "; ".join(again.decisions[0][3])
