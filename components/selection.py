@@ -1,7 +1,7 @@
 """The variant per device profile, chosen on the validation split; the full candidate table; a plot.
 
 Order: validation accuracy first (among variants the profile can run within every budget), then
-smaller file, then lower latency. The test split never enters the choice: it judges only the
+fewer wire bytes (what a device downloads), then lower latency. The test split never enters the choice: it judges only the
 chosen variant, once, in its blessing (components.blessing). A profile whose chosen variant is
 not blessed gets a Selection with target None and the reasons: a report, not a release.
 """
@@ -59,9 +59,14 @@ def _latency(v: Variant) -> float:
     return v.measurement.host_latency_ms if v.measurement else float("inf")
 
 
+def _wire(v: Variant) -> int:
+    """Bytes a device downloads (zstd on the wire, device.wire); the file size when unmeasured."""
+    return v.measurement.wire_bytes if v.measurement and v.measurement.wire_bytes else v.bytes
+
+
 def _rank(name: str, v: Variant) -> tuple[float, int, float, str]:
     val = v.val_accuracy if v.val_accuracy is not None and not math.isnan(v.val_accuracy) else -1.0
-    return (-val, v.bytes, _latency(v), name)
+    return (-val, _wire(v), _latency(v), name)
 
 
 def choose(variants: dict[str, Variant], profile: DeviceProfile) -> tuple[str | None, str]:
