@@ -66,7 +66,7 @@ class PreparedData:
     @property
     def splits(self) -> pd.DataFrame:
         """The split manifest (`splits.csv`): path relative to the data folder, sha256, group, split."""
-        return self.manifest[SPLIT_COLUMNS].reset_index(drop=True)
+        return self.manifest.reindex(columns=SPLIT_COLUMNS).reset_index(drop=True)
 
     def save(self, directory: Path | str) -> Path:
         """Write arrays, spec and manifest into a temp sibling, then rename: never half-written."""
@@ -111,8 +111,8 @@ class PreparedData:
 
 def _check_splits_match(splits: pd.DataFrame, manifest: pd.DataFrame, where: Path) -> None:
     """splits.csv and the arrays must describe the same images in the same splits."""
-    ours = manifest.reindex(columns=SPLIT_COLUMNS).astype(str).reset_index(drop=True)
-    if not ours.equals(splits.astype(str).reset_index(drop=True)):
+    ours = manifest.reindex(columns=SPLIT_COLUMNS).fillna("").astype(str).reset_index(drop=True)
+    if not ours.equals(splits.fillna("").astype(str).reset_index(drop=True)):
         raise DataError("split manifest is from another data version than these prepared arrays",
                         where=str(where))
 

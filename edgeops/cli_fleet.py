@@ -184,12 +184,11 @@ def _simulate(
     field: Path | None = None,
     as_json: bool = False,
 ) -> None:
-    from components.prepare import PreparedData
-    from device.fleet import simulate
+    from device.fleet import field_pool, simulate
     from device.scenarios import make_scenario
     from edgeops.settings import Settings
+    from edgeops.channel import channel_repository
     from registry.enrolment import simulator_enroller
-    from flows.channel import channel_repository
 
     settings = Settings.from_env()
     catalog = settings.devices()
@@ -208,12 +207,13 @@ def _simulate(
     if seed is not None:
         update["seed"] = seed
     params = params.model_copy(update=update)
-    data = PreparedData.load(prepared or _latest_prepared(settings.home))
     store = settings.store()
     if field is not None:  # the user's own field conditions instead of the release's field split
         data = _folder_pool(field, prepared or _latest_prepared(settings.home))
+    else:  # the release's field split: never a train, validation or test image
+        data = field_pool(prepared or _latest_prepared(settings.home))
     trusted = channel_repository(settings).export_root()  # what devices are provisioned with
-    drift = make_scenario(scenario, onset_hours, n_classes=len(data.spec.labels))
+    drift = make_scenario(scenario, onset_hours, n_classes=len(data.classes))
     console = Console(stderr=as_json)  # with --json, stdout carries only the JSON
     with Progress(
         TextColumn("[bold]simulating"),
@@ -227,8 +227,8 @@ def _simulate(
         summary = simulate(
             store,
             names,
-            data.x_test,
-            data.y_test,
+            data.x01,
+            data.labels,
             drift,
             params,
             trusted,

@@ -198,15 +198,17 @@ def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
         "mcu-line-a", rel.publish(m.int8, m.spec, "1", target="tflite-int8", encryption_key=aes)
     )
     empty = np.zeros((0, 16, 16, 1), np.float32)
-    PreparedData(
+    PreparedData(  # the simulator draws from the field split only (device.fleet.field_pool)
         empty,
         np.zeros(0, int),
         empty,
         np.zeros(0, int),
-        m.x_test,
-        m.y_test,
+        empty,
+        np.zeros(0, int),
         m.spec,
-        pd.DataFrame({"path": ["x.png"], "label": ["0"], "split": ["test"]}),
+        pd.DataFrame({"path": ["x.png"], "label": ["0"], "split": ["field"]}),
+        x_field=m.x_test,
+        y_field=m.y_test,
     ).save(home / "runs" / "r1" / "prepared")
     import typer
 
