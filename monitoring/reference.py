@@ -21,7 +21,7 @@ from device.encryption import is_sealed, open_sealed, seal
 from device.features import FEATURE_NAMES, summary_features
 from device.preprocessing import PreprocessingSpec, normalize
 from device.store import ObjectStore
-from edgeops.errors import IntegrityError, MonitoringError, StoreError
+from edgeops.errors import IntegrityError, MonitoringError, RegistryError, StoreError
 
 _BATCH = 256
 
@@ -75,11 +75,13 @@ def fit_variant_temperature(
 
 
 def load_temperature(store: ObjectStore, bundle_id: str) -> float:
-    """The temperature shipped in the bundle's preprocessing spec (1.0 for older bundles)."""
-    key = f"bundles/{bundle_id}/preprocessing.json"
+    """The temperature shipped in the bundle's preprocessing spec, read through the bundle's
+    metadata (size and hash checked); 1.0 for a bundle this store does not hold."""
+    from registry.bundles import bundle_file
+
     try:
-        return PreprocessingSpec.from_json(store.get(key)).temperature
-    except StoreError:
+        return PreprocessingSpec.from_json(bundle_file(store, bundle_id, "preprocessing.json")).temperature
+    except (StoreError, RegistryError):  # no such bundle here (tampered ones raise IntegrityError)
         return 1.0
 
 

@@ -66,3 +66,23 @@ def test_reference_stored_and_reused_s3(s3_env, digits16, tiny_model) -> None:
         digits16,
         tiny_model,
     )
+
+
+def test_the_temperature_ships_in_the_bundle_and_is_read_back(tmp_path, tiny_model) -> None:
+    from dataclasses import replace
+
+    from device.store import open_store
+    from monitoring.reference import load_temperature
+    from registry.bundles import publish_bundle
+    from registry.tuf_keys import Keystore
+    from registry.tuf_repo import TufRepository
+
+    store = open_store(str(tmp_path / "store"))
+    repo = TufRepository(store, Keystore(tmp_path / "keys"))
+    repo.init(["c"])
+    model = tmp_path / "model.tflite"
+    model.write_bytes(tiny_model.tflite)
+    spec = replace(tiny_model.spec, temperature=0.62)
+    ref = publish_bundle(repo, model, spec, model_name="m", model_version="1", target="tflite-f32")
+    assert load_temperature(store, ref.bundle_id) == pytest.approx(0.62)
+    assert load_temperature(store, "0" * 64) == 1.0  # a bundle this store does not hold
