@@ -192,8 +192,8 @@ def rollout_controller(actor: str = "controller") -> dict[str, dict[str, Any]]:
 
 
 def manager_from_settings() -> RolloutManager:
+    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
-    from flows.channel import channel_repository
     from registry.rollouts import RolloutManager
 
     settings = Settings.from_env()

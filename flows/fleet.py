@@ -25,9 +25,9 @@ def simulate_fleet(
     (never its train, validation or test images)."""
     from device.fleet import field_pool, simulate
     from device.scenarios import make_scenario
+    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
     from registry.enrolment import simulator_enroller
-    from flows.channel import channel_repository
 
     settings = Settings.from_env()
     params = settings.params().fleet

@@ -87,7 +87,7 @@ def publish(
     rollout: bool,
 ) -> dict[str, dict[str, Any]]:
     """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
-    from flows.channel import ensure_channel
+    from edgeops.channel import ensure_channel
     from registry.bundles import publish_bundle
     from registry.channels import read_channel, set_stable
     from registry.keys import load_or_create_cohort_key

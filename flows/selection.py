@@ -35,7 +35,7 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
 
     from device.preprocessing import PreprocessingSpec, normalize
     from device.runtime import open_runner
-    from flows.channel import channel_repository
+    from edgeops.channel import channel_repository
     from registry.bundles import bundle_metadata, read_bundle
     from registry.channels import read_channel
     from registry.keys import load_or_create_cohort_key

@@ -43,13 +43,12 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
 
     import components  # noqa: F401  (legacy Keras before tensorflow)
     from components.data import write_example_digits
-    from device.protocol import verify_manifest
+    from device.channel import ChannelClient
     from edgeops.errors import IntegrityError
     from flows.demo import _monitor
     from flows.fleet import simulate_fleet
     from flows.release import release_pipeline
     from registry.data_versions import dvc_hash
-    from registry.keys import load_trusted_keys
 
     data = tmp_path / "digits"
     write_example_digits(data)
@@ -78,19 +77,25 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
     assert probs.shape == (2, 10)
     assert first["float"]["test_accuracy"] > 0.8
 
-    # Manifests went over the S3 wire protocol; the signature verifies and a flipped byte does not.
-    bucket, prefix = loop_env["EDGEOPS_STORE_URL"][5:].split("/", 1)
-    s3 = boto3.client("s3", endpoint_url=loop_env["AWS_ENDPOINT_URL"])
-    raw = s3.get_object(Bucket=bucket, Key=f"{prefix}/manifests/mcu-line-a.json")["Body"].read()
+    # The channel went over the S3 wire protocol: a device verifies it with tuf.ngclient from the
+    # exported root, and a byte changed in the cohort's signed role is refused.
+    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
 
-    trusted = load_trusted_keys(Settings.from_env().store())
-    manifest = verify_manifest(raw, trusted, cohort="mcu-line-a")
-    assert manifest.stable.target == "tflite-int8"
-    envelope = json.loads(raw)
-    envelope["signed"]["percentage"] = 100.0
-    with pytest.raises(IntegrityError):
-        verify_manifest(json.dumps(envelope).encode(), trusted, cohort="mcu-line-a")
+    store = Settings.from_env().store()
+    root = channel_repository(Settings.from_env()).export_root()
+    channel = ChannelClient(store, tmp_path / "dev-a", root).session().channel("mcu-line-a")
+    assert channel.stable.target == "tflite-int8"
+    bucket, prefix = loop_env["EDGEOPS_STORE_URL"][5:].split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=loop_env["AWS_ENDPOINT_URL"])
+    key = f"{prefix}/tuf/metadata/{channel.revision}.cohort-mcu-line-a.json"
+    raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    forged = json.loads(raw)
+    forged["signed"]["targets"]["cohorts/mcu-line-a/channel.json"]["custom"]["edgeops"]["basis_points"] = 10000
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(forged).encode())
+    with pytest.raises(IntegrityError, match="cohort-mcu-line-a"):
+        ChannelClient(store, tmp_path / "dev-b", root).session().channel("mcu-line-a")
+    s3.put_object(Bucket=bucket, Key=key, Body=raw)  # put back: the rest of the loop uses it
 
     # The fleet, clean: telemetry lands, no drift, no retrain.
     prepared = str(Path(first["work_dir"]) / "prepared")
