@@ -207,10 +207,13 @@ def status_cmd(as_json: JSON = False) -> None:
     store = _settings().store()
     states, _ = load_states(store)
     quarantined = [k for k in store.list(QUARANTINE_PREFIX) if not k.endswith(".reason.txt")]
+    from monitoring.guard import load_guard
+
     value = {
         "partitions": list_partitions(store),
         "quarantined": quarantined,
         "policy": {k: v.to_dict() for k, v in states.items()},
+        "guard": load_guard(store)[0].to_dict(),  # open incident, global retrains, alerts
     }
     if as_json:
         _echo_json(value)
@@ -236,6 +239,12 @@ def status_cmd(as_json: JSON = False) -> None:
             str(len(s["triggers"])),
         )
     console.print(pol)
+    guard = value["guard"]
+    if guard["incident"]:
+        inc = guard["incident"]
+        console.print(f"[yellow]incident {inc['status']}[/] since {inc['opened']}: {inc['reason']}")
+    for note in guard["notes"][-5:]:
+        console.print(note)
     console.print(
         f"{len(quarantined)} quarantined batch(es)"
         + (f": {', '.join(quarantined[:5])}" if quarantined else "")
