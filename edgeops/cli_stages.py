@@ -35,12 +35,15 @@ def stage_prepare(
     metrics: Annotated[Path, typer.Option(help="Metrics JSON for DVC.")] = Path("build/metrics/prepare.json"),
     report: Annotated[Path, typer.Option(help="Great Expectations data docs folder.")] = Path("build/validation"),
     params: ParamsOpt = Path("params.yaml"),
+    splits: Annotated[Path | None, typer.Option(
+        help="Split ledger (a splits.csv kept with the data, e.g. data/digits.splits.csv): images it lists keep "
+             "their split; it is updated with the new ones.")] = None,
 ) -> None:
     """Decode, resize, split, compute normalisation statistics, validate with Great Expectations."""
     from flows import stages
 
     p = _params(params).prepare
-    prepared = stages.prepare(data, p, out)
+    prepared = stages.prepare(data, p, out, splits)
     result = stages.validate(prepared, p, report)
     stages.write_json(metrics, {"validation_success": result.success, "failures": result.failures,
                                 **result.statistics})
