@@ -174,11 +174,77 @@ def log_onnx_model(
     return _log_model_dir(client, run_id, name, tags, "onnx", save, str(model_path))
 
 
-LOGGERS = {"onnx": log_onnx_model}
+class DirectoryPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc over a directory format, run by its own runtime: a SavedModel through its serving
+    signature (what TF Serving calls) or an OpenVINO IR compiled for CPU at f32. Same contract as
+    TFLitePyfunc: normalized float32 (N,H,W,C) in, probabilities out."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def load_context(self, context: Any) -> None:
+        from device.preprocessing import PreprocessingSpec
+
+        self.runner = _directory_runner(self.target, Path(context.artifacts["model"]))
+        self.spec = PreprocessingSpec.from_json(Path(context.artifacts["preprocessing"]).read_text())
+
+    def predict(self, context, model_input, params=None):  # no hints: MLflow reads them as a schema
+        x = np.asarray(model_input, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        return self.runner.predict(x)
+
+
+def _directory_runner(target: str, path: Path) -> Any:
+    if target == "savedmodel":
+        from components.convert.savedmodel import SavedModelRunner
+
+        return SavedModelRunner(path)
+    from components.convert.openvino import OpenVinoRunner
+
+    return OpenVinoRunner(path)
+
+
+def log_directory_model(
+    client: MlflowClient,
+    run_id: str,
+    model_path: Path | str,
+    spec: PreprocessingSpec,
+    input_example: np.ndarray,
+    *,
+    name: str = ARTIFACT_NAME,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Log a SavedModel export (`<name>/<version>/`) or an OpenVINO IR folder as a pyfunc whose
+    artifact is the whole directory; `mlflow models serve` then serves the registered version."""
+    from mlflow.models import infer_signature
+
+    target = (tags or {}).get("target", "savedmodel")
+    example = np.asarray(input_example, dtype=np.float32)[:2]
+    signature = infer_signature(example, _directory_runner(target, Path(model_path)).predict(example))
+    runtime = "tensorflow" if target == "savedmodel" else "openvino"
+
+    def save(out: Path, tmp: Path) -> None:
+        spec_path = tmp / "preprocessing.json"
+        spec_path.write_text(spec.to_json())
+        mlflow.pyfunc.save_model(
+            str(out),
+            python_model=DirectoryPyfunc(target),
+            artifacts={"model": str(model_path), "preprocessing": str(spec_path)},
+            signature=signature,
+            input_example=example,
+            pip_requirements=[*_pins()[1:], f"{runtime}=={version(runtime)}"],
+        )
+
+    return _log_model_dir(client, run_id, name, tags, target, save, str(model_path))
+
+
+LOGGERS = {"onnx": log_onnx_model, "savedmodel": log_directory_model, "openvino": log_directory_model}
 
 
 def loggable(target: str) -> bool:
-    """Targets the registry can hold as a single file: TFLite (pyfunc) and ONNX (onnx flavor)."""
+    """Targets the registry holds: TFLite (pyfunc), ONNX (onnx flavor), and the directory formats
+    SavedModel and OpenVINO IR (pyfunc over the directory)."""
     return target.startswith("tflite") or target in LOGGERS
 
 
