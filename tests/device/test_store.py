@@ -135,3 +135,66 @@ def test_concurrent_cas_from_processes_loses_no_update(store_url: tuple[str, str
     doc = json.loads(store.get("counter.json"))
     assert doc["count"] == 60 and len(doc["writers"]) == 60
     print("conflicts per writer", conflicts)
+
+
+def test_iter_chunks_streams_and_a_missing_key_fails_at_once(store: ObjectStore) -> None:
+    data = os.urandom(200_000)
+    store.put("big/blob.bin", data)
+    chunks = list(store.iter_chunks("big/blob.bin", 65_536))
+    assert b"".join(chunks) == data and max(len(c) for c in chunks) <= 65_536 and len(chunks) >= 4
+    with pytest.raises(MissingKeyError):
+        store.iter_chunks("big/nothing.bin")  # raised by the call, before any iteration
+
+
+class _BreakingBody:
+    """A response body whose connection drops after `after` bytes (botocore's error)."""
+
+    def __init__(self, body, after: int) -> None:
+        self.body, self.after = body, after
+
+    def iter_chunks(self, chunk_size: int = 1024):
+        from botocore.exceptions import ResponseStreamingError
+
+        sent = 0
+        for chunk in self.body.iter_chunks(chunk_size):
+            if sent + len(chunk) > self.after:
+                yield chunk[: self.after - sent]
+                raise ResponseStreamingError(error="connection reset by peer")
+            sent += len(chunk)
+            yield chunk
+
+
+class _BreakingClient:
+    """The real boto3 client; the next `breaks` GETs lose their connection mid-body."""
+
+    def __init__(self, real, breaks: int, after: int = 30_000) -> None:
+        self.real, self.breaks, self.after, self.ranges = real, breaks, after, []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def get_object(self, **kw):
+        self.ranges.append(kw.get("Range"))
+        resp = self.real.get_object(**kw)
+        if self.breaks > 0:
+            self.breaks -= 1
+            resp["Body"] = _BreakingBody(resp["Body"], self.after)
+        return resp
+
+
+def test_s3_body_broken_midway_is_resumed_not_fatal(s3_env) -> None:
+    import boto3
+
+    real = open_store(s3_env["EDGEOPS_STORE_URL"], s3_env["AWS_ENDPOINT_URL"])
+    data = os.urandom(100_000)
+    real.put("models/m.bin", data)
+    bucket, prefix = s3_env["EDGEOPS_STORE_URL"][5:].split("/", 1)
+    client = _BreakingClient(boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]), breaks=2)
+    s3 = S3Store(bucket, prefix, client=client)
+    assert s3.get("models/m.bin") == data  # two breaks, resumed twice from where each stopped
+    assert client.ranges == [None, "bytes=30000-", "bytes=60000-"]
+    client.breaks = 1
+    assert b"".join(s3.iter_chunks("models/m.bin", 8192)) == data
+    client.breaks, client.after = 99, 1000  # a link that never recovers: one readable error
+    with pytest.raises(StoreError, match="broke off after .* 4 tries"):
+        s3.get("models/m.bin")
