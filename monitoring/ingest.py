@@ -163,6 +163,11 @@ def _verified(
             f"batch names cohort {st.cohort!r}, {dev.device_id} is enrolled in {dev.cohort!r}",
             claimed,
         )
+    prefix = _rel(key).split("/")[:2]
+    if prefix != [dev.cohort, dev.device_id]:  # a batch under another device's upload prefix
+        raise _Quarantine(
+            f"stored under {'/'.join(prefix)}/, signed by {dev.device_id} of {dev.cohort}", claimed
+        )
     rows = _footer_rows(frame.payload)
     if rows > p.max_batch_rows:
         raise _Quarantine(f"batch has {rows} rows, over the limit {p.max_batch_rows}", 0)

@@ -162,3 +162,23 @@ def test_ledger_stays_bounded_and_compacts(store) -> None:
     assert later.compacted_batches == 6 and later.stored_rows == 2
     assert len(store.list("telemetry/raw/pi-fleet-eu/dev-l/")) == 1
     assert Ledger.load(store).seqs["dev-l"].tolist() == [[0, 49], [100, 104]]
+
+
+def test_a_batch_under_another_devices_prefix_and_the_legacy_ledger(store) -> None:
+    import json as _json
+
+    # the earlier JSON ledger: dev-j delivered seqs 0-4 already
+    store.put(
+        "telemetry/ledger.json",
+        _json.dumps({"batches": ["old"], "seqs": {"dev-j": [0, 1, 2, 3, 4]}}).encode(),
+    )
+    put_batch(store, telemetry_records("dev-j", range(0, 8)))
+    moved = put_batch(
+        store,
+        telemetry_records("dev-j", range(8, 10)),
+        key="telemetry/raw/pi-fleet-eu/victim/000000000008-000000000009-x.tlm",
+    )
+    rep = _ingest(store)
+    assert (rep.stored_rows, rep.duplicate_rows) == (3, 5)
+    assert "stored under pi-fleet-eu/victim/" in dict(rep.quarantined)[moved]
+    assert Ledger.load(store).seqs["dev-j"].tolist() == [[0, 7]]
