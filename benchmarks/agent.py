@@ -85,16 +85,16 @@ def build_models(epochs: int) -> Models:
 
 
 def publish(models: Models, root: Path):
-    from dataclasses import replace
-
+    """Bundles in an update channel (TUF) on a local store; returns the store and the root a
+    device is provisioned with."""
     from registry.bundles import publish_bundle
-    from registry.keys import load_or_create_signing_key, publish_public_key
-    from registry.manifests import empty_manifest, update_manifest
+    from registry.channels import set_stable
+    from registry.tuf_keys import Keystore
+    from registry.tuf_repo import TufRepository
 
     store = LocalStore(root / "store")
-    key = load_or_create_signing_key(root / "keys")
-    publish_public_key(store, key)
-    trusted = {key.key_id: key.public_key}
+    repo = TufRepository(store, Keystore(root / "keys"))
+    repo.init(["pi", "coral"], bin_bits=2)
     for cohort, target, blob in (
         ("pi", "tflite-f32", models.f32),
         ("coral", "tflite-int8", models.int8),
@@ -102,12 +102,10 @@ def publish(models: Models, root: Path):
         path = root / f"{target}.tflite"
         path.write_bytes(blob)
         ref = publish_bundle(
-            store, key, path, models.spec, model_name="digits", model_version="1", target=target
+            repo, path, models.spec, model_name="digits", model_version="1", target=target
         )
-        update_manifest(
-            store, cohort, lambda m, c=cohort, r=ref: replace(m or empty_manifest(c), stable=r), key
-        )
-    return store, trusted
+        set_stable(repo, cohort, ref)
+    return store, repo.export_root()
 
 
 PROFILES = {

@@ -8,11 +8,12 @@ Prints three tables against the anchors:
    measured canary share at each default step;
 2. time from a failing gate to every device of the cohort running the stable bundle again, in
    simulated time: real RolloutManager on a real store, the real controller decision over gate
-   stats accumulated from the canary's telemetry stream, devices that poll and verify the signed
-   manifest on their own jittered schedule;
-3. lost updates under 8 concurrent writer processes on one manifest, through compare-and-swap
-   (`update_manifest`) and, for contrast, through plain read-modify-write; on the local store and
-   on moto's S3 server (the real wire protocol, `IfMatch`). Goal: 0 lost with CAS.
+   stats accumulated from the canary's telemetry stream, devices that poll and verify the
+   update channel (tuf.ngclient, each with its own trusted metadata) on their own jittered schedule;
+3. lost updates under 8 concurrent writer processes on one cohort's channel, through channel
+   transactions (compare-and-swap of timestamp.json) and, for contrast, with the timestamp
+   written by a plain PUT; on the local store and on moto's S3 server (the real wire protocol,
+   `IfMatch`). Goal: 0 lost with CAS.
 
 Anchors: AWS IoT Jobs can only cancel on abort (no rollback); Firebase rollouts have no automatic
 rollback; DORA elite teams restore service in under an hour.
@@ -40,14 +41,16 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from components.profiles import DeviceCatalog  # noqa: E402
-from device.protocol import BUCKETS, BundleRef, Manifest, bucket, choose, verify_manifest  # noqa: E402
+from device.channel import ChannelClient  # noqa: E402
+from device.protocol import BUCKETS, BundleRef, Channel, bucket, choose  # noqa: E402
 from device.store import ObjectStore, open_store  # noqa: E402
 from registry.bundles import publish_bundle  # noqa: E402
+from registry.channels import set_stable  # noqa: E402
 from registry.controller import ArmStats, GateResult, GateThresholds, decide  # noqa: E402
-from registry.keys import load_or_create_signing_key, load_trusted_keys, publish_public_key  # noqa: E402
-from registry.manifests import manifest_key, set_stable  # noqa: E402
 from registry.rollout_state import RolloutPlan  # noqa: E402
 from registry.rollouts import RolloutManager  # noqa: E402
+from registry.tuf_keys import Keystore  # noqa: E402
+from registry.tuf_repo import TufRepository  # noqa: E402
 
 console = Console(width=140)
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -58,7 +61,7 @@ def bench_assignment(n_ids: int) -> None:
     from scipy.stats import chisquare
 
     ids = [f"device-{i:08d}" for i in range(n_ids)]
-    m = Manifest("bench", 1, "", "", None, None, 25.0, "salt-1")
+    m = Channel("bench", None, None, 25.0, "salt-1")
     t0 = time.perf_counter()
     buckets = [bucket(d, m.salt) for d in ids]
     t_bucket = time.perf_counter() - t0
@@ -130,12 +133,11 @@ def bench_rollback(
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="edgeops-bench-"))
     store = open_store(str(tmp / "store"))
-    key = load_or_create_signing_key(tmp / "keys")
-    publish_public_key(store, key)
+    repo = TufRepository(store, Keystore(tmp / "keys"))
+    repo.init(["bench"], bin_bits=2)
     spec = PreprocessingSpec(8, 8, 1, (0.3,), (0.3,), tuple(str(i) for i in range(10)))
     good = publish_bundle(
-        store,
-        key,
+        repo,
         tiny_onnx(tmp / "a.onnx", 0),
         spec,
         model_name="d",
@@ -143,8 +145,7 @@ def bench_rollback(
         target="onnx",
     )
     bad = publish_bundle(
-        store,
-        key,
+        repo,
         tiny_onnx(tmp / "b.onnx", 1),
         spec,
         model_name="d",
@@ -166,20 +167,20 @@ def bench_rollback(
         }
     )
     clock = Clock()
-    set_stable(store, "bench", good, key, clock=clock)
-    mgr = RolloutManager(store, key, catalog, None, clock=clock)
+    set_stable(repo, "bench", good)
+    mgr = RolloutManager(repo, catalog, None, clock=clock)
     thresholds = GateThresholds()
     plan = RolloutPlan(
         "d-onnx", "d", "2", "onnx", bad, (5.0, 25.0, 50.0, 100.0), 600.0, 50, thresholds
     )
     mgr.plan_resolved("bench", plan, actor="bench")
     mgr.start("bench", actor="bench")
-    trusted = load_trusted_keys(store)
+    root = repo.export_root()
     devices = [f"dev-{i:05d}" for i in range(n_devices)]
+    clients = {d: ChannelClient(store, tmp / "devices" / d / "tuf", root) for d in devices}
     polls = [(T0 + timedelta(seconds=rng.uniform(0, poll_s)), d) for d in devices]
     heapq.heapify(polls)
     running: dict[str, str] = {d: good.bundle_id for d in devices}
-    last_rev: dict[str, int] = {d: 0 for d in devices}
     canary_n = canary_err = stable_n = stable_err = 0
     step = timedelta(seconds=1)
     rolled_back_at = None
@@ -188,13 +189,10 @@ def bench_rollback(
     on_bad = 0
     while True:
         clock.now += step
-        # devices poll and verify the signed manifest on their own schedule
+        # devices poll and verify the channel (TUF) on their own schedule
         while polls[0][0] <= clock.now:
             _, d = heapq.heappop(polls)
-            m = verify_manifest(
-                store.get(manifest_key("bench")), trusted, last_revision=last_rev[d], now=clock.now
-            )
-            last_rev[d] = m.revision
+            m = clients[d].session().channel("bench")
             ref = choose(m, d)
             assert ref is not None
             on_bad += (ref.bundle_id == bad.bundle_id) - (running[d] == bad.bundle_id)
@@ -239,39 +237,44 @@ def bench_rollback(
 
 # --- 3. lost updates under concurrent writers -------------------------------------------------
 _WRITER = """
-import json, sys
+import sys
 from dataclasses import replace
+from pathlib import Path
 from device.store import open_store
-from device.protocol import Manifest, canonical_json
-from registry.keys import load_or_create_signing_key
-from registry.manifests import update_manifest, manifest_key, read_manifest_with_etag
+from registry.channels import update_channel
+from registry.tuf_keys import Keystore
+from registry.tuf_repo import TufRepository
 url, endpoint, keys, n, mode = sys.argv[1], sys.argv[2] or None, sys.argv[3], int(sys.argv[4]), sys.argv[5]
 store = open_store(url, endpoint)
-key = load_or_create_signing_key(keys)
-trusted = {key.key_id: key.public_key}
+if mode == "plain":  # what an unconditional PUT of timestamp.json would do
+    cas = store.put_if_match
+    store.put_if_match = lambda k, d, e: store.put(k, d) if k.endswith("timestamp.json") else cas(k, d, e)
+repo = TufRepository(store, Keystore(Path(keys)), retries=1000)
 done = 0
 for i in range(n):
-    if mode == "cas":
-        update_manifest(store, "race", lambda m: replace(m, percentage=(m.percentage + 1) % 100), key, trusted=trusted, retries=1000)
-    else:  # read-modify-write without a condition: what an unconditional PUT does
-        m, _ = read_manifest_with_etag(store, "race", trusted, allow_expired=True)
-        new = replace(m, revision=m.revision + 1)
-        store.put(manifest_key("race"), canonical_json(key.sign(new.to_dict())))
+    update_channel(repo, "race", lambda c: replace(c, rollout_id=c.rollout_id + 1))
     done += 1
     print(done, flush=True)
 """
 
 
+def _counter(repo: TufRepository) -> int:
+    from registry.channels import read_channel
+
+    channel = read_channel(repo.begin(), "race")
+    return channel.rollout_id if channel else 0
+
+
 def bench_lost_updates(
     store: ObjectStore, url: str, endpoint: str | None, keys: Path, writers: int, each: int
 ) -> dict:
-    from registry.manifests import read_manifest
-
-    key = load_or_create_signing_key(keys)
+    repo = TufRepository(store, Keystore(keys))
+    if not repo.exists():
+        repo.init(["race"], bin_bits=1)
     out = {}
     for mode in ("cas", "plain"):
-        set_stable(store, "race", BundleRef("0" * 64, "1", "onnx"), key)
-        start_rev = read_manifest(store, "race", {key.key_id: key.public_key}).revision
+        set_stable(repo, "race", BundleRef("0" * 64, "1", "onnx"))
+        start = _counter(repo)
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         t0 = time.perf_counter()
         procs = [
@@ -294,8 +297,10 @@ def bench_lost_updates(
                     stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {p.returncode}"
                 )
         elapsed = time.perf_counter() - t0
-        end_rev = read_manifest(store, "race", {key.key_id: key.public_key}).revision
-        applied = end_rev - start_rev
+        try:
+            applied = _counter(repo) - start
+        except Exception as exc:  # noqa: BLE001 - a plain-PUT race can leave the channel unreadable
+            applied, failed = 0, [*failed, f"channel unreadable afterwards: {exc}"]
         out[mode] = {
             "attempted": writers * each,
             "succeeded": done,
@@ -382,7 +387,7 @@ def bench_writers_table(writers: int, each: int) -> None:
         "lost",
         "seconds",
         "writer errors",
-        title="3. lost updates on one manifest (lost = writes reported successful - revisions applied)",
+        title="3. lost updates on one channel (lost = writes reported successful - updates applied)",
     )
     tmp = Path(tempfile.mkdtemp(prefix="edgeops-race-"))
     local = open_store(str(tmp / "store"))
@@ -405,7 +410,7 @@ def bench_writers_table(writers: int, each: int) -> None:
             )
         )
         for name, store, url, ep in targets:
-            res = bench_lost_updates(store, url, ep, tmp / "keys", writers, each)
+            res = bench_lost_updates(store, url, ep, tmp / f"keys-{name.split()[0]}", writers, each)
             for mode, r in res.items():
                 table.add_row(
                     name,

@@ -105,20 +105,28 @@ class Keystore:
         os.replace(tmp, self.root_path)
 
     # --- high-water marks: refuse a repository older than one already seen ------------
-    def seen(self) -> dict[str, int]:
+    def seen(self, scope: str) -> dict[str, int]:
+        """Versions of timestamp and snapshot this machine saw last, per repository (store URL)."""
         try:
-            return {k: int(v) for k, v in json.loads((self.tuf_dir / "seen.json").read_text()).items()}
+            marks = json.loads((self.tuf_dir / "seen.json").read_text())
         except FileNotFoundError:
             return {}
+        return {k: int(v) for k, v in marks.get(scope, {}).items()}
 
-    def save_seen(self, seen: dict[str, int]) -> None:
-        """Merge (max per role) and write atomically; several processes may share a keystore."""
-        merged = self.seen()
-        if all(merged.get(k, -1) >= v for k, v in seen.items()):
+    def save_seen(self, scope: str, seen: dict[str, int], *, reset: bool = False) -> None:
+        """Merge (max per role; `reset` replaces, for a new repository) and write atomically;
+        several processes may share a keystore."""
+        current = self.seen(scope)
+        if not reset and all(current.get(k, -1) >= v for k, v in seen.items()):
             return
-        merged.update({k: max(v, merged.get(k, v)) for k, v in seen.items()})
+        merged = dict(seen) if reset else {k: max(v, current.get(k, v)) for k, v in {**current, **seen}.items()}
+        try:
+            marks = json.loads((self.tuf_dir / "seen.json").read_text())
+        except FileNotFoundError:
+            marks = {}
+        marks[scope] = merged
         self.tuf_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".seen-", dir=self.tuf_dir)
         with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps(merged, sort_keys=True))
+            fh.write(json.dumps(marks, sort_keys=True))
         os.replace(tmp, self.tuf_dir / "seen.json")

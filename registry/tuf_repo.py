@@ -212,13 +212,13 @@ class Txn:
             repo.write_new("snapshot", self.snapshot)
         ts = self.timestamp.signed
         ts.snapshot_meta = MetaFile(version=snap.version)
-        ts.version = max(ts.version, repo.keystore.seen().get("timestamp", 0)) + 1
+        ts.version = max(ts.version, repo.keystore.seen(repo.store.url).get("timestamp", 0)) + 1
         ts.expires = now + repo.lifetimes.timestamp
         repo.sign(self.timestamp, "timestamp")
         self.store.put_if_match(
             f"{META_PREFIX}timestamp.json", self.timestamp.to_bytes(_COMPACT), self.ts_etag
         )
-        repo.keystore.save_seen({"timestamp": ts.version, "snapshot": snap.version})
+        repo.keystore.save_seen(repo.store.url, {"timestamp": ts.version, "snapshot": snap.version})
         return True
 
 
@@ -265,7 +265,7 @@ class TufRepository:
 
     def begin(self, root: Metadata[Root] | None = None) -> Txn:
         root = root or self.root()
-        seen = self.keystore.seen()
+        seen = self.keystore.seen(self.store.url)
         try:
             data, etag = self.store.get_with_etag(f"{META_PREFIX}timestamp.json")
         except MissingKeyError:
@@ -358,7 +358,7 @@ class TufRepository:
         ts = Metadata(Timestamp(expires=now + lt.timestamp, snapshot_meta=MetaFile(version=1)))
         self.sign(ts, "timestamp")
         self.store.put_if_match(f"{META_PREFIX}timestamp.json", ts.to_bytes(_COMPACT), None)
-        self.keystore.save_seen({"timestamp": 1, "snapshot": 1})
+        self.keystore.save_seen(self.store.url, {"timestamp": 1, "snapshot": 1}, reset=True)
 
     def add_cohorts(self, cohorts: list[str]) -> list[str]:
         """Delegate new cohorts (signs targets: the offline targets key must be here)."""
