@@ -202,7 +202,7 @@ def refuse_store_without_registry(settings: Any, mlflow_url: str) -> None:
     from mlflow import MlflowClient
 
     store = settings.store()
-    if not store.list("bundles/"):
+    if not store.list("tuf/targets/bundles/"):  # bundle files are TUF targets (docs/protocol.md)
         return
     if MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url).search_registered_models(max_results=1):
         return

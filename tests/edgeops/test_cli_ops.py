@@ -36,7 +36,7 @@ def test_store_with_bundles_and_an_empty_registry_is_refused(tmp_path: Path, mon
     settings = Settings.from_env()
     uri = settings.mlflow_tracking_uri
     refuse_store_without_registry(settings, uri)  # empty store: nothing to disagree with
-    settings.store().put("bundles/abc/model.tflite", b"x")
+    settings.store().put("tuf/targets/bundles/abc/" + "0" * 64 + ".model.tflite", b"x")
     with pytest.raises(ServiceError, match="already holds published bundles"):
         refuse_store_without_registry(settings, uri)
     from mlflow import MlflowClient
