@@ -1,7 +1,7 @@
 """Harm-aware monitoring benchmark: retrain decisions on harmless and harmful shifts, estimated
 accuracy against the truth, a frozen camera, clustered nulls; against Evidently's default preset.
 
-Run: `.venv/bin/python benchmarks/drift.py [--reps 10] [--json out.json]` (about 8 minutes on
+Run: `.venv/bin/python benchmarks/drift.py [--reps 8] [--json out.json]` (about 7 minutes on
 2 cores with the defaults; `--reps 4 --epochs 4` for a smoke run; `--scale` adds the 100,000 x 50
 drift job timing).
 
@@ -31,6 +31,16 @@ at 1,000 rows; estimate within 2 points of the true accuracy (mean absolute erro
 scenarios); a frozen camera on 1 of 10 devices flagged in >= 95% of windows; <= 5% false alarms
 under clustered nulls. Decisions here are per window (the policy's 2-window debounce would
 lower false retrains further).
+
+Measured 2026-12-02 (10 windows per cell, 12 epochs, validation accuracy 96.4%, temperature 0.45,
+ECE 0.114 -> 0.027; 17 minutes on 2 cores shared with four other engineers' test runs):
+retrain on harmless shifts 0% (Evidently's preset 57%); on shifts costing >= 2 points at 1,000
+rows 77% (preset 89%; missed: blur, noise and label shift costing 2-4 points, where CBPE reads
+within ~1 point and 100 labels cannot resolve 3 points); clustered null 0% (preset 15%); frozen
+camera 100%; estimate error 24 points over all scenarios, 0.9 points on the shifts the model
+still gets >= 90% right: confidently wrong inputs (rotation 35 deg, darkening 60%, inversion)
+keep calibrated confidence high, and only labels (>= 20 per window) catch them. Rotation 5 deg
+costs this model 6-8 points despite its +-10 deg augmentation, so it counts as harmful here.
 """
 
 from __future__ import annotations
@@ -367,7 +377,7 @@ def scale(params: MonitorParams, rows: int = 100_000, features: int = 50) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=10, help="windows per cell")
+    ap.add_argument("--reps", type=int, default=8, help="windows per cell")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
