@@ -21,6 +21,7 @@ import numpy as np
 
 from device.agent import AgentConfig, DeviceAgent
 from device.capabilities import DeviceCaps
+from device.identity import public_key_b64
 from device.inbox import serve_inbox
 from device.protocol import encryption_key_id
 from device.sampling import SamplingPolicy
@@ -208,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "previous": agent.slots.state["previous"],
                         "manifest_revision": agent.slots.state["revision"],
                         "pending_records": agent.record_count_pending(),
+                        # what `edgeops devices enroll --public-key` takes (device-made key)
+                        "telemetry_key_id": agent.identity.key_id,
+                        "telemetry_public_key": public_key_b64(agent.identity.public_key),
                     }
                 )
             )

@@ -314,6 +314,7 @@ def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_releas
     assert main(["--config", str(cfg), "status"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["model_version"] == "1" and status["pending_records"] == 0
+    assert len(status["telemetry_key_id"]) == 16 and status["telemetry_public_key"]
     t = _telemetry(store)
     assert (
         t.filter(pc.equal(t.column("event"), "inference")).num_rows == 8
