@@ -120,18 +120,21 @@ def pareto_front(points: Iterable[Point]) -> list[Point]:
 
 
 def choose_for_profile(
-    variants: Mapping[str, Variant], profile: DeviceProfile, margin: float
+    variants: Mapping[str, Variant], profile: DeviceProfile, margin: float, reference: float | None = None
 ) -> tuple[str | None, str]:
     """The fewest wire bytes (then lowest latency) among variants the profile can run within
-    `margin` (absolute) of the best validation accuracy any of them reaches."""
+    `margin` (absolute) of `reference` (the float parent's validation accuracy), or else of the
+    best validation accuracy any of them reaches."""
     from components.blessing import constraint_reasons
 
     fit = {n: Point.of(n, v) for n, v in variants.items() if not constraint_reasons(v, profile)}
     fit = {n: p for n, p in fit.items() if not np.isnan(p.val_accuracy)}
     if not fit:
         return None, f"no variant fits profile {profile.name}"
-    best = max(p.val_accuracy for p in fit.values())
+    best = reference if reference is not None else max(p.val_accuracy for p in fit.values())
     ok = sorted((p.wire_bytes, p.latency_ms, n) for n, p in fit.items() if p.val_accuracy >= best - margin)
+    if not ok:
+        return None, f"no variant that fits {profile.name} is within {margin} of {best:.4f} on validation"
     name = ok[0][2]
     return name, (f"{name}: {fit[name].wire_bytes} wire bytes, validation {fit[name].val_accuracy:.4f} "
                   f"(best {best:.4f}, margin {margin}) among {len(fit)} that fit {profile.name}")
