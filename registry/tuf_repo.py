@@ -401,7 +401,7 @@ class TufRepository:
                 if txn.targets(role).signed.expires - now > margin:
                     continue
                 if role == "targets":
-                    warn.append("targets (offline key: re-sign with `edgeops keys resign targets`)")
+                    warn.append("targets (offline key: renew it where the targets key is kept)")
                 else:
                     txn.edit(role)
                     renewed.append(role)
