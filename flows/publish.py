@@ -88,6 +88,7 @@ def publish(
 ) -> dict[str, dict[str, Any]]:
     """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
     from edgeops.channel import ensure_channel
+    from flows.serving import release_by_alias, takes_registered_version
     from registry.bundles import publish_bundle
     from registry.channels import read_channel, set_stable
     from registry.keys import load_or_create_cohort_key
@@ -105,6 +106,10 @@ def publish(
             continue
         reg = registered[chosen]
         target = reg["target"]
+        if takes_registered_version(catalog.profiles[cohort.profile], variants[chosen].path):
+            out[cohort_name] = {**release_by_alias(client, cohort_name, reg, rollout), "variant": chosen,
+                                "profile": cohort.profile, "why": choice.get("reason", "")}
+            continue  # no device bundle: a model server or host loads the registered version
         enc_key = load_or_create_cohort_key(settings.keys_dir, cohort_name) if cohort.encrypt else None
         spec = _calibrated_spec(variants[chosen].path, prepared)  # temperature ships in the bundle
         ref = publish_bundle(repo, variants[chosen].path, spec, model_name=reg["model_name"],
