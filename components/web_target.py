@@ -106,9 +106,14 @@ def _handler(site: Path, ort_dir: Path, done: threading.Event, result: dict[str,
 
 
 def browser_predict(
-    model: bytes, spec: PreprocessingSpec, images: np.ndarray, timeout_s: float = 90.0
+    model: bytes,
+    spec: PreprocessingSpec,
+    images: np.ndarray,
+    timeout_s: float = 90.0,
+    page_html: bytes | None = None,
 ) -> BrowserRun:
-    """Probabilities of uint8 images (N, H, W, C) from the bundle page in headless Chromium."""
+    """Probabilities of uint8 images (N, H, W, C) from the bundle page in headless Chromium.
+    `page_html`: the page as shipped in a bundle (default: web/index.html)."""
     images = np.ascontiguousarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise BrowserError(f"the page takes uint8 (N, H, W, C) images, got {images.dtype} {images.shape}")
@@ -116,7 +121,7 @@ def browser_predict(
     with tempfile.TemporaryDirectory(prefix="edgeops-web-") as tmp:
         site = Path(tmp) / "site"
         site.mkdir()
-        (site / PAGE_FILE).write_bytes(page())
+        (site / PAGE_FILE).write_bytes(page_html if page_html is not None else page())
         (site / "model.onnx").write_bytes(model)
         (site / "preprocessing.json").write_text(spec.to_json())
         n, h, w, c = images.shape

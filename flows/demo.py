@@ -174,7 +174,7 @@ def summary_table(s: dict[str, Any]) -> Table:
         t.add_row(name, f"{tm[name]:.0f}", f"{f['devices']} devices, {f['inferences']} inferences, "
                   f"{f['records_in_store']} records, {f['records_lost']} lost; accuracy {acc}")
         for c, why in f.get("not_simulated", {}).items():
-            t.add_row("", "", f"{c} not simulated: {why}")
+            t.add_row("", "", f"{c}: {why}")
     for key, name in (("monitor_clean", "monitor, no drift"), ("monitor_drift", "monitor, drift")):
         m = s[key]
         est = m.get("estimated_accuracy") or {}

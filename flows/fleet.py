@@ -27,6 +27,7 @@ def simulate_fleet(
     from device.scenarios import make_scenario
     from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from flows.web_cohort import run_browser_cohort
     from registry.enrolment import simulator_enroller
 
     settings = Settings.from_env()
@@ -50,6 +51,9 @@ def simulate_fleet(
         enrol=simulator_enroller(settings.keys_dir),
         thumbnails={c: catalog.cohorts[c].thumbnails for c in cohorts},
     )
+    for c in [c for c in skipped if catalog.profile_for(c).runs_on == "browser"]:
+        skipped[c] = run_browser_cohort(settings, c, pool.x01, pool.labels)  # the page is the device
+        print(f"fleet: cohort {c}: {skipped[c]}")
     print(f"fleet: {summary.devices} devices, {summary.inferences} inferences, "
           f"{summary.records_in_store} records in the store, {summary.records_lost} lost, "
           f"{summary.refusals} refusals")
@@ -61,11 +65,11 @@ def not_simulated(profile: Any) -> str | None:
     from device.runtime import runnable_targets
 
     if profile.runs_on == "browser":
-        return "runs in the browser (onnxruntime-web): verified in headless Chromium, not by the agent"
+        return "not simulated by the agent: runs in the browser (onnxruntime-web)"
     if profile.runs_on == "server":
-        return "served over HTTP by the model server (share-of-requests split), not by device agents"
+        return "not simulated: served over HTTP by the model server (share-of-requests split)"
     if not set(profile.targets) & set(runnable_targets()):
-        return f"the device agent has no runtime for {', '.join(profile.targets)}"
+        return f"not simulated: the device agent has no runtime for {', '.join(profile.targets)}"
     return None
 
 

@@ -50,7 +50,7 @@ def test_every_cohort_gets_an_allowed_variant_or_a_reason() -> None:
     # a cohort for every profile, and every device class the product is for
     assert {c.profile for c in catalog.cohorts.values()} == set(catalog.profiles)
     assert {"android-phone", "iphone", "raspberry-pi-4", "coral-edge-tpu", "cortex-m", "windows-pc",
-            "browser", "server"} <= set(catalog.profiles)
+            "browser", "server", "intel-ncs"} <= set(catalog.profiles)
     variants = _variants()
     params = EvaluateParams()
     chosen = {}
@@ -67,6 +67,7 @@ def test_every_cohort_gets_an_allowed_variant_or_a_reason() -> None:
     assert chosen["mcu-line-a"] == "tflite-int8" and "coral-line" not in chosen
     assert chosen["windows-desktops"] == chosen["web-users"] == "onnx"
     assert chosen["inference-servers"] == "savedmodel"
+    assert chosen["intel-vision-line"] == "openvino"
     assert chosen["pi-fleet-eu"] in ("tflite-f32", "tflite-f16")
 
 
