@@ -100,6 +100,18 @@ def rotate_cmd(
     console.print(_run(lambda: rotate(_repo(), group)))
 
 
+@keys_app.command("add-cohorts")
+def add_cohorts_cmd() -> None:
+    """Delegate the cohorts of devices.yaml the channel does not have yet (signs targets)."""
+    from edgeops.settings import Settings
+
+    def add() -> str:
+        new = _repo().add_cohorts(sorted(Settings.from_env().devices().cohorts))
+        return f"delegated {', '.join(new)}" if new else "every cohort is delegated already"
+
+    console.print(_run(add))
+
+
 @keys_app.command("refresh")
 def refresh_cmd() -> None:
     """Renew the timestamp (and online roles near expiry) now."""

@@ -20,7 +20,9 @@ from registry.tuf_repo import TufRepository, Txn
 
 
 def read_channel(txn: Txn, cohort: str) -> Channel | None:
-    """The cohort's channel as signed, None before its first; IntegrityError if not delegated."""
+    """The cohort's channel as signed; None before its first (or before it is delegated)."""
+    if not txn.has_role(cohort_role(cohort)):
+        return None
     custom = txn.channel_custom(cohort)
     if custom is None:
         return None

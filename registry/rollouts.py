@@ -72,7 +72,10 @@ def desired_channel(state: RolloutState, current: Channel | None) -> Channel | N
 
 
 def read_state(txn: Txn, cohort: str) -> RolloutState:
-    """The cohort's rollout state as signed (hash pinned by the cohort role)."""
+    """The cohort's rollout state as signed (hash pinned by the cohort role); a cohort not
+    delegated yet has none."""
+    if not txn.has_role(cohort_role(cohort)):
+        return RolloutState(cohort)
     data = txn.read_target(rollout_path(cohort))
     if data is None:
         return RolloutState(cohort)

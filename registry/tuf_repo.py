@@ -109,13 +109,22 @@ class Txn:
     def role_names(self) -> list[str]:
         return [k.removesuffix(".json") for k in self.snapshot.signed.meta]
 
+    def has_role(self, role: str) -> bool:
+        return f"{role}.json" in self.snapshot.signed.meta or role in self.roles
+
     def targets(self, role: str) -> Metadata[Targets]:
         """A targets role at the version the snapshot names, verified by its delegator."""
         if role in self.roles:
             return self.roles[role]
         info = self.snapshot.signed.meta.get(f"{role}.json")
         if info is None:
-            raise IntegrityError(f"role {role} is not in the channel's snapshot")
+            hint = (
+                " (a cohort added to devices.yaml after `edgeops keys init` is delegated by "
+                "`edgeops keys add-cohorts` or the next publish)"
+                if role.startswith("cohort-")
+                else ""
+            )
+            raise IntegrityError(f"role {role} is not in the channel's snapshot{hint}")
         try:
             data = self.store.get(f"{META_PREFIX}{info.version}.{role}.json")
         except MissingKeyError:
@@ -188,7 +197,12 @@ class Txn:
         have left an uncommitted one behind; it is never referenced and never reused)."""
         if role in self.versions:
             return self.versions[role]
-        current = self.snapshot.signed.version if role == "snapshot" else self.targets(role).signed.version
+        if role == "snapshot":
+            current = self.snapshot.signed.version
+        elif f"{role}.json" not in self.snapshot.signed.meta:
+            current = 0  # a role this transaction creates
+        else:
+            current = self.targets(role).signed.version
         v = current + 1
         while self.store.exists(f"{META_PREFIX}{v}.{role}.json"):
             v += 1
@@ -377,7 +391,7 @@ class TufRepository:
                 roles[cohort_role(c)] = DelegatedRole(
                     cohort_role(c), list(template.keyids), template.threshold, True, [f"cohorts/{c}/*"]
                 )
-                md = Metadata(Targets(version=0, expires=self.clock()))
+                md = Metadata(Targets(expires=self.clock()))  # new: version 1 at commit
                 txn.roles[cohort_role(c)] = md
                 txn.dirty.append(cohort_role(c))
             roles[BUNDLES] = bundles
