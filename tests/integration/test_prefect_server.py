@@ -102,4 +102,4 @@ def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, t
     assert any("/#/models/" in link for link in links), links
     versions = client.search_model_versions(f"tags.run_id = '{runs[0].info.run_id}'")
     assert {v.tags.get("target") for v in versions} >= {"tflite-f32", "tflite-int8"}
-    assert (home / "store" / "manifests").is_dir()
+    assert (home / "store" / "tuf" / "metadata" / "timestamp.json").is_file()  # the update channel
