@@ -37,13 +37,13 @@ def _wait_for_flow_run(flow_run_id, timeout: float):
 
 
 def _link_artifacts(flow_run_id) -> list[str]:
-    """Links of the link artifacts of a flow run and of its subflow runs (the release runs as one)."""
+    """The edgeops link artifacts on this test's server (Prefect 3.8 stores a link artifact as
+    markdown `[text](url)`); the release made them in its subflow run."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["link"])))
-    return [str(a.data) for a in artifacts]
+        artifacts = client.read_artifacts()
+    return [str(a.data) for a in artifacts if (a.key or "").startswith("mlflow-")]
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, t
     # Prefect -> MLflow: link artifacts to the release run and its registered versions
     with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
         links = _link_artifacts(started.id)
-    assert any(run_link.endswith(f"/runs/{runs[0].info.run_id}") for run_link in links), links
+    assert any(f"/runs/{runs[0].info.run_id})" in link for link in links), links
     assert any("/#/models/" in link for link in links), links
     versions = client.search_model_versions(f"tags.run_id = '{runs[0].info.run_id}'")
     assert {v.tags.get("target") for v in versions} >= {"tflite-f32", "tflite-int8"}
