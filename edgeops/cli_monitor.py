@@ -168,14 +168,13 @@ def run_cmd(
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         raise typer.Exit(exc.exit_code) from None
     rows = window_summary(reports, trigger)
-    started = None
+    started = None  # the run the retrain started: its MLflow run id in-process, the event id on a server
     if trigger is not None and trigger.launched:
         res = trigger.result
-        started = {"how": trigger.how, "reason": trigger.reason,
-                   "run": res.get("run_id") if isinstance(res, dict) else res}
+        started = str(res.get("run_id")) if isinstance(res, dict) else (
+            f"event:{res}" if trigger.how == "event" else str(res))
     if as_json:
-        _echo_json({"windows": rows, "retrain": started,
-                    "alerts": list(trigger.alerts) if trigger else []})
+        _echo_json({"windows": rows, "retrain": started})
         return
     table = Table("cohort", "model", "window", "rows", "late", "est. accuracy (95% CI)",
                   "labelled", "drifted features", "segments", "decision", "reason",
@@ -192,7 +191,8 @@ def run_cmd(
     for alert in trigger.alerts if trigger else ():
         console.print(f"[red]{alert}[/]")
     console.print(
-        f"[red]retrain requested ({started['how']})[/]: {started['reason']}" if started
+        f"[red]retrain requested ({trigger.how}, {started})[/]: {trigger.reason}"
+        if started and trigger is not None
         else "no retrain"
     )
 

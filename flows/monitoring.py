@@ -377,7 +377,7 @@ def window_summary(reports: list[WindowReport], trigger: TriggerReport | None) -
     for r in reports:
         dec, why = decided.get((r.scope, r.window_start.isoformat()), (None, ()))
         if dec is None:
-            dec = "none"
+            dec = "hold" if r.status == "judged" and r.deciding else "none"
             why = ((f"{r.late_rows} late row(s) counted, window judged before",) if r.status == "late"
                    else (f"{r.n_current} rows < monitor.min_samples",) if r.estimate is None
                    else tuple(r.reasons()[:1]))

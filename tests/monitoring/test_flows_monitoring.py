@@ -91,6 +91,7 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     assert "drift" in calls[0]["reason"]
     assert detect_drift(embeddings=False) == []  # judged windows are not re-run
 
+
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(settings.experiment_name)
     runs = client.search_runs([exp.experiment_id], "tags.`edgeops.stage` = 'drift'")
@@ -99,6 +100,29 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     assert drifted == [0.0, 1.0, 1.0]
     arts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "drift")}
     assert {"drift/data_drift.html", "drift/prediction_drift.html"} <= arts
+
+    # one more hour through `edgeops monitor run --json`: one window, the issue's keys
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgeops.cli_monitor import monitor_app
+
+    idx = rng.choice(np.arange(900, len(x)), 300, replace=False)
+    put_batch(store, _records(adjust(x[idx], brightness=0.8), y[idx], runner, tiny_model.spec,
+                              "dev-1", 3000, 3))
+    out = CliRunner().invoke(monitor_app, ["run", "--json", "--no-retrain"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output[out.output.index('{\n  "windows"'):])  # after the flows' prints
+    assert set(doc) == {"windows", "retrain"} and doc["retrain"] is None
+    (w,) = doc["windows"]
+    assert set(w) == {"cohort", "model_version", "window_start", "rows", "late_rows",
+                      "estimated_accuracy", "estimated_accuracy_ci", "labelled_accuracy",
+                      "drifted_features", "segments_flagged", "decision", "reason"}
+    assert (w["cohort"], w["rows"], w["late_rows"], w["decision"]) == ("pi-fleet-eu", 300, 0, "hold")
+    low, high = w["estimated_accuracy_ci"]
+    assert low <= w["estimated_accuracy"] <= high and w["labelled_accuracy"] is not None
+    assert w["drifted_features"]  # the darkening is the explanation
 
 
 def _harmful(cohort: str, hour: int, version: str = "1"):
