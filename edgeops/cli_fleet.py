@@ -198,6 +198,13 @@ def _simulate(
         raise ConfigError(
             f"unknown cohort(s) {unknown}; devices.yaml has {sorted(catalog.cohorts)}"
         )
+    from flows.fleet import not_simulated
+
+    for c in [c for c in names if not_simulated(catalog.profile_for(c))]:
+        typer.echo(f"cohort {c}: {not_simulated(catalog.profile_for(c))}", err=True)
+        names.remove(c)
+    if not names:
+        raise ConfigError("none of these cohorts runs the device agent: nothing to simulate")
     params = settings.params().fleet
     update: dict[str, Any] = {}
     if devices:

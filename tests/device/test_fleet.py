@@ -219,6 +219,8 @@ def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
         [
             "fleet",
             "simulate",
+            "--cohorts",
+            "pi-fleet-eu,mcu-line-a",  # the two this test publishes to
             "--devices",
             "6",
             "--scenario",
