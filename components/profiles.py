@@ -35,6 +35,11 @@ class DeviceProfile(_Strict):
     arena_bytes: int = Field(gt=0, description="memory for activations (the tensor arena)")
     latency_budget_ms: float = Field(gt=0)
     throughput_macs_per_s: float = Field(gt=0, description="for the latency estimate only")
+    unverified_targets: tuple[Literal["coreml-f32", "coreml-f16"], ...] = Field(
+        (),
+        description="converted here but not runnable here (Core ML): registered as 'converted, not "
+        "run', never blessed or chosen; listed so the release builds them for this profile",
+    )
     runs_on: Literal["agent", "browser", "server"] = Field(
         "agent",
         description="what serves the variant: the device agent (LiteRT / ONNX Runtime), a web "

@@ -23,6 +23,7 @@ from flows.links import link_in_prefect, mlflow_model_version_url, mlflow_run_ur
 from flows.report import release_headline, release_markdown, release_report
 from flows.selection import bless_and_select
 from flows.tracking import child_run, configure_mlflow, flatten, log_artifact, log_batch, start_run
+from flows.unverified import register_unverified_targets
 
 
 @task(name="prepare", cache_policy=NO_CACHE)
@@ -173,6 +174,9 @@ def release_pipeline(
                 client, rid, run_id, name, variants, selection, prepared, data_version, float_model_uri,
                 git_commit,
             )
+            unverified = register_unverified_targets(  # Core ML: converted, not run (no runtime here)
+                client, rid, run_id, name, trained.model, catalog, data_version, float_model_uri, git_commit,
+                work / "variants" / "unverified")
         for entry in registered.values():
             link_in_prefect(f"mlflow-model-{entry['name']}", mlflow_model_version_url(
                 mlflow_ui, entry["name"], entry["version"]), f"{entry['name']} version {entry['version']}",
@@ -201,6 +205,7 @@ def release_pipeline(
             "conversion_failures": failures,
             "selection": selection,
             "registered": registered,
+            "unverified": unverified,
             "published": published,
             "timings": timings,
         }

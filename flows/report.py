@@ -28,6 +28,9 @@ def variant_table(result: dict[str, Any]) -> Table:
                       f"{reg['name']} v{reg['version']}" if reg else "-")
     for target, reason in result.get("conversion_failures", {}).items():
         table.add_row(target, "[red]failed[/]", "", "", "", "", reason[:60])
+    for target, u in result.get("unverified", {}).items():  # Core ML: no runtime on this machine
+        table.add_row(target, "[yellow]converted, not run[/]", "", _kb(u.get("bytes")), "", "",
+                      f"{u['name']} v{u['version']}" if "name" in u else f"failed: {u['failed'][:50]}")
     return table
 
 

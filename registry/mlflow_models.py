@@ -242,6 +242,45 @@ def log_directory_model(
 LOGGERS = {"onnx": log_onnx_model, "savedmodel": log_directory_model, "openvino": log_directory_model}
 
 
+def register_unverified(
+    client: MlflowClient,
+    run_id: str,
+    path: Path | str,
+    *,
+    model_name: str,
+    target: str,
+    lineage: Lineage,
+    status: str,
+    extra_tags: dict[str, str] | None = None,
+) -> ModelVersion:
+    """Register an artifact that could not be run here (a Core ML .mlpackage) as files only: no
+    pyfunc (nothing here can load it), tagged verified=false with its status, never releasable."""
+    import shutil
+
+    name = registered_model_name(model_name, target)
+    existing = _version_of_release(client, name, lineage.run_id)
+    if existing is not None:
+        return existing
+
+    def save(out: Path, tmp: Path) -> None:
+        shutil.copytree(path, out / Path(path).name)
+
+    model_uri = _log_model_dir(client, run_id, ARTIFACT_NAME, {"target": target}, target, save, str(path))
+    tags = {**lineage.tags(), "target": target, "verified": "false", "status": status, "blessed": "false",
+            "releasable": "false", **(extra_tags or {})}
+    try:
+        try:
+            client.create_registered_model(name, tags={"target": target, "model_name": model_name})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        return client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                           description=f"{target}: {status}",
+                                           model_id=model_uri.split("/", 1)[1].lstrip("/"))
+    except MlflowException as exc:
+        raise RegistryError(f"registering {name} failed: {exc.message}", where=str(path)) from exc
+
+
 def loggable(target: str) -> bool:
     """Targets the registry holds: TFLite (pyfunc), ONNX (onnx flavor), and the directory formats
     SavedModel and OpenVINO IR (pyfunc over the directory)."""
