@@ -101,14 +101,18 @@ def _quarantine_rows(store: ObjectStore, key: str, rows: pa.Table, reasons: list
 
 
 def known_versions(store: ObjectStore) -> list[str] | None:
-    """Model versions of every published bundle; None (accept any) before the first release."""
+    """Model versions of every published bundle (the channel's `tuf/targets/bundles/<id>/
+    <sha256>.metadata.json`, or `bundles/<id>/metadata.json` envelopes of earlier releases);
+    None (accept any) before the first release."""
     versions = set()
-    for k in store.list("tuf/targets/bundles/"):  # the channel's bundle targets (docs/protocol.md)
-        if k.endswith(".metadata.json"):
-            try:
-                versions.add(str(json.loads(store.get(k))["model_version"]))
-            except (ValueError, KeyError, TypeError):
-                continue
+    keys = [k for k in store.list("tuf/targets/bundles/") if k.endswith(".metadata.json")]
+    keys += [k for k in store.list("bundles/") if k.endswith("/metadata.json")]
+    for k in keys:
+        try:
+            doc = json.loads(store.get(k))
+            versions.add(str(doc.get("signed", doc)["model_version"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
     return sorted(versions) or None
 
 

@@ -182,3 +182,14 @@ def test_a_batch_under_another_devices_prefix_and_the_legacy_ledger(store) -> No
     assert (rep.stored_rows, rep.duplicate_rows) == (3, 5)
     assert "stored under pi-fleet-eu/victim/" in dict(rep.quarantined)[moved]
     assert Ledger.load(store).seqs["dev-j"].tolist() == [[0, 7]]
+
+
+def test_known_versions_from_the_channel_targets(store) -> None:
+    from monitoring.ingest import known_versions
+
+    assert known_versions(store) is None
+    meta = b'{"_type":"edgeops/bundle","model_version":"7"}'
+    store.put("tuf/targets/bundles/abc/" + "0" * 64 + ".metadata.json", meta)
+    store.put("bundles/old/metadata.json", b'{"signed":{"model_version":"2"}}')
+    store.put("tuf/targets/bundles/abc/" + "1" * 64 + ".model.tflite", b"x")
+    assert known_versions(store) == ["2", "7"]
