@@ -6,7 +6,9 @@ distinct input. Each segment value is compared with the rest of its window on ch
 the share of repeated frames (identical summary features within the segment), the prediction
 mix, the confidence and the latency. With many segments and four tests each, the p-values are
 held to a false discovery rate with Benjamini-Hochberg, so a fleet of healthy devices raises a
-false flag in at most `segment_fdr` of windows.
+false flag in at most `segment_fdr` of windows. A discovery is flagged only when it would matter
+(a 0.05 confidence gap; 1.5x and 1 ms slower), and a field needs three or more values to single
+one out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from scipy.stats import chi2_contingency, fisher_exact, mannwhitneyu
 SEGMENT_FIELDS = ("device_id", "hardware", "firmware", "agent_version")
 _MIN_ROWS = 10
 _MIN_CELL = 5
+_MIN_VALUES = 3  # a segment field needs 3+ values: with two, "which one is faulty" has no answer
+_MIN_CONFIDENCE_GAP = 0.05
+_MIN_LATENCY_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,10 @@ def _mix_p(inside: pd.Series, outside: pd.Series) -> float:
     return float(chi2_contingency(table, correction=False)[1])
 
 
-def _tests(rows: pd.DataFrame, mask: np.ndarray, rep: np.ndarray) -> dict[str, tuple[float, str]]:
+def _tests(
+    rows: pd.DataFrame, mask: np.ndarray, rep: np.ndarray
+) -> dict[str, tuple[float, str, bool]]:
+    """p-value, detail and whether the difference is large enough to matter, per statistic."""
     inside, outside = rows[mask], rows[~mask]
     r_in, r_out = int(rep[mask].sum()), int(rep[~mask].sum())
     _, p_rep = fisher_exact(
@@ -106,30 +114,39 @@ def _tests(rows: pd.DataFrame, mask: np.ndarray, rep: np.ndarray) -> dict[str, t
             f"mean {inside['confidence'].mean():.3f} vs {outside['confidence'].mean():.3f}",
         ),
     }
+    relevant = {"repeated_frames": True, "prediction_mix": True,
+                "confidence": abs(inside["confidence"].mean() - outside["confidence"].mean())
+                >= _MIN_CONFIDENCE_GAP}
     lat_in, lat_out = inside["latency_ms"].dropna(), outside["latency_ms"].dropna()
     if len(lat_in) and len(lat_out) and lat_in.nunique() + lat_out.nunique() > 2:
         out["latency"] = (
             float(mannwhitneyu(lat_in, lat_out, alternative="greater").pvalue),
             f"median {lat_in.median():.1f} ms vs {lat_out.median():.1f} ms",
         )
-    return out
+        slow = max(_MIN_LATENCY_RATIO * lat_out.median(), lat_out.median() + 1.0)
+        relevant["latency"] = lat_in.median() >= slow
+    return {k: (p, detail, relevant[k]) for k, (p, detail) in out.items()}
 
 
 def flag_segments(rows: pd.DataFrame, fdr: float = 0.05) -> list[SegmentFlag]:
     """Segments (device, hardware, ...) that differ from the rest of the window, BH-controlled."""
     rep = repeated(rows)
     found: list[tuple[str, str, str, float, str]] = []
+    matters: list[bool] = []
     for field in (f for f in SEGMENT_FIELDS if f in rows.columns):
         values = rows[field].astype("string").fillna("?")
-        if values.nunique() < 2:
+        if values.nunique() < _MIN_VALUES:
             continue
         for value in values.unique():
             mask = (values == value).to_numpy()
             if mask.sum() < _MIN_ROWS or (~mask).sum() < _MIN_ROWS:
                 continue
-            for stat, (p, detail) in _tests(rows, mask, rep).items():
+            for stat, (p, detail, relevant) in _tests(rows, mask, rep).items():
                 found.append((field, str(value), stat, p, detail))
+                matters.append(relevant)
     if not found:
         return []
-    keep = benjamini_hochberg(np.array([f[3] for f in found]), fdr)
+    # every test counts in BH; a flag is a BH discovery that is also large enough to matter
+    # (a subset of the discoveries, so the false discovery rate stays <= fdr)
+    keep = benjamini_hochberg(np.array([f[3] for f in found]), fdr) & np.array(matters)
     return [SegmentFlag(*f) for f, k in zip(found, keep, strict=True) if k]
