@@ -160,6 +160,19 @@ def unique_weights(model: keras.Model) -> dict[str, int]:
     return out
 
 
+def _better_teacher(model: keras.Model, teacher: keras.Model | None, prepared: PreparedLike) -> keras.Model:
+    """The teacher when it beats the float parent on validation (or there is no validation
+    split to tell); otherwise the float parent: soft targets from a weaker model only hurt."""
+    x_val = getattr(prepared, "x_val", None)
+    if teacher is None or x_val is None or not len(x_val):
+        return model if teacher is None else teacher
+    from components.conversion import keras_probs, model_inputs
+
+    x, y = model_inputs(x_val, prepared.spec), np.asarray(prepared.y_val)
+    acc = {id(m): float((keras_probs(m, x).argmax(axis=1) == y).mean()) for m in (model, teacher)}
+    return teacher if acc[id(teacher)] > acc[id(model)] else model
+
+
 def compress(
     model: keras.Model,
     prepared: PreparedLike,
@@ -177,7 +190,7 @@ def compress(
     unknown = sorted(set(params.methods) - set(METHODS))
     if unknown:
         raise TrainingError(f"unknown compression methods {unknown}; known: {', '.join(METHODS)}")
-    tuner = Tuner.for_data(prepared, params, teacher if teacher is not None else model, augment)
+    tuner = Tuner.for_data(prepared, params, _better_teacher(model, teacher, prepared), augment)
     out: dict[str, Compressed] = {}
     pruned: tuple[keras.Model, dict] | None = None
     for method in params.methods:

@@ -3,8 +3,8 @@
 Hard labels alone forget what the float model knew: after pruning or QAT the student fine-tunes
 on the teacher's softened outputs (Hinton et al. 2015; the float parent when no teacher is
 given) on the same field augmentation as training, with a cosine learning-rate schedule over the
-fine-tune's steps. tfmot wraps layers (prune_low_magnitude_logits, quant_logits), so the student
-is read through its probabilities: log(softmax(z)) differs from z by a per-row constant, which
+fine-tune's steps. The student is read through its (possibly tfmot-wrapped) `logits` layer, or
+else through its probabilities: log(softmax(z)) differs from z by a per-row constant, which
 softmax(./T) ignores, so the distillation loss is the same as on logits.
 """
 
@@ -30,6 +30,16 @@ def _log_probs(model: keras.Model) -> keras.Model:
     inputs = keras.Input(model.input_shape[1:])
     out = keras.layers.Lambda(lambda p: tf.math.log(tf.maximum(p, 1e-8)), name="log_probs")(model(inputs))
     return keras.Model(inputs, out, name=f"{model.name}_log_probs")
+
+
+def student_logits(model: keras.Model) -> keras.Model:
+    """The logits of a (possibly tfmot-wrapped: prune_low_magnitude_logits, quant_logits,
+    cluster_logits) model ending in a `logits` layer; log-probabilities otherwise. Under QAT the
+    softmax output is fake-quantised to 1/256 steps, so logits keep the gradients log(p) loses."""
+    named = [layer for layer in model.layers if layer.name.endswith("logits")]
+    if len(named) == 1:
+        return keras.Model(model.inputs, named[0].output, name=f"{model.name}_logits")
+    return _log_probs(model)
 
 
 def teacher_logits(teacher: keras.Model) -> keras.Model:
@@ -84,7 +94,7 @@ class Tuner:
             self.x01, self.y, self.mean, self.std, p.batch_size, self.augment, p.seed, augment=p.augment
         )
         schedule = keras.optimizers.schedules.CosineDecay(p.learning_rate, max(1, self.steps(epochs)), alpha=0.05)
-        student = _log_probs(model)
+        student = student_logits(model)
         if self.teacher is not None:
             trainee: keras.Model = Distiller(student, self.teacher, p.temperature, p.soft_weight)
             trainee.compile(optimizer=keras.optimizers.Adam(schedule))
