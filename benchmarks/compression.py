@@ -286,10 +286,12 @@ def main() -> None:
     ap.add_argument("--large-epochs", type=int, default=None, help="override: MobileNet training epochs")
     # 3 fine-tune epochs at params.yaml's 3e-4 recover little (80% pruning: 0.97 -> 0.64 on 8x8 digits;
     # 3e-3: 0.88): short schedules need a rate near the training rate
+    ap.add_argument("--tune-epochs", type=int, default=None, help="override: fine-tuning epochs per step")
     ap.add_argument("--tune-lr", type=float, default=1.5e-3, help="fine-tuning learning rate (cosine decay)")
     args = ap.parse_args()
     seeds = 1 if args.quick else args.seeds
-    args.tune_epochs, args.runs, args.ratio = (1, 10, 0.4) if args.quick else (3, 30, 0.4)
+    tune_epochs, args.runs, args.ratio = (1, 10, 0.4) if args.quick else (3, 30, 0.4)
+    args.tune_epochs = args.tune_epochs or tune_epochs
     large_epochs, n_per_class, size = (2, 40, 64) if args.quick else (10, 200, 64)
     large_epochs, n_per_class = args.large_epochs or large_epochs, args.per_class or n_per_class
     from components.profiles import load_devices
