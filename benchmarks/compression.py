@@ -344,7 +344,7 @@ def report(per_model: dict[str, list[dict]], args, seeds: int, seconds: float) -
             m, lo, hi = interval([r["cortex_m_wire_ratio"] for r in runs if r["cortex_m_wire_ratio"]] or [float("nan")])
             summary["cortex_m_wire_ratio"] = m
             print(f"  Cortex-M choice: {[r['cortex_m_variant'] for r in runs]}; wire ratio {m:.2f} [{lo:.2f}, {hi:.2f}] "
-                  f"(goal >= 4x); drop {[round(r['cortex_m_drop_pts'] or float('nan'), 2) for r in runs]} pts")
+                  f"(goal >= 4x); drop {[None if r['cortex_m_drop_pts'] is None else round(r['cortex_m_drop_pts'], 2) for r in runs]} pts")
             print(f"    {runs[-1]['cortex_m_reason']}")
     print("\nGoals (means over seeds):")
     for goal, (key, op, target, models) in GOALS.items():
