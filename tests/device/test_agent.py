@@ -277,7 +277,6 @@ def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_releas
     import json
 
     from device.cli import main
-    from device.store import open_store
 
     store = open_store(s3_env["EDGEOPS_STORE_URL"], endpoint_url=s3_env["AWS_ENDPOINT_URL"])
     rel = make_release(store)

@@ -178,6 +178,7 @@ def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
     import pandas as pd
     from typer.testing import CliRunner
 
+    import flows.fleet  # noqa: F401  Prefect sets up its logging on import: before CliRunner swaps the streams
     from components.prepare import PreparedData
     from device.store import open_store
     from edgeops.cli_fleet import fleet_app
@@ -191,7 +192,10 @@ def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
     monkeypatch.setenv("EDGEOPS_PARAMS", str(tmp_path / "none.yaml"))
     monkeypatch.setenv("COLUMNS", "200")
     rel = make_release(open_store(str(home / "store")))
-    m = tiny_models
+    from registry.tuf_keys import Keystore
+
+    Keystore(home / "keys").save_root(rel.root)  # this machine trusts the channel's root
+    m = tiny_models                               # (as `edgeops keys trust root.json` does)
     rel.point("pi-fleet-eu", rel.publish(m.f32, m.spec, "1"))
     aes = load_or_create_cohort_key(home / "keys", "mcu-line-a")
     rel.point(

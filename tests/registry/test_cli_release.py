@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from registry.channels import set_stable
 from rich.console import Console
 from rollout_helpers import release
 from typer.testing import CliRunner
 
 from edgeops.cli_release import cohorts_app, parse_duration, parse_steps, release_app
 from edgeops.errors import ConfigError
+from registry.channels import set_stable
 
 pytestmark = pytest.mark.slow  # trains nothing, but registers real models in MLflow
 
