@@ -24,10 +24,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) browser
 	$(BIN)/edgeops demo
 
-# Browser tests (the fleet view, the web target) need Debian's Chromium: installed here when missing.
+# The fleet view, the web target and the browser cohort need Debian's Chromium and onnxruntime-web
+# (npm, from web/package-lock.json): installed here when missing.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	@test -f web/node_modules/onnxruntime-web/dist/ort.wasm.min.js || (cd web && npm ci --no-audit --no-fund)
