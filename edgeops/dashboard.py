@@ -50,7 +50,7 @@ class FleetView:
 def load_view(settings: Any) -> FleetView:
     """Cohorts, rollout summaries, history and monitor windows, as `edgeops release status`,
     `history` and `cohorts list` read them (no key is needed, none is created)."""
-    from flows.channel import channel_repository
+    from edgeops.channel import channel_repository
     from registry.rollouts import RolloutManager
 
     mgr = RolloutManager(channel_repository(settings), settings.devices(), None, keys_dir=settings.keys_dir)

@@ -73,3 +73,25 @@ def test_served_pages_and_a_real_browser(tmp_path: Path) -> None:
         assert (shots / "dashboard.png").stat().st_size > 5000
     finally:
         server.shutdown()
+
+
+def test_load_view_reads_a_real_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CLI's own RolloutManager on a channel made by `edgeops keys init`: every cohort
+    of devices.yaml is listed, none runs anything yet, and reading needs no key."""
+    from typer.testing import CliRunner
+
+    from edgeops.cli_keys import keys_app
+    from edgeops.dashboard import load_view
+    from edgeops.settings import Settings
+
+    monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EDGEOPS_OFFLINE_KEYS_DIR", str(tmp_path / "usb"))
+    assert CliRunner().invoke(keys_app, ["init"]).exit_code == 0
+    settings = Settings.from_env()
+    view = load_view(settings)
+    names = {c["cohort"] for c in view.cohorts}
+    assert names == set(settings.devices().cohorts)
+    assert all(c.get("stable") is None for c in view.cohorts)
+    html = overview_html(view)
+    assert all(name in html for name in names)
+    assert view.windows(sorted(names)[0]) == []  # no monitor runs yet
