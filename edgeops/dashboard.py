@@ -71,9 +71,9 @@ def monitor_windows(settings: Any, cohort: str, limit: int = 500) -> list[dict[s
     for run in reversed(runs):
         tags, metrics = run.data.tags, run.data.metrics
         out.append({"window_start": tags.get("window_start", ""), "model_version": tags.get("model_version", ""),
-                    "decision": tags.get("decision", tags.get("drifted", "")),
+                    "harmful": tags.get("harmful", ""), "drifted": tags.get("drifted", ""),
                     "estimated_accuracy": metrics.get("estimated_accuracy"),
-                    "drift_share": metrics.get("drift_share", metrics.get("share_drifted")),
+                    "drift_share": metrics.get("data_drift_share"),
                     "run_id": run.info.run_id})
     return out
 

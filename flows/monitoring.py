@@ -203,7 +203,7 @@ def detect_drift(
 
     `now`: the monitor's clock (default: the wall clock; a simulation passes its own time).
     """
-    from flows.tracking import configure_mlflow, log_batch
+    from flows.tracking import configure_mlflow, log_batch, start_run
     from monitoring.reference import load_reference, load_temperature
     from monitoring.table import inferences, read_table
     from monitoring.windows import load_ledger, plan_windows, record, watermark
@@ -214,9 +214,7 @@ def detect_drift(
     ledger, _ = load_ledger(store)
     clock = now or datetime.now(UTC)
     client, experiment_id = configure_mlflow(settings)
-    parent = client.create_run(
-        experiment_id, run_name="detect-drift", tags={"edgeops.stage": "monitor"}
-    ).info.run_id
+    parent = start_run(client, experiment_id, "detect-drift", {"edgeops.stage": "monitor"})
     reports: list[WindowReport] = []
     ctx: dict[str, Any] = {"settings": settings, "params": params, "embeddings": embeddings,
                            "client": client, "experiment_id": experiment_id, "parent": parent,
