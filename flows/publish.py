@@ -116,7 +116,9 @@ def publish(
                              model_version=reg["version"], target=target, encryption_key=enc_key)
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
         current = read_channel(repo.begin(), cohort_name)
-        if current is None or current.stable is None or not rollout:
+        if current is not None and current.stable is not None and current.stable.bundle_id == ref.bundle_id:
+            role = "stable"  # already the cohort's stable (a retried publish): nothing to change
+        elif current is None or current.stable is None or not rollout:
             set_stable(repo, cohort_name, ref)
             set_cohort_alias(client, reg["name"], cohort_name, "stable", reg["version"])
             role = "stable"
