@@ -20,7 +20,11 @@ def channel_refresh(within_hours: float | None = None) -> dict[str, Any]:
     from edgeops.settings import Settings
 
     within = timedelta(hours=within_hours) if within_hours is not None else None
-    out = channel_repository(Settings.from_env()).refresh(within)
+    repo = channel_repository(Settings.from_env())
+    if not repo.exists() and not repo.keystore.has_root():
+        print("no update channel yet (nothing released on this store): nothing to refresh")
+        return {}
+    out = repo.refresh(within)
     print(f"channel refreshed: timestamp v{out['timestamp_version']} until {out['timestamp_expires']}"
           + (f"; renewed {', '.join(out['renewed'])}" if out["renewed"] else "")
           + (f"; offline roles expiring: {', '.join(out['expiring_offline'])}" if out["expiring_offline"] else ""))

@@ -181,6 +181,9 @@ def rollout_controller(actor: str = "controller") -> dict[str, dict[str, Any]]:
     from registry.rollouts import active_cohorts
 
     manager = manager_from_settings()
+    if not manager.repo.exists() and not manager.repo.keystore.has_root():
+        print("no update channel yet (nothing released on this store): nothing to control")
+        return {}  # a fresh `edgeops up`: the schedule runs before the first release
     repaired = reconcile_all(manager)
     if repaired:
         print(f"channel repaired to match the rollout state: {', '.join(repaired)}")
