@@ -12,11 +12,11 @@ from device.preprocessing import PreprocessingSpec, normalize
 
 
 def _require_browser() -> None:
-    """Skip only where the set-up could not install the browser (make test installs it)."""
+    """`make test` installs the browser; without it these tests fail rather than skip."""
     try:
         find_chromium()
     except BrowserError as exc:
-        pytest.skip(f"{exc} (installation was impossible here)")
+        pytest.fail(f"{exc}: `make test` installs Debian's chromium (make browser)")
     ort_web_dir()  # a missing npm install is a failure, not a skip: `npm ci` in web/ works here
 
 
