@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import os
 import random
 import socket
@@ -32,6 +33,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,7 +59,7 @@ T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 
 
 # --- 1. assignment throughput and uniformity --------------------------------------------------
-def bench_assignment(n_ids: int) -> None:
+def bench_assignment(n_ids: int) -> dict[str, float]:
     from scipy.stats import chisquare
 
     ids = [f"device-{i:08d}" for i in range(n_ids)]
@@ -93,6 +95,8 @@ def bench_assignment(n_ids: int) -> None:
             f"canary share at {pct}%", f"{share * 100:.3f}%", "sticky: a device stays in as % grows"
         )
     console.print(table)
+    return {"bucket_per_s": n_ids / t_bucket, "choose_per_s": n_ids / t_choose,
+            "bucket_cv": float(counts.std() / counts.mean()), "chi_square_p": float(chi.pvalue)}
 
 
 # --- 2. time from failing gate to every device on stable --------------------------------------
@@ -337,21 +341,25 @@ def main() -> None:
     ap.add_argument("--each", type=int, default=25)
     ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
     ap.add_argument("--parts", default="1,2,3", help="which tables to run, e.g. 3")
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the headline figures here")
     args = ap.parse_args()
     if args.quick:
         args.ids, args.devices, args.each = 100_000, 100, 5
 
     parts = {int(p) for p in args.parts.split(",")}
+    headlines: dict[str, Any] = {"quick": bool(args.quick)}
     if 1 in parts:
-        bench_assignment(args.ids)
+        headlines["assignment"] = bench_assignment(args.ids)
     if 2 in parts:
-        bench_gate_table(args.devices)
+        headlines["gate_to_all_stable"] = bench_gate_table(args.devices)
     if 3 in parts:
-        bench_writers_table(args.writers, args.each)
+        headlines["lost_updates"] = bench_writers_table(args.writers, args.each)
     print_anchors()
+    if args.json is not None:
+        args.json.write_text(json.dumps(headlines, indent=2))
 
 
-def bench_gate_table(n_devices: int) -> None:
+def bench_gate_table(n_devices: int) -> list[dict[str, float]]:
     table = Table(
         "poll every",
         "controller every",
@@ -362,8 +370,11 @@ def bench_gate_table(n_devices: int) -> None:
         "bad -> all stable",
         title="2. failing gate to every device on stable (simulated time)",
     )
+    rows = []
     for poll_s, ctl_s in ((60, 60), (300, 60), (900, 300)):
         r = bench_rollback(n_devices, poll_s, ctl_s, rate_per_min=2.0, seed=7)
+        rows.append({"poll_s": poll_s, "controller_s": ctl_s,
+                     "first_bad_to_all_stable_min": r["first_bad_to_all_stable_s"] / 60})
         table.add_row(
             f"{poll_s}s",
             f"{ctl_s}s",
@@ -374,9 +385,10 @@ def bench_gate_table(n_devices: int) -> None:
             f"{r['first_bad_to_all_stable_s'] / 60:.1f} min",
         )
     console.print(table)
+    return rows
 
 
-def bench_writers_table(writers: int, each: int) -> None:
+def bench_writers_table(writers: int, each: int) -> list[dict[str, Any]]:
     table = Table(
         "store",
         "writers",
@@ -389,6 +401,7 @@ def bench_writers_table(writers: int, each: int) -> None:
         "writer errors",
         title="3. lost updates on one channel (lost = writes reported successful - updates applied)",
     )
+    lost: list[dict[str, Any]] = []
     tmp = Path(tempfile.mkdtemp(prefix="edgeops-race-"))
     local = open_store(str(tmp / "store"))
     targets = [("local dir", local, str(tmp / "store"), None)]
@@ -412,6 +425,7 @@ def bench_writers_table(writers: int, each: int) -> None:
         for name, store, url, ep in targets:
             res = bench_lost_updates(store, url, ep, tmp / f"keys-{name.split()[0]}", writers, each)
             for mode, r in res.items():
+                lost.append({"store": name, "mode": mode, "attempted": r["attempted"], "lost": r["lost"]})
                 table.add_row(
                     name,
                     str(writers),
@@ -428,6 +442,7 @@ def bench_writers_table(writers: int, each: int) -> None:
             proc.terminate()
             proc.wait(timeout=10)
     console.print(table)
+    return lost
 
 
 def print_anchors() -> None:
