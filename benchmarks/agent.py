@@ -16,6 +16,7 @@ trained briefly and converted to float and full-int8 TFLite here, so nothing is 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -213,10 +214,15 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--frames", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="20 devices, 1 hour, 500 frames")
+    ap.add_argument("--quick", action="store_true", help="20 devices, 1 hour, 512 frames")
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the headline figures here")
     a = ap.parse_args()
+    headlines: dict[str, object] = {"quick": bool(a.quick), "overhead": [], "bytes_per_device_per_day": {},
+                                    "records_lost": []}
     if a.quick:
-        a.devices, a.hours, a.frames = 20, 1.0, 500
+        a.devices, a.hours, a.frames = 20, 1.0, 512
+    if a.frames < 512:  # the agent uploads once per 512 frames: fewer measure no upload at all
+        ap.error("--frames must be at least 512 (one upload per 512 frames)")
     root = Path(tempfile.mkdtemp(prefix="edgeops-bench-agent-"))
     t = time.perf_counter()
     models = build_models(a.epochs)
@@ -244,6 +250,8 @@ def main() -> None:
     ):
         tab.add_column(c, justify="right")
     for r in overhead(models, store, trusted, root, a.frames):
+        headlines["overhead"].append({k: r[k] for k in ("cohort", "inference_us", "share_hot", "share_goal_1fps",
+                                                         "share_goal_5fps")})
         tab.add_row(
             r["cohort"],
             f"{r['inference_us']:.1f}",
@@ -279,6 +287,7 @@ def main() -> None:
             offline_fraction=0.0,
             step_minutes=30,
         )
+        headlines["bytes_per_device_per_day"][str(rate)] = s.bytes_per_device_per_day
         tab.add_row(
             str(rate),
             str(s.devices),
@@ -329,6 +338,8 @@ def main() -> None:
         s = fleet_run(
             models, store, trusted, 20, 6.0, store_failure_rate=fail, offline_fraction=off
         )
+        headlines["records_lost"].append({"store_failure_rate": fail, "offline_share": off,
+                                          "lost": s.records_lost})
         tab.add_row(
             f"{fail:.2f}",
             f"{off:.2f}",
@@ -339,6 +350,8 @@ def main() -> None:
             str(s.records_lost),
         )
     console.print(tab)
+    if a.json is not None:
+        a.json.write_text(json.dumps(headlines, indent=2, default=float))
 
 
 if __name__ == "__main__":
