@@ -93,7 +93,7 @@ def on_server(data: str, overrides: dict[str, Any], n_noop: int) -> dict[str, An
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from edgeops import services
-    from edgeops.cli_ops import create_pool, flow_env, prefect_cli
+    from edgeops.cli.ops import create_pool, flow_env, prefect_cli
 
     home, repo = TMP / "services", bf.REPO
     server = services.start(services.prefect_server_spec(home, services.free_port(), scheduler=False, ui=False),

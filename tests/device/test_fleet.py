@@ -181,7 +181,7 @@ def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
     import flows.fleet  # noqa: F401  Prefect sets up its logging on import: before CliRunner swaps the streams
     from components.prepare import PreparedData
     from device.store import open_store
-    from edgeops.cli_fleet import fleet_app
+    from edgeops.cli.fleet import fleet_app
     from registry.keys import load_or_create_cohort_key
 
     home = tmp_path / "home"
@@ -217,7 +217,7 @@ def test_fleet_cli_simulate(tiny_models, tmp_path, monkeypatch, make_release):
     import typer
 
     app = typer.Typer()
-    app.add_typer(fleet_app, name="fleet")  # as edgeops/cli.py registers it
+    app.add_typer(fleet_app, name="fleet")  # as edgeops/cli/main.py registers it
     res = CliRunner().invoke(
         app,
         [

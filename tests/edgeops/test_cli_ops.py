@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeops.cli_ops import refuse_store_without_registry, scheduler_error
+from edgeops.cli.ops import refuse_store_without_registry, scheduler_error
 from edgeops.services import ServiceError, mlflow_server_spec, prefect_server_spec, worker_spec
 
 SCHEDULER_TRACE = (

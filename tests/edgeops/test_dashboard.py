@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeops.dashboard import FleetView, Series, cohort_html, line_plot, overview_html, serve
+from edgeops.cli.dashboard import FleetView, Series, cohort_html, line_plot, overview_html, serve
 from edgeops.services import free_port
 
 T0 = datetime(2026, 12, 1, 8, 0)
@@ -80,8 +80,8 @@ def test_load_view_reads_a_real_channel(tmp_path: Path, monkeypatch: pytest.Monk
     of devices.yaml is listed, none runs anything yet, and reading needs no key."""
     from typer.testing import CliRunner
 
-    from edgeops.cli_keys import keys_app
-    from edgeops.dashboard import load_view
+    from edgeops.cli.dashboard import load_view
+    from edgeops.cli.keys import keys_app
     from edgeops.settings import Settings
 
     monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "home"))

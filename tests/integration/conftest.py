@@ -15,7 +15,7 @@ import pytest
 from scale_stack import REPO, MlflowServer, PrefectStack
 
 from edgeops import postgres, services
-from edgeops.cli_ops import create_pool, flow_env
+from edgeops.cli.ops import create_pool, flow_env
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeops import services
-from edgeops.cli_ops import repo_root
+from edgeops.cli.ops import repo_root
 
 REPO = repo_root(Path(__file__).parent)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from scale_stack import REPO, PrefectStack
 
-from edgeops.cli_ops import deploy, prefect_cli, scheduler_error, verify_schedules
+from edgeops.cli.ops import deploy, prefect_cli, scheduler_error, verify_schedules
 from edgeops.services import log_tail
 
 PROBE_YAML = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scale_stack import REPO, PrefectStack
 
-from edgeops.cli_ops import deploy
+from edgeops.cli.ops import deploy
 from edgeops.services import log_tail
 
 TINY = {

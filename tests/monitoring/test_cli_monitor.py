@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from device.store import open_store
-from edgeops.cli_monitor import monitor_app
+from edgeops.cli.monitor import monitor_app
 from tests.monitoring.conftest import put_batch, telemetry_records
 
 

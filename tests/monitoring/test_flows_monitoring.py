@@ -106,7 +106,7 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
 
     from typer.testing import CliRunner
 
-    from edgeops.cli_monitor import monitor_app
+    from edgeops.cli.monitor import monitor_app
 
     idx = rng.choice(np.arange(900, len(x)), 300, replace=False)
     put_batch(store, _records(adjust(x[idx], brightness=0.8), y[idx], runner, tiny_model.spec,

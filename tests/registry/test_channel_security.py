@@ -104,7 +104,7 @@ def cli(world: World, tmp_path, catalog, mlflow_client, monkeypatch, s3_env):
         "EDGEOPS_ACTOR": "mallory-test",
     }.items():
         monkeypatch.setenv(k, v)
-    from edgeops.cli_release import release_app
+    from edgeops.cli.release import release_app
 
     def run(*args: str):
         return CliRunner().invoke(release_app, list(args))

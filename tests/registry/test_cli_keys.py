@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from edgeops.cli_keys import keys_app
+from edgeops.cli.keys import keys_app
 
 
 def _env(tmp_path: Path, monkeypatch, catalog) -> Path:

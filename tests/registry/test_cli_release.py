@@ -11,7 +11,7 @@ from rich.console import Console
 from rollout_helpers import release
 from typer.testing import CliRunner
 
-from edgeops.cli_release import cohorts_app, parse_duration, parse_steps, release_app
+from edgeops.cli.release import cohorts_app, parse_duration, parse_steps, release_app
 from edgeops.errors import ConfigError
 from registry.channels import set_stable
 
@@ -52,7 +52,7 @@ def env(
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    import edgeops.cli_release as cli
+    import edgeops.cli.release as cli
 
     monkeypatch.setattr(cli, "console", Console(width=220))
     monkeypatch.setattr(cli, "err_console", Console(width=220, stderr=True))
@@ -134,7 +134,7 @@ def test_second_machine_without_keys_reads_but_never_signs(env, tmp_path, monkey
     """A machine pointed at the same store with no keys: read-only commands need a trusted root
     and create no key; given the exported root it reads and verifies, and a command that must
     sign fails with one line while the channel stays as the key holders left it."""
-    from edgeops.cli_keys import keys_app
+    from edgeops.cli.keys import keys_app
 
     r = CliRunner()
     _, v2 = env

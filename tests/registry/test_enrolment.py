@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from device.identity import device_key_id, public_key_b64, read_private_key
-from edgeops.cli_devices import devices_app
+from edgeops.cli.devices import devices_app
 from edgeops.errors import ConfigError, IntegrityError
 from registry.enrolment import DeviceRegistry, enrolled_devices
 

@@ -20,9 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote, urlparse
 
+import typer
+
+from edgeops.cli.common import console
+from edgeops.cli.common import settings as cli_settings
 from edgeops.errors import EdgeOpsError
 
 log = logging.getLogger(__name__)
@@ -241,3 +245,27 @@ def serve(load: Callable[[], FleetView], port: int = 8765, host: str = "127.0.0.
     server = ThreadingHTTPServer((host, port), make_handler(load))
     threading.Thread(target=server.serve_forever, name="edgeops-dashboard", daemon=True).start()
     return server
+
+
+def register_dashboard_command(app: typer.Typer) -> None:
+    app.command("dashboard")(dashboard)
+
+
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8765,
+) -> None:
+    """A read-only fleet view in the browser: every cohort, its rollout and monitor windows."""
+    import time
+
+    settings = cli_settings()
+    load_view(settings)  # fail now, with one line, if the channel or devices.yaml cannot be read
+    try:
+        server = serve(lambda: load_view(settings), port)
+    except OSError as exc:
+        raise EdgeOpsError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", where="edgeops dashboard") from exc
+    console.print(f"fleet view on http://127.0.0.1:{port}/ (read-only); Ctrl-C stops it", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from edgeops.cli_release import _run, console
+from edgeops.cli.release import _run, console
 from edgeops.errors import ConfigError
 
 keys_app = typer.Typer(help="Update-channel keys, root and key ceremony.", no_args_is_help=True)
