@@ -2,7 +2,9 @@
 
 Rich sizes output to the terminal, and to 80 columns when stdout is a pipe or a file, cutting
 cells with an ellipsis ("mcu-li…"). Here a pipe or file gets wide lines (every column whole,
-for grep and scripts), and on a terminal table cells wrap instead of being cut.
+for grep and scripts). On a terminal of 100 columns or more table cells wrap instead of being
+cut; below 100 columns a table that does not fit switches to a vertical layout (one block per
+row, one `column: value` line per cell), as `psql`'s expanded display does.
 """
 
 from __future__ import annotations
@@ -12,20 +14,51 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 PIPE_WIDTH = 1000  # wide enough that no table of ours wraps when written to a file
+VERTICAL_BELOW = 100  # terminal columns under which a table that does not fit goes vertical
 
 
 class WholeNamesConsole(Console):
     """A Console whose tables fold long cells onto a second line rather than cut them."""
 
     def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 - rich's own name
+        shown: list[Any] = []
         for obj in objects:
             if isinstance(obj, Table):
+                if self.width < VERTICAL_BELOW and len(obj.columns) > 2 and not _fits(self, obj):
+                    shown.append(vertical(obj))
+                    continue
                 for column in obj.columns:
                     column.overflow = "fold"
                     column.no_wrap = False
-        super().print(*objects, **kwargs)
+            shown.append(obj)
+        super().print(*shown, **kwargs)
+
+
+def _fits(console: Console, table: Table) -> bool:
+    return table.__rich_measure__(console, console.options).maximum <= console.width
+
+
+def vertical(table: Table) -> Text:
+    """One block per row: a rule with the row number, then `column: value` per cell (values
+    fold onto following lines instead of being cut)."""
+    headers = [str(column.header) for column in table.columns]
+    pad = max(len(h) for h in headers)
+    text = Text()
+    if table.title:
+        text.append(f"{table.title}\n", style="bold")
+    cells = [list(column.cells) for column in table.columns]
+    for i in range(table.row_count):
+        text.append(f"-[ {i + 1} ]-\n", style="dim")
+        for header, column in zip(headers, cells, strict=True):
+            value = column[i] if i < len(column) else ""
+            text.append(f"{header.ljust(pad)} : ", style="bold")
+            text.append(value if isinstance(value, Text) else Text.from_markup(str(value)))
+            text.append("\n")
+    text.rstrip()
+    return text
 
 
 def make_console(stderr: bool = False) -> Console:
