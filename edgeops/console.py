@@ -13,10 +13,12 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
 PIPE_WIDTH = 1000  # wide enough that no table of ours wraps when written to a file
+RULE_WIDTH = 100  # section rules in a file or pipe
 VERTICAL_BELOW = 100  # terminal columns under which a table that does not fit goes vertical
 
 
@@ -35,6 +37,12 @@ class WholeNamesConsole(Console):
                     column.no_wrap = False
             shown.append(obj)
         super().print(*shown, **kwargs)
+
+    def rule(self, title: Any = "", *, characters: str = "─", style: Any = "rule.line",
+             align: Any = "center") -> None:
+        """A rule as wide as a terminal would draw it, also in a file (not PIPE_WIDTH wide)."""
+        rule = Rule(title=title, characters=characters, style=style, align=align)
+        super().print(rule, width=min(self.width, RULE_WIDTH))
 
 
 def _fits(console: Console, table: Table) -> bool:

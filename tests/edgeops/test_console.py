@@ -52,3 +52,11 @@ def test_piped_output_keeps_every_column_on_one_line() -> None:
     with console.capture() as cap:
         console.print(_table())
     assert all(name in cap.get() for name in NAMES)
+
+
+def test_piped_section_rules_stay_terminal_wide() -> None:
+    console = make_console()
+    with console.capture() as cap:
+        console.rule("release")
+    line = cap.get().rstrip("\n")
+    assert "release" in line and len(line) <= 100
