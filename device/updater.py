@@ -4,7 +4,9 @@ Order matters: TUF (device/channel.py) verifies the channel and every file it do
 (signatures, versions, expiry, length capped while streaming, sha256); then the bundle's
 metadata.json must hash to the bundle id the channel named, the channel's version and target
 must match the metadata's, every file's size and sha256 the metadata's; decryption with the
-provisioned key and the plaintext hash; the preprocessing spec's hash; the interpreter loads;
+provisioned key and the plaintext hash; the model file is inflated from zstd (device.wire) only
+up to the size its signed entry names and this device's model cap, and must hash to the signed
+content sha256 where the metadata carries one; the preprocessing spec's hash; the interpreter loads;
 the device's profile can run it; a smoke inference. Only then is it written to disk and
 swapped in, with the previous model kept as the fallback slot. A bundle on disk is
 re-verified from its id alone (content address), so a device can serve it offline.
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from device.capabilities import DeviceCaps, check_capabilities, load_runner
+from device.capabilities import CapabilityError, DeviceCaps, check_capabilities, load_runner
 from device.channel import ChannelSession
 from device.encryption import open_model
 from device.preprocessing import PreprocessingSpec, normalize
@@ -34,6 +36,7 @@ from device.protocol import (
 )
 from device.runtime import RuntimeLoadError, TFLiteRunner
 from device.state import read_state, write_state
+from device.wire import decode
 from edgeops.errors import DataError, IntegrityError
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -96,13 +99,21 @@ def open_bundle(
     num_threads: int = 1,
     runners: MutableMapping[str, tuple[TFLiteRunner, tuple[int, int]]] | None = None,
 ) -> LoadedModel:
-    """Decrypt, load the interpreter, check the profile, run once. `runners` lets a simulator
-    share one interpreter among devices on the same bundle (each still verifies its copy)."""
+    """Decrypt, inflate, load the interpreter, check the profile, run once. `runners` lets a
+    simulator share one interpreter among devices on the same bundle (each still verifies its
+    copy). Bundles stay compressed (and sealed) at rest: re-verified from the id alone."""
     meta = vb.metadata
     model = vb.files[meta.model_file]
     if meta.encrypted:
         # unwrap the bundle's data key with the provisioned cohort key (device.encryption)
         model = open_model(model, model_keys, meta.encryption_key_id, meta.plaintext_sha256)
+    # zstd on the wire: inflated under this device's model cap (a zip bomb never allocates); a
+    # signed model that is simply too big for this profile is a capability refusal, not tampering
+    declared = meta.files[meta.model_file].get("content_size")
+    if isinstance(declared, int) and declared > caps.max_model_bytes:
+        raise CapabilityError(f"model is {declared} bytes, profile {caps.name} allows {caps.max_model_bytes}",
+                              where=f"bundle {meta.model_name} v{meta.model_version} {meta.target}")
+    model = decode(model, meta.files[meta.model_file], caps.max_model_bytes, f"bundle {vb.bundle_id[:12]}")
     try:
         spec = PreprocessingSpec.from_json(vb.files[PREPROCESSING_FILE])
     except DataError as exc:

@@ -9,6 +9,11 @@ whole or not at all, and only through signed metadata. Re-publishing the same in
 the same bundle (idempotent): nothing in the metadata depends on the wall clock unless the
 caller passes `created_at`; an encrypted variant (sealed with a random data key,
 device.encryption) is found by its index and reused.
+
+The model file is stored and downloaded zstd-compressed (device.wire), sealed after compressing
+for an encrypted cohort (ciphertext does not compress); its signed entry names the coding and
+the inflated size (and the inflated sha256 when not encrypted), so what a device downloads is
+the wire bytes selection ranked and every byte of it is covered by the signed hashes.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from device.protocol import (
     verify_bundle_metadata,
 )
 from device.store import MissingKeyError, ObjectStore
+from device.wire import DEFAULT_MAX_BYTES, content_entry, decode
+from device.wire import compress as wire_compress
 from edgeops.errors import IntegrityError, RegistryError
 from registry.tuf_repo import TufRepository, Txn
 
@@ -47,7 +54,13 @@ class Bundle:
 
     @property
     def model_bytes(self) -> bytes:
+        """The model as a runtime loads it (decrypted and inflated by read_bundle)."""
         return self.files[self.metadata.model_file]
+
+    @property
+    def wire_bytes(self) -> int:
+        """What a device downloads for the model file (compressed, sealed when encrypted)."""
+        return int(self.metadata.files[self.metadata.model_file]["size"])
 
 
 def model_file_name(target: str, encrypted: bool) -> str:
@@ -107,8 +120,10 @@ def publish_bundle(
     min_agent_version: str = MIN_AGENT_VERSION,
     encryption_key: bytes | None = None,
     created_at: str | None = None,
+    wire_level: int | None = None,
 ) -> BundleRef:
-    """Sign and upload one variant; returns the ref a manifest names. Idempotent."""
+    """Sign and upload one variant, its model file zstd-compressed (`wire_level`, default
+    device.wire's); returns the ref a manifest names. Idempotent."""
     model_version = str(model_version)
     if encryption_key is not None:  # sealing is random: a published variant is reused
         try:
@@ -118,8 +133,9 @@ def publish_bundle(
     plaintext = Path(model_path).read_bytes()
     input_spec, output_spec = io_spec(plaintext, target)
     enc_id = encryption_key_id(encryption_key) if encryption_key else None
+    packed = wire_compress(plaintext) if wire_level is None else wire_compress(plaintext, wire_level)
     # a random data key per bundle, wrapped with the cohort key (device.encryption)
-    model_blob = seal(plaintext, encryption_key) if encryption_key else plaintext
+    model_blob = seal(packed, encryption_key) if encryption_key else packed
     model_file = model_file_name(target, encrypted=encryption_key is not None)
     files = {
         model_file: model_blob,
@@ -135,7 +151,9 @@ def publish_bundle(
         model_version=model_version,
         target=target,
         files={
-            n: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)} for n, b in files.items()
+            n: {"sha256": hashlib.sha256(b).hexdigest(), "size": len(b)}
+            | (content_entry(plaintext, with_hash=encryption_key is None) if n == model_file else {})
+            for n, b in files.items()
         },
         model_file=model_file,
         input_spec=input_spec,
@@ -219,8 +237,10 @@ def read_bundle(
     *,
     encryption_key: bytes | None = None,
     txn: Txn | None = None,
+    max_model_bytes: int = DEFAULT_MAX_BYTES,
 ) -> Bundle:
-    """Download and verify a bundle through the channel; decrypts the model when keyed."""
+    """Download and verify a bundle through the channel; decrypts the model when keyed and
+    inflates it (device.wire: the signed size under `max_model_bytes`, the signed hash)."""
     bundle_id = ref if isinstance(ref, str) else ref.bundle_id
     txn = txn or repo.begin()
     data = txn.read_target(f"bundles/{bundle_id}/metadata.json")
@@ -246,4 +266,7 @@ def read_bundle(
             metadata.plaintext_sha256,
         )
         files[metadata.model_file] = plain
+    model_file = metadata.model_file
+    where = f"bundle {bundle_id[:12]} {model_file}"
+    files[model_file] = decode(files[model_file], metadata.files[model_file], max_model_bytes, where)
     return Bundle(BundleRef(bundle_id, metadata.model_version, metadata.target), metadata, files)

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from device.wire import compress, decompress_verified, wire_size
+from device.wire import compress, content_entry, decode, decompress_verified, wire_size
 from edgeops.errors import IntegrityError
 
 DATA = bytes(range(256)) * 64 + b"\x00" * 50_000  # a model file: some structure, many zeros
@@ -43,3 +43,16 @@ def test_size_cap_and_size_mismatch_are_refused_before_inflating() -> None:
         decompress_verified(blob, hashlib.sha256(DATA).hexdigest(), len(DATA) + 1)
     with pytest.raises(IntegrityError, match="not a zstd frame"):
         decompress_verified(b"not zstd at all", *_meta())
+
+
+def test_decode_follows_the_signed_entry() -> None:
+    blob = compress(DATA)
+    assert decode(DATA, {"sha256": "x", "size": len(DATA)}) == DATA  # not coded: as is
+    assert decode(blob, content_entry(DATA)) == DATA
+    assert decode(blob, content_entry(DATA, with_hash=False)) == DATA  # an AEAD covered it
+    with pytest.raises(IntegrityError, match="unknown content encoding"):
+        decode(blob, {**content_entry(DATA), "encoding": "gzip"})
+    with pytest.raises(IntegrityError, match="bad content_size"):
+        decode(blob, {**content_entry(DATA), "content_size": "many"})
+    with pytest.raises(IntegrityError, match="sha256"):
+        decode(blob, {**content_entry(DATA), "content_sha256": "0" * 64})
