@@ -155,7 +155,18 @@ def control_pass(
 
     reconcile_all(manager)
     source = gate_source or store_gate_source(manager)
-    return {s.cohort: control_one(manager, s, source, actor) for s in active_cohorts(manager)}
+    out = {s.cohort: control_one(manager, s, source, actor) for s in active_cohorts(manager)}
+    return {**out, **server_pass(manager, actor)}
+
+
+def server_pass(manager: RolloutManager, actor: str) -> dict[str, dict[str, Any]]:
+    """The server cohorts' share rollouts (no channel: the registry's aliases and the router's
+    request log), stepped with the same decision and evidence as the device cohorts."""
+    from flows.serving import control_server_cohorts
+
+    if manager.client is None:
+        return {}
+    return control_server_cohorts(manager.client, manager.store, manager.catalog, manager.clock(), actor)
 
 
 def reconcile_all(manager: RolloutManager) -> list[str]:
@@ -188,10 +199,25 @@ def rollout_controller(actor: str = "controller") -> dict[str, dict[str, Any]]:
     if repaired:
         print(f"channel repaired to match the rollout state: {', '.join(repaired)}")
     source = store_gate_source(manager)
-    return {
+    out = {
         s.cohort: control_task(manager, s, source, actor, artifact=True)
         for s in active_cohorts(manager)
     }
+    servers = server_pass(manager, actor)
+    for cohort, d in servers.items():
+        _server_artifact(cohort, d)
+    return {**out, **servers}
+
+
+def _server_artifact(cohort: str, d: dict[str, Any]) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    key = re.sub(r"[^a-z0-9-]", "-", f"rollout-{cohort}".lower())
+    body = (f"# Rollout controller: {cohort} (server, share of requests)\n\n"
+            f"canary at **{d.get('share', 0):g}%** of requests ({d.get('canary_requests', 0)} canary / "
+            f"{d.get('stable_requests', 0)} stable rows this step)\n\ndecision: **{d['action']}** ({d['applied']})\n\n"
+            + "\n".join(f"- {r}" for r in d["reasons"]) + "\n")
+    create_markdown_artifact(body, key=key, description=f"rollout controller decision for {cohort}")
 
 
 def manager_from_settings() -> RolloutManager:

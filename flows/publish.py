@@ -107,7 +107,8 @@ def publish(
         reg = registered[chosen]
         target = reg["target"]
         if takes_registered_version(catalog.profiles[cohort.profile], variants[chosen].path):
-            out[cohort_name] = {**release_by_alias(client, cohort_name, reg, rollout), "variant": chosen,
+            runs_on = catalog.profiles[cohort.profile].runs_on  # a server splits requests; a host does not
+            out[cohort_name] = {**release_by_alias(client, cohort_name, reg, rollout, runs_on), "variant": chosen,
                                 "profile": cohort.profile, "why": choice.get("reason", "")}
             continue  # no device bundle: a model server or host loads the registered version
         enc_key = load_or_create_cohort_key(settings.keys_dir, cohort_name) if cohort.encrypt else None

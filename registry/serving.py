@@ -3,15 +3,22 @@ router that sends each request to the cohort's stable or canary version by share
 
 What serves where is the registry's state, visible in the MLflow UI: the aliases
 `<cohort>-stable` / `<cohort>-canary` on `<model>-<target>` and, on the canary version, the tag
-`share.<cohort>` (percent of requests). `mlflow models serve --env-manager local` runs the
-version in this environment (the pyfunc of registry.mlflow_models, i.e. the SavedModel's
-serving signature). The router answers `POST /invocations` like the scoring server itself and
-says who answered in `X-Edgeops-Version` / `X-Edgeops-Role`.
+`share.<cohort>` (percent of requests; registry.share_rollout steps it). `mlflow models serve
+--env-manager local` runs the version in this environment (the pyfunc of registry.mlflow_models,
+i.e. the SavedModel's serving signature). The router answers `POST /invocations` like the scoring
+server itself and says who answered in `X-Edgeops-Version` / `X-Edgeops-Role`.
+
+The router's request log is the server cohort's telemetry: one row per input (time, client,
+version, role, status, latency, probabilities, and the label when the client scores the request
+with `X-Edgeops-Labels`), written in JSON-lines chunks to the object store under
+`serving/<cohort>/requests/<hour>/`, where the rollout controller reads its gate and its
+accuracy evidence.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -21,16 +28,25 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from device.protocol import format_time, parse_time
 from edgeops.errors import EdgeOpsError
 from registry.mlflow_models import cohort_alias
+from registry.share_rollout import share_tag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+    from device.store import ObjectStore
+
+LOG_PREFIX = "serving"
 
 
 class ServingError(EdgeOpsError):
@@ -39,8 +55,75 @@ class ServingError(EdgeOpsError):
     exit_code = 16
 
 
-def share_tag(cohort: str) -> str:
-    return f"share.{cohort}"
+__all__ = ["share_tag", "ServingError", "ShareRouter", "RequestLog", "read_requests", "serve_cohort", "cohort_model"]
+
+
+class RequestLog:
+    """Buffered request rows of one cohort, flushed to the store as one JSON-lines object per
+    chunk (a new key each time: no read-modify-write, nothing lost to a concurrent writer)."""
+
+    def __init__(self, store: ObjectStore, cohort: str, flush_every: int = 500,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store, self.cohort, self.flush_every, self.clock = store, cohort, flush_every, clock
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+            full = len(self._rows) >= self.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> int:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return 0
+        by_hour: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:  # one object per hour, so a reader lists only the hours it asks for
+            by_hour.setdefault(r["at"][:13], []).append(r)
+        for hour, chunk in by_hour.items():
+            key = f"{LOG_PREFIX}/{self.cohort}/requests/{hour}/{chunk[0]['at']}-{uuid.uuid4().hex[:12]}.jsonl"
+            self.store.put(key, "\n".join(json.dumps(r) for r in chunk).encode())
+        return len(rows)
+
+
+def read_requests(store: ObjectStore, cohort: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """The cohort's logged request rows with start <= time < end (only the hours in range are listed)."""
+    rows: list[dict[str, Any]] = []
+    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        prefix = f"{LOG_PREFIX}/{cohort}/requests/{format_time(hour)[:13]}/"
+        for key in store.list(prefix):
+            for line in store.get(key).decode().splitlines():
+                row = json.loads(line)
+                if start <= parse_time(row["at"]) < end:
+                    rows.append(row)
+        hour += timedelta(hours=1)
+    return rows
+
+
+def _rows(backend: Backend, status: int, data: bytes, latency_ms: float, client: str, labels: str | None,
+          at: str) -> list[dict[str, Any]]:
+    """One row per input of a request: the version's probabilities, or one error row."""
+    base = {"at": at, "device_id": client, "version": backend.version, "role": backend.role,
+            "status": status, "latency_ms": latency_ms}
+    try:
+        preds = json.loads(data)["predictions"] if status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        preds = None
+    if not isinstance(preds, list) or not preds:
+        return [{**base, "event": "error"}]
+    wanted = (labels or "").split(",")
+    out = []
+    for i, p in enumerate(preds):
+        probs = [float(v) for v in (p if isinstance(p, list) else [p])]
+        top1 = max(range(len(probs)), key=probs.__getitem__)
+        label = wanted[i].strip() if i < len(wanted) else ""
+        out.append({**base, "event": "inference", "probs": probs, "top1": top1, "confidence": probs[top1],
+                    "label": int(label) if label.lstrip("-").isdigit() else None})
+    return out
 
 
 @dataclass
@@ -136,6 +219,7 @@ class ShareRouter:
     canary: Backend | None = None
     share: float = 0.0  # percent of requests for the canary
     counts: dict[str, int] = field(default_factory=dict)
+    log: RequestLog | None = None
     _server: ThreadingHTTPServer | None = None
 
     def pick(self, request_id: str) -> Backend:
@@ -155,6 +239,7 @@ class ShareRouter:
                 with lock:
                     rid = self.headers.get("X-Request-Id") or f"req-{next(seq)}"
                 backend = router.pick(rid)
+                t0 = time.perf_counter()
                 req = urllib.request.Request(f"{backend.url}{self.path}", data=body, method="POST",
                                              headers={"Content-Type": self.headers.get("Content-Type",
                                                                                        "application/json")})
@@ -165,8 +250,12 @@ class ShareRouter:
                     status, data = exc.code, exc.read()
                 except (urllib.error.URLError, OSError) as exc:
                     status, data = 502, f'{{"error": "{backend.role} unreachable: {exc}"}}'.encode()
+                latency_ms = (time.perf_counter() - t0) * 1000
                 with lock:
                     router.counts[backend.role] = router.counts.get(backend.role, 0) + 1
+                if router.log is not None:
+                    router.log.add(_rows(backend, status, data, latency_ms, self.headers.get("X-Client-Id") or rid,
+                                         self.headers.get("X-Edgeops-Labels"), format_time(router.log.clock())))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -190,16 +279,57 @@ class ShareRouter:
 
 @dataclass
 class CohortService:
-    """A server cohort on loopback: its model servers and the router in front of them."""
+    """A server cohort on loopback: its model servers and the router in front of them.
+    `refresh` re-reads the registry (a step, a completion or a rollback by the controller) and
+    points the router at the versions and share it finds, starting a server for a new version."""
 
     cohort: str
+    name: str  # the registered model
     url: str  # the router: POST {url}/invocations
     router: ShareRouter
-    servers: list[ModelServer]
+    servers: dict[str, ModelServer]  # version -> its scoring server
+    client: MlflowClient
+    tracking_uri: str
+    _poller: threading.Event | None = None
+
+    def refresh(self) -> tuple[str, str | None, float]:
+        stable, canary, share = cohort_versions(self.client, self.name, self.cohort)
+        missing = [v for v in (stable, canary) if v is not None and v not in self.servers]
+        if missing:
+            try:
+                started = start_model_servers([f"models:/{self.name}/{v}" for v in missing], self.tracking_uri)
+            except ServingError as exc:
+                raise ServingError(f"cohort {self.cohort}: {exc}") from exc
+            self.servers.update(zip(missing, started, strict=True))
+        r = self.router
+        r.stable = Backend("stable", stable, self.servers[stable].url)
+        r.canary = Backend("canary", canary, self.servers[canary].url) if canary else None
+        r.share = share
+        if r.log is not None:
+            r.log.flush()
+        return stable, canary, share
+
+    def poll(self, every_s: float) -> None:
+        """Refresh (and flush the request log) every `every_s` seconds in a daemon thread; a
+        failed refresh keeps the current routing (the next one tries again)."""
+        stop = self._poller = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.refresh()
+                except (EdgeOpsError, OSError) as exc:
+                    print(f"cohort {self.cohort}: routing unchanged, refresh failed: {exc}", file=sys.stderr)
+
+        threading.Thread(target=loop, daemon=True).start()
 
     def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.set()
         self.router.stop()
-        for s in self.servers:
+        if self.router.log is not None:
+            self.router.log.flush()
+        for s in self.servers.values():
             s.stop()
 
     def __enter__(self) -> CohortService:
@@ -227,11 +357,26 @@ def cohort_versions(client: MlflowClient, name: str, cohort: str) -> tuple[str, 
     return stable, canary, share
 
 
-def serve_cohort(client: MlflowClient, tracking_uri: str, name: str, cohort: str) -> CohortService:
-    """Start the cohort's stable (and canary) version and the share router in front of them."""
+def cohort_model(client: MlflowClient, cohort: str, role: str = "stable") -> str | None:
+    """The registered model whose `<cohort>-<role>` alias is set (None: the cohort has none)."""
+    alias = cohort_alias(cohort, role)
+    found = [m.name for m in client.search_registered_models() if alias in (m.aliases or {})]
+    if len(found) > 1:
+        raise ServingError(f"cohort {cohort}: {alias} is set on several models: {', '.join(sorted(found))}")
+    return found[0] if found else None
+
+
+def serve_cohort(client: MlflowClient, tracking_uri: str, name: str, cohort: str,
+                 log: RequestLog | None = None) -> CohortService:
+    """Start the cohort's stable (and canary) version and the share router in front of them;
+    a server that cannot start is one line naming the cohort."""
     stable, canary, share = cohort_versions(client, name, cohort)
-    uris = [f"models:/{name}/{stable}"] + ([f"models:/{name}/{canary}"] if canary else [])
-    servers = start_model_servers(uris, tracking_uri)
-    router = ShareRouter(Backend("stable", stable, servers[0].url),
-                         Backend("canary", canary, servers[1].url) if canary else None, share)
-    return CohortService(cohort, router.start(), router, servers)
+    versions = [stable] + ([canary] if canary else [])
+    try:
+        servers = start_model_servers([f"models:/{name}/{v}" for v in versions], tracking_uri)
+    except ServingError as exc:
+        raise ServingError(f"cohort {cohort}: {exc}") from exc
+    by_version = dict(zip(versions, servers, strict=True))
+    router = ShareRouter(Backend("stable", stable, by_version[stable].url),
+                         Backend("canary", canary, by_version[canary].url) if canary else None, share, log=log)
+    return CohortService(cohort, name, router.start(), router, by_version, client, tracking_uri)
