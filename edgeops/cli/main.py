@@ -17,6 +17,7 @@ from typer._click import exceptions as typer_click  # typer 0.29 raises its vend
 
 from edgeops.cli.common import console, err_console, quiet_expected_tracebacks, settings
 from edgeops.errors import EdgeOpsError
+from edgeops.progress import ProgressDisplay
 
 app = typer.Typer(
     name="edgeops",
@@ -56,7 +57,8 @@ def demo(
     from flows.demo import run_demo
 
     quiet_expected_tracebacks()
-    run_demo(data, console=console, quick=quick)
+    with ProgressDisplay(console):
+        run_demo(data, console=console, quick=quick)
 
 
 def _register_subcommands() -> None:

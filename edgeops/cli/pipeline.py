@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from edgeops.cli.common import console, quiet_expected_tracebacks
+from edgeops.progress import ProgressDisplay
 
 pipeline_app = typer.Typer(help="The release pipeline (Prefect flows tracked in MLflow).", no_args_is_help=True)
 
@@ -47,7 +48,8 @@ def pipeline_run(
     from flows.report import print_release
 
     quiet_expected_tracebacks()
-    result = release_pipeline(str(data), params_path=str(params) if params else None, model_name=name)
+    with ProgressDisplay(console):
+        result = release_pipeline(str(data), params_path=str(params) if params else None, model_name=name)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -65,7 +67,8 @@ def sweep(
     from flows.sweep import architecture_sweep
 
     quiet_expected_tracebacks()
-    result = architecture_sweep(str(data))
+    with ProgressDisplay(console):
+        result = architecture_sweep(str(data))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -1,0 +1,44 @@
+"""The progress display: live lines from progress records, one line per finished task."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from rich.console import Console
+
+from edgeops.progress import PREFECT_TASK_LOGGER, ProgressDisplay, report
+
+
+def _terminal() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=True, width=100, color_system=None), out
+
+
+def test_sub_steps_are_shown_and_finished_tasks_leave_one_line() -> None:
+    console, out = _terminal()
+    with ProgressDisplay(console) as display:
+        report("train", "epoch", done=3, total=20)
+        assert display._running["train"][1] == "epoch 3/20"
+        logging.getLogger(PREFECT_TASK_LOGGER).info(
+            "Finished in state Completed()", extra={"task_run_name": "train"})
+        assert "train" not in display._running
+    assert "done train in" in out.getvalue()
+    assert not logging.getLogger(PREFECT_TASK_LOGGER).handlers  # detached on exit
+
+
+def test_a_failed_task_is_marked() -> None:
+    console, out = _terminal()
+    with ProgressDisplay(console):
+        logging.getLogger(PREFECT_TASK_LOGGER).info(
+            "Finished in state Failed('boom')", extra={"task_run_name": "convert-1"})
+    assert "failed convert-1" in out.getvalue()
+
+
+def test_nothing_is_drawn_into_a_file() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False)
+    with ProgressDisplay(console) as display:
+        report("train", "epoch 1")
+        assert display not in logging.getLogger("edgeops.progress").handlers
+    assert out.getvalue() == ""
