@@ -7,14 +7,20 @@ PNG or JPEG files of any size, grayscale or colour. Everything else is skipped a
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgeops.errors import DataError
 
+T = TypeVar("T")
+R = TypeVar("R")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 
@@ -116,3 +122,27 @@ def _palette_is_gray(im: Image.Image) -> bool:
     palette = im.getpalette() or []
     triples = np.asarray(palette[: (len(palette) // 3) * 3]).reshape(-1, 3)
     return bool(len(triples)) and bool(np.all(triples == triples[:, :1]))
+
+
+def default_workers() -> int:
+    """Decoding threads: one per core the process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def map_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None, window: int = 256) -> Iterator[R]:
+    """`fn` over `items` on a thread pool, results in order, at most `window` in flight.
+
+    Threads suffice: Pillow decodes, hashlib and numpy's resize release the GIL. The window
+    bounds what waits in memory when the consumer is slower than the decoders.
+    """
+    workers = workers or default_workers()
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        for start in range(0, len(items), window):
+            yield from pool.map(fn, items[start : start + window])

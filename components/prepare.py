@@ -4,117 +4,54 @@ The statistics come from the train split only and become the PreprocessingSpec t
 every bundle. Splits are train, val (chooses), test (scores the chosen once) and field (the pool
 the fleet simulator draws frames from). Identical and near-duplicate images share a split, so a
 copy can never leak from train into test; `splits.csv` records which image went where.
+
+Preparation streams: images are decoded on a thread pool straight into a uint8 array on disk
+(components.prepared), split a chunk at a time, and the statistics come from per-channel
+histograms of the stored bytes, so memory stays bounded as the folder grows and the mean and
+standard deviation are exact (integer sums; one rounding at the end), not float32 running sums.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from components.data import decode_image, scan_image_folder
+from components.data import FolderScan, decode_image, map_ordered, scan_image_folder
+from components.prepared import CHUNK, PreparedData, UnitImages, staging, write_metadata
 from components.splits import (
     SIGNATURE_SIDE,
-    SPLIT_COLUMNS,
     SPLITS,
     assign,
     check_previous,
     feedback_sources,
     pixel_hash,
-    read_split_manifest,
     signature,
 )
 from device.preprocessing import LUMA, PreprocessingSpec, to_unit
 from edgeops.errors import DataError
 from edgeops.params import PrepareParams
 
+__all__ = ["SPLITS", "PreparedData", "UnitImages", "prepare", "channel_statistics"]
+
 FEEDBACK_PREFIX = "fb-"  # monitoring/feedback.py names merged thumbnails fb-<device>-<seq>.png
 MANIFEST_COLUMNS = ["path", "label", "split", "index", "sha256", "height", "width", "channels", "group"]
+Alloc = Callable[[str, tuple[int, ...]], np.ndarray]
 
 
 @dataclass(frozen=True)
-class PreparedData:
-    """Splits as [0, 1] pixels at the model's size, integer labels, the spec and a manifest."""
+class _Decoded:
+    """One image after the worker: model-size RGB bytes and what the split rule needs."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    spec: PreprocessingSpec
-    manifest: pd.DataFrame
-    skipped: int = 0
-    x_field: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 1), np.float32))
-    y_field: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.spec.labels
-
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
-
-    @property
-    def splits(self) -> pd.DataFrame:
-        """The split manifest (`splits.csv`): path relative to the data folder, sha256, group, split."""
-        return self.manifest.reindex(columns=SPLIT_COLUMNS).reset_index(drop=True)
-
-    def save(self, directory: Path | str) -> Path:
-        """Write arrays, spec and manifest into a temp sibling, then rename: never half-written."""
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            np.savez_compressed(
-                tmp / "arrays.npz", **{f"{k}_{s}": self.split(s)[i] for s in SPLITS for i, k in enumerate("xy")}
-            )
-            (tmp / "preprocessing.json").write_text(self.spec.to_json())
-            self.manifest.to_csv(tmp / "manifest.csv", index=False)
-            self.splits.to_csv(tmp / "splits.csv", index=False)
-            (tmp / "info.json").write_text(json.dumps({"skipped": self.skipped}))
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                target.rename(old)
-                tmp.rename(target)
-                shutil.rmtree(old)
-            else:
-                tmp.rename(target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
-
-    @classmethod
-    def load(cls, directory: Path | str) -> PreparedData:
-        root = Path(directory)
-        try:
-            with np.load(root / "arrays.npz") as arrays:
-                parts = {k: arrays[k] for k in arrays.files}
-            spec = PreprocessingSpec.from_json((root / "preprocessing.json").read_text())
-            manifest = pd.read_csv(root / "manifest.csv", dtype={"label": str, "sha256": str, "group": str})
-            info = json.loads((root / "info.json").read_text())
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"prepared data is missing or unreadable: {exc}", where=str(root)) from exc
-        if (root / "splits.csv").exists():
-            _check_splits_match(read_split_manifest(root / "splits.csv"), manifest, root / "splits.csv")
-        return cls(**parts, spec=spec, manifest=manifest, skipped=int(info.get("skipped", 0)))
-
-
-def _check_splits_match(splits: pd.DataFrame, manifest: pd.DataFrame, where: Path) -> None:
-    """splits.csv and the arrays must describe the same images in the same splits."""
-    ours = manifest.reindex(columns=SPLIT_COLUMNS).fillna("").astype(str).reset_index(drop=True)
-    if not ours.equals(splits.fillna("").astype(str).reset_index(drop=True)):
-        raise DataError("split manifest is from another data version than these prepared arrays",
-                        where=str(where))
+    pixels: np.ndarray  # (S, S, 3) uint8
+    signature: np.ndarray
+    pixel_hash: str
+    shape: tuple[int, int, int]  # height, width, channels as decoded
+    thumb: np.ndarray | None  # grey uint8 when the file is labelled field feedback
 
 
 def _subset(files: list[tuple[Path, str]], digests: list[str], params: PrepareParams) -> list[int]:
@@ -130,77 +67,163 @@ def _subset(files: list[tuple[Path, str]], digests: list[str], params: PreparePa
     return sorted(keep)
 
 
+def _decoder(size: int, labels: tuple[str, ...]) -> Callable[[Path], _Decoded]:
+    rgb = PreprocessingSpec(size, size, 3, (0.0,) * 3, (1.0,) * 3, labels)
+
+    def decode(path: Path) -> _Decoded:
+        img = decode_image(path)
+        unit = to_unit(img, rgb)[0]
+        thumb = None
+        if path.name.startswith(FEEDBACK_PREFIX):
+            thumb = img if img.ndim == 2 else np.round(img[..., :3] @ np.asarray(LUMA)).astype(np.uint8)
+        shape = (img.shape[0], img.shape[1], 1 if img.ndim == 2 else img.shape[2])
+        return _Decoded(np.round(unit * 255.0).astype(np.uint8), signature(img), pixel_hash(img), shape, thumb)
+
+    return decode
+
+
+class _Luma:
+    """Grey [0, 1] rows of the decoded RGB bytes, converted only when indexed."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self.shape = rgb.shape[:3]
+
+    def __len__(self) -> int:
+        return len(self.rgb)
+
+    def __getitem__(self, key: object) -> np.ndarray:
+        return (np.asarray(self.rgb[key], np.float32) / np.float32(255.0)) @ LUMA
+
+
+def channel_statistics(histograms: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and (population) standard deviation of [0, 1] pixels from per-channel histograms of
+    their uint8 values: integer sums, so exact up to the final division."""
+    levels = np.arange(256, dtype=np.int64)
+    means, stds = [], []
+    for h in histograms.astype(np.int64):
+        n, s1, s2 = int(h.sum()), int((levels * h).sum()), int((levels * levels * h).sum())
+        means.append(s1 / (255 * n))
+        stds.append(float(np.sqrt((n * s2 - s1 * s1) / (255 * 255 * n * n))))
+    return tuple(means), tuple(stds)
+
+
+def _to_channels(rows: np.ndarray, channels: int, all_grey: bool) -> np.ndarray:
+    """RGB bytes to the model's channels: grey images were replicated, so channel 0 is exact;
+    colour goes to luma (rounded to the nearest grey level)."""
+    if channels == 3:
+        return rows
+    if all_grey:
+        return rows[..., :1]
+    return np.round(rows.astype(np.float32) @ LUMA).astype(np.uint8)[..., None]
+
+
+def _write_splits(
+    x_all: np.ndarray, split: np.ndarray, channels: int, all_grey: bool, alloc: Alloc
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Copy each split's rows out of the decoded array a chunk at a time; histogram the train split."""
+    parts: dict[str, np.ndarray] = {}
+    hist = np.zeros((channels, 256), np.int64)
+    for s in SPLITS:
+        sel = np.flatnonzero(split == s)
+        out = alloc(f"x_{s}", (len(sel), *x_all.shape[1:3], channels))
+        for i in range(0, len(sel), CHUNK):
+            rows = _to_channels(np.asarray(x_all[sel[i : i + CHUNK]]), channels, all_grey)
+            out[i : i + len(rows)] = rows
+            if s == "train":
+                for c in range(channels):
+                    hist[c] += np.bincount(rows[..., c].ravel(), minlength=256)
+        parts[s] = out
+    return parts, hist
+
+
 def prepare(
     data_dir: Path | str,
     params: PrepareParams,
     progress: Callable[[int, int], None] | None = None,
     previous: pd.DataFrame | None = None,
     previous_where: str = "split manifest",
+    out: Path | str | None = None,
+    workers: int | None = None,
 ) -> PreparedData:
     """Decode an image folder into content-assigned splits with train-split statistics.
 
     Splits follow components.splits (salted content hash, near-duplicate groups, and the
     earlier data version's `previous` split manifest when given). Each image is resized as soon
-    as it is decoded, so memory grows with the model's input size, not with the photos'.
+    as it is decoded, on `workers` threads. With `out`, everything is written there (through a
+    temp sibling renamed at the end: never half-written) and the result memory-maps it, so a
+    folder larger than memory prepares; without, the uint8 arrays are held in memory.
     `progress(done, total)` is called as files are read.
     """
     scan = scan_image_folder(data_dir, params.min_per_class)
     label_index = {label: i for i, label in enumerate(scan.labels)}
     files = list(scan.files)
-    digests = [hashlib.sha256(path.read_bytes()).hexdigest() for path, _ in files]
+    digests = list(map_ordered(lambda f: hashlib.sha256(f[0].read_bytes()).hexdigest(), files, workers))
     if params.max_images is not None and params.max_images < len(files):
         keep = _subset(files, digests, params)
         files, digests = [files[i] for i in keep], [digests[i] for i in keep]
-    y_all = np.array([label_index[label] for _, label in files], dtype=np.int64)
+    if out is None:
+        return _prepare_into(scan, files, digests, label_index, params, progress, previous, previous_where,
+                             workers, lambda name, shape: np.empty(shape, np.uint8))
+    target = Path(out)
+    with staging(target) as tmp:
+        def alloc(name: str, shape: tuple[int, ...]) -> np.ndarray:
+            return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
 
-    size = params.image_size
-    rgb = PreprocessingSpec(size, size, 3, (0.0,) * 3, (1.0,) * 3, scan.labels)
-    x_all = np.empty((len(files), size, size, 3), dtype=np.float32)
-    rows = []
-    sigs = np.empty((len(files), SIGNATURE_SIDE * SIGNATURE_SIDE), dtype=np.float32)
+        prepared = _prepare_into(scan, files, digests, label_index, params, progress, previous,
+                                 previous_where, workers, alloc)
+        for s in SPLITS:
+            np.save(tmp / f"y_{s}.npy", prepared.split(s)[1])
+        write_metadata(tmp, prepared.spec, prepared.manifest, prepared.splits, prepared.skipped)
+        del prepared
+        (tmp / "x_all.npy").unlink()
+    return PreparedData.load(target)
+
+
+def _prepare_into(
+    scan: FolderScan,
+    files: list[tuple[Path, str]],
+    digests: list[str],
+    label_index: dict[str, int],
+    params: PrepareParams,
+    progress: Callable[[int, int], None] | None,
+    previous: pd.DataFrame | None,
+    previous_where: str,
+    workers: int | None,
+    alloc: Alloc,
+) -> PreparedData:
+    size, n = params.image_size, len(files)
+    y_all = np.array([label_index[label] for _, label in files], dtype=np.int64)
+    x_all = alloc("x_all", (n, size, size, 3))
+    sigs = np.empty((n, SIGNATURE_SIDE * SIGNATURE_SIDE), dtype=np.float32)
     thumbs: dict[int, np.ndarray] = {}  # labelled field feedback, traced to its source below
-    for i, (path, label) in enumerate(files):
-        img = decode_image(path)
-        x_all[i] = to_unit(img, rgb)[0]
-        sigs[i] = signature(img)
-        if path.name.startswith(FEEDBACK_PREFIX):
-            thumbs[i] = img if img.ndim == 2 else np.round(img[..., :3] @ np.asarray(LUMA)).astype(np.uint8)
+    rows = []
+    decoded = map_ordered(_decoder(size, scan.labels), [path for path, _ in files], workers)
+    for i, ((path, label), d) in enumerate(zip(files, decoded, strict=True)):
+        x_all[i], sigs[i] = d.pixels, d.signature
+        if d.thumb is not None:
+            thumbs[i] = d.thumb
         if progress is not None:
-            progress(i + 1, len(files))
-        rows.append(
-            {
-                "path": path.relative_to(scan.root).as_posix(),
-                "label": label,
-                "sha256": digests[i],
-                "pixels": pixel_hash(img),
-                "height": img.shape[0],
-                "width": img.shape[1],
-                "channels": 1 if img.ndim == 2 else img.shape[2],
-            }
-        )
+            progress(i + 1, n)
+        rows.append({"path": path.relative_to(scan.root).as_posix(), "label": label, "sha256": digests[i],
+                     "pixels": d.pixel_hash, "height": d.shape[0], "width": d.shape[1], "channels": d.shape[2]})
     manifest = pd.DataFrame(rows)
     channels = params.channels or (1 if (manifest["channels"] == 1).all() else 3)
     if previous is not None:
         check_previous(previous, manifest, previous_where)
-    links = feedback_sources(thumbs, x_all @ np.asarray(LUMA, np.float32), params.near_duplicate_rms) if thumbs else []
-    manifest = assign(manifest, sigs, params, previous, where=str(data_dir), links=links)
+    links = feedback_sources(thumbs, _Luma(x_all), params.near_duplicate_rms) if thumbs else []
+    manifest = assign(manifest, sigs, params, previous, where=str(scan.root), links=links)
 
-    if channels == 1:  # grey images were replicated, so channel 0 is exact; colour goes to luma
-        all_grey = bool((manifest["channels"] == 1).all())
-        x_all = x_all[..., :1] if all_grey else (x_all @ LUMA)[..., None]
-    parts: dict[str, np.ndarray] = {}
+    split = manifest["split"].to_numpy()
+    all_grey = bool((manifest["channels"] == 1).all())
+    pixels, hist = _write_splits(x_all, split, channels, all_grey, alloc)
     manifest["index"] = -1
     for s in SPLITS:
-        sel = np.flatnonzero(manifest["split"].to_numpy() == s)
+        sel = np.flatnonzero(split == s)
         manifest.loc[sel, "index"] = np.arange(len(sel))
-        parts[f"x_{s}"], parts[f"y_{s}"] = x_all[sel], y_all[sel]
-    if len(parts["x_train"]) == 0:
-        raise DataError("the train split is empty", where=str(data_dir))
-    mean = parts["x_train"].mean(axis=(0, 1, 2), dtype=np.float64)  # float64: see DEPENDENCIES.md
-    std = np.maximum(parts["x_train"].std(axis=(0, 1, 2), dtype=np.float64), 1e-3)
-    spec = PreprocessingSpec(
-        size, size, channels, tuple(map(float, mean)), tuple(map(float, std)), scan.labels
-    )
-    return PreparedData(
-        **parts, spec=spec, manifest=manifest[MANIFEST_COLUMNS], skipped=len(scan.skipped)
-    )
+    if len(pixels["train"]) == 0:
+        raise DataError("the train split is empty", where=str(scan.root))
+    mean, std = channel_statistics(hist)
+    spec = PreprocessingSpec(size, size, channels, mean, tuple(max(s, 1e-3) for s in std), scan.labels)
+    parts = {f"{k}_{s}": v for s in SPLITS for k, v in (("x", UnitImages(pixels[s])), ("y", y_all[split == s]))}
+    return PreparedData(**parts, spec=spec, manifest=manifest[MANIFEST_COLUMNS], skipped=len(scan.skipped))

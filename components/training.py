@@ -3,6 +3,8 @@
 Every accuracy here comes from `predict`, i.e. BatchNorm in inference mode with its moving
 statistics: the numbers a converted file will reproduce, not the batch-statistics numbers that
 `fit` prints. Seeds and op determinism make a run repeatable on the same machine and build.
+Every split is read through components.batches (tf.data over the memory-mapped rows, normalised
+per batch), so training and evaluation never hold a whole split in memory.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from components.architectures import build_mobilenet, build_teacher, count_cost, logits_model
-from components.augmentation import training_dataset
+from components.batches import EVAL_BATCH, predict_split, split_batches
 from components.distillation import Distiller
 from components.keras import keras, tf
 from components.prepare import PreparedData
-from device.preprocessing import normalize
+from device.preprocessing import PreprocessingSpec
 from edgeops.errors import TrainingError
 from edgeops.params import TrainParams
 
@@ -90,11 +92,15 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def accuracy_and_confusion(model: keras.Model, x: np.ndarray, y: np.ndarray, n: int) -> tuple[float, np.ndarray]:
-    """Inference-mode accuracy and an (n, n) confusion matrix (rows: true, columns: predicted)."""
-    if len(x) == 0:
+def accuracy_and_confusion(
+    model: keras.Model, x01: np.ndarray, y: np.ndarray, spec: PreprocessingSpec
+) -> tuple[float, np.ndarray]:
+    """Inference-mode accuracy on [0, 1] pixels (normalised by `spec` a chunk at a time) and an
+    (n, n) confusion matrix (rows: true, columns: predicted)."""
+    n = len(spec.labels)
+    if len(x01) == 0:
         return float("nan"), np.zeros((n, n), dtype=np.int64)
-    pred = np.argmax(model.predict(x, batch_size=256, verbose=0), axis=1)
+    pred = np.argmax(predict_split(model, x01, spec), axis=1)
     cm = np.zeros((n, n), dtype=np.int64)
     np.add.at(cm, (y.astype(np.int64), pred), 1)
     return float(np.trace(cm) / len(y)), cm
@@ -108,9 +114,7 @@ def _fit(
     seed: int,
 ) -> dict[str, list[float]]:
     spec = prepared.spec
-    ds = training_dataset(
-        prepared.x_train, prepared.y_train, spec.mean, spec.std, params.batch_size, params.augment, seed
-    )
+    ds = split_batches(prepared.x_train, prepared.y_train, spec, params.batch_size, seed, params.augment)
     steps = max(1, int(np.ceil(len(prepared.x_train) / params.batch_size))) * epochs
     schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, steps, alpha=0.05)
     if not isinstance(trainee, Distiller):
@@ -121,7 +125,7 @@ def _fit(
         )
     else:
         trainee.compile(optimizer=keras.optimizers.Adam(schedule))
-    val = (normalize(prepared.x_val, spec), prepared.y_val) if len(prepared.x_val) else None
+    val = split_batches(prepared.x_val, prepared.y_val, spec, EVAL_BATCH) if len(prepared.x_val) else None
     hist = trainee.fit(ds, epochs=epochs, validation_data=val, verbose=0)
     if not np.isfinite(hist.history["loss"][-1]):
         raise TrainingError(f"training diverged: loss {hist.history['loss'][-1]} (lower learning_rate)")
@@ -129,10 +133,9 @@ def _fit(
 
 
 def _evaluate(model: keras.Model, prepared: PreparedData) -> tuple[float, float, np.ndarray]:
-    n = len(prepared.labels)
     spec = prepared.spec
-    test_acc, cm = accuracy_and_confusion(model, normalize(prepared.x_test, spec), prepared.y_test, n)
-    val_acc, _ = accuracy_and_confusion(model, normalize(prepared.x_val, spec), prepared.y_val, n)
+    test_acc, cm = accuracy_and_confusion(model, prepared.x_test, prepared.y_test, spec)
+    val_acc, _ = accuracy_and_confusion(model, prepared.x_val, prepared.y_val, spec)
     return test_acc, val_acc, cm
 
 
@@ -179,9 +182,7 @@ def train(prepared: PreparedData, params: TrainParams, teacher: keras.Model | No
     history = _fit(trainee, prepared, params, params.epochs, params.seed)
     seconds = time.perf_counter() - start
     test_acc, val_acc, cm = _evaluate(model, prepared)
-    train_acc, _ = accuracy_and_confusion(
-        model, normalize(prepared.x_train, spec), prepared.y_train, len(spec.labels)
-    )
+    train_acc, _ = accuracy_and_confusion(model, prepared.x_train, prepared.y_train, spec)
     cost = count_cost(model)
     return TrainResult(
         model=model,

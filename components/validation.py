@@ -1,8 +1,9 @@
 """A Great Expectations suite, built in code, over a prepared data set.
 
 The manifest and small frames derived from it and from the arrays (per-class counts, content
-hashes, pixel statistics) are validated by a real GE 1.x context; the result is a value with
-readable failures, and Data Docs HTML is written where the caller says. The caller decides
+hashes, pixel statistics in float64, or exact from uint8 histograms) are validated by a real
+GE 1.x context; the result is a value with readable failures, and Data Docs HTML is written
+where the caller says. The caller decides
 whether a failure stops the run (`raise_if_failed(result, params.fail_on_validation)`).
 """
 
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.prepare import SPLITS, PreparedData
+from components.prepare import SPLITS, PreparedData, channel_statistics
+from components.prepared import CHUNK, UnitImages
 from edgeops.errors import DataError, ValidationFailed
 from edgeops.params import PrepareParams
 
@@ -48,8 +50,51 @@ def raise_if_failed(result: ValidationResult, fail: bool) -> ValidationResult:
     return result
 
 
+@dataclass(frozen=True)
+class _Moments:
+    """Per-channel summary of one split's [0, 1] pixels, accumulated in float64 (or exact
+    integer histograms for uint8-backed splits) a chunk at a time."""
+
+    count: int
+    low: np.ndarray  # finite minimum per channel
+    high: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    nonfinite: np.ndarray
+
+
+def _moments(x: np.ndarray | UnitImages, channels: int) -> _Moments:
+    if isinstance(x, UnitImages):
+        hist = np.zeros((channels, 256), np.int64)
+        for i in range(0, len(x), CHUNK):
+            rows = np.asarray(x.raw[i : i + CHUNK])
+            for c in range(channels):
+                hist[c] += np.bincount(rows[..., c].ravel(), minlength=256)
+        mean, std = channel_statistics(hist) if len(x) else ((0.0,) * channels,) * 2
+        seen = [np.flatnonzero(h) for h in hist]
+        low = np.array([f[0] / 255.0 if len(f) else 0.0 for f in seen])
+        high = np.array([f[-1] / 255.0 if len(f) else 0.0 for f in seen])
+        zeros = np.zeros(channels, np.int64)
+        return _Moments(len(x), low, high, np.array(mean), np.array(std), zeros)
+    low, high = np.full(channels, np.inf), np.full(channels, -np.inf)
+    s1, s2, n, bad = np.zeros(channels), np.zeros(channels), np.zeros(channels), np.zeros(channels, np.int64)
+    for i in range(0, len(x), CHUNK):
+        v = np.asarray(x[i : i + CHUNK], np.float64).reshape(-1, channels)
+        finite = np.isfinite(v)
+        bad += (~finite).sum(axis=0)
+        low = np.minimum(low, np.where(finite, v, np.inf).min(axis=0, initial=np.inf))
+        high = np.maximum(high, np.where(finite, v, -np.inf).max(axis=0, initial=-np.inf))
+        v = np.where(finite, v, 0.0)
+        s1, s2, n = s1 + v.sum(axis=0), s2 + (v * v).sum(axis=0), n + finite.sum(axis=0)
+    mean = np.divide(s1, n, out=np.zeros(channels), where=n > 0)
+    var = np.divide(s2, n, out=np.zeros(channels), where=n > 0) - mean**2
+    low, high = np.where(np.isfinite(low), low, 0.0), np.where(np.isfinite(high), high, 0.0)
+    return _Moments(len(x), low, high, mean, np.sqrt(np.maximum(var, 0.0)), bad)
+
+
 def _frames(prepared: PreparedData) -> dict[str, pd.DataFrame]:
-    """The tables the suite runs on, derived from the manifest and the arrays."""
+    """The tables the suite runs on, derived from the manifest and the arrays (read a chunk at a
+    time: a memory-mapped split is never loaded whole)."""
     m = prepared.manifest
     counts = m.groupby(["label", "split"]).size().unstack(fill_value=0)
     counts = counts.reindex(index=list(prepared.labels), columns=list(SPLITS), fill_value=0)
@@ -58,27 +103,28 @@ def _frames(prepared: PreparedData) -> dict[str, pd.DataFrame]:
     counts["ratio_to_smallest"] = counts["total"] / smallest
     hashes = m.groupby("sha256").agg(n_splits=("split", "nunique"), n_labels=("label", "nunique"))
     spec = prepared.spec
-    mean, std = np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
+    mean, std = np.asarray(spec.mean, np.float64), np.asarray(spec.std, np.float64)
     pixel_rows, train_rows = [], []
     for s in SPLITS:
         x, _ = prepared.split(s)
-        norm = (x - mean) / std if len(x) else np.zeros((0, 1, 1, spec.channels), np.float32)
+        mo = _moments(x, spec.channels)
         for c in range(spec.channels):
-            v, n = x[..., c], norm[..., c]
             pixel_rows.append(
                 {
                     "split": s,
                     "channel": c,
-                    "n_array": len(x),
+                    "n_array": mo.count,
                     "n_manifest": int((m["split"] == s).sum()),
-                    "x01_min": float(v.min()) if v.size else 0.0,
-                    "x01_max": float(v.max()) if v.size else 0.0,
-                    "norm_abs_max": float(np.abs(n).max()) if n.size else 0.0,
-                    "nonfinite": int((~np.isfinite(v)).sum()),
+                    "x01_min": float(mo.low[c]),
+                    "x01_max": float(mo.high[c]),
+                    "norm_abs_max": float(max(abs(mo.low[c] - mean[c]), abs(mo.high[c] - mean[c])) / std[c])
+                    if mo.count else 0.0,
+                    "nonfinite": int(mo.nonfinite[c]),
                 }
             )
             if s == "train":
-                train_rows.append({"channel": c, "norm_mean": float(n.mean()), "norm_std": float(n.std())})
+                train_rows.append({"channel": c, "norm_mean": float((mo.mean[c] - mean[c]) / std[c]),
+                                   "norm_std": float(mo.std[c] / std[c])})
     return {
         "manifest": m.reset_index(drop=True),
         "class_counts": counts.reset_index(),

@@ -21,16 +21,16 @@ if TYPE_CHECKING:
 
 
 def prepare(data_dir: str | Path, params: PrepareParams, out: Path, ledger: Path | None = None) -> PreparedData:
-    """Prepare and save (with `splits.csv`). With a `ledger` (every image this data set ever had,
-    and its split), images seen in an earlier data version keep their split; the ledger is
-    updated only after the prepared data is saved."""
+    """Prepare straight into `out` (with `splits.csv`), streaming: the result memory-maps it.
+    With a `ledger` (every image this data set ever had, and its split), images seen in an
+    earlier data version keep their split; the ledger is updated only after the prepared data
+    is saved."""
     from components.prepare import prepare as prepare_data
     from components.splits import ledger as merged_ledger
     from components.splits import read_split_manifest
 
     previous = read_split_manifest(ledger) if ledger is not None and ledger.exists() else None
-    prepared = prepare_data(data_dir, params, previous=previous, previous_where=str(ledger))
-    prepared.save(out)
+    prepared = prepare_data(data_dir, params, previous=previous, previous_where=str(ledger), out=out)
     if ledger is not None:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         tmp = ledger.with_suffix(".csv.tmp")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.prepare import PreparedData, prepare
+from components.prepare import PreparedData, UnitImages, prepare
 from edgeops.errors import DataError
 from edgeops.params import PrepareParams
 from tests.components.conftest import write_folder
@@ -19,6 +19,7 @@ PARAMS = PrepareParams(image_size=10, min_per_class=5)
 def test_splits_come_from_content_and_statistics_from_train(tiny_folder: Path) -> None:
     p = prepare(tiny_folder, PARAMS)
     assert p.x_train.shape[1:] == (10, 10, 1) and p.x_train.dtype == np.float32
+    assert p.x_train[:2].dtype == np.float32 and isinstance(p.x_train, UnitImages)
     assert len(p.x_train) + len(p.x_val) + len(p.x_test) + len(p.x_field) == 60
     for s in ("train", "test"):  # every class in train and in test (refused otherwise)
         assert sorted(set(p.split(s)[1].tolist())) == [0, 1, 2]
@@ -86,7 +87,7 @@ def test_save_load_round_trip_and_atomic_failure(
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("components.prepare.np.savez_compressed", boom)
+    monkeypatch.setattr("components.prepared.write_metadata", boom)
     with pytest.raises(OSError, match="disk full"):
         p.save(tmp_path / "second")
     assert sorted(x.name for x in tmp_path.iterdir()) == ["data", "prepared"]
