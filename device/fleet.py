@@ -59,8 +59,12 @@ def field_pool(prepared_dir: Path | str) -> FramePool:
 
     root = Path(prepared_dir)
     try:
-        with np.load(root / "arrays.npz") as arrays:
-            x, y = arrays["x_field"], arrays["y_field"]
+        if (root / "x_field.npy").exists():  # uint8 per split (components/prepared.py)
+            x = np.load(root / "x_field.npy", mmap_mode="r").astype(np.float32) / np.float32(255.0)
+            y = np.load(root / "y_field.npy")
+        else:  # prepared before the uint8 format
+            with np.load(root / "arrays.npz") as arrays:
+                x, y = arrays["x_field"], arrays["y_field"]
         classes = tuple(json.loads((root / "preprocessing.json").read_text())["labels"])
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"no field split to draw frames from ({exc}); prepare with "

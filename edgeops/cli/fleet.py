@@ -26,7 +26,7 @@ console = make_console()
 
 def _latest_prepared(home: Path) -> Path:
     """The newest `runs/<run>/prepared` under EDGEOPS_HOME: the split the last pipeline run held out."""
-    found = sorted((home / "runs").glob("*/prepared/arrays.npz"), key=lambda p: p.stat().st_mtime)
+    found = sorted((home / "runs").glob("*/prepared/preprocessing.json"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise DataError(
             "no prepared data found; run `edgeops pipeline run` first or pass --prepared DIR",
