@@ -25,15 +25,18 @@ from device.channel import ChannelClient, ChannelSession
 from device.identity import DeviceIdentity, load_or_create_key
 from device.preprocessing import normalize, to_unit
 from device.protocol import BundleRef, choose, utcnow
-from device.records import Pending, build_batch
+from device.records import Pending, RecordSource, build_batch
 from device.runtime import RuntimeLoadError, TFLiteRunner
 from device.sampling import DailyBudget, EventBuffer, Reservoir, Sampler, SamplingPolicy
+from device.state import RECOVERY_SEQ_JUMP
 from device.store import ObjectStore
 from device.updater import LoadedModel, ModelSlots, fetch_bundle, open_bundle
 from device.uploader import FlushReport, Uploader
 from edgeops.errors import EdgeOpsError, IntegrityError, StoreError
 
 SEQ_BLOCK = 10_000
+INFERENCE_KEY = "inference_reserved"  # high-water mark of inference ids, in state.json
+LABELABLE = 4096  # uploaded inference ids remembered for labels that arrive later
 KEEP_FLOAT_BYTES = 16_384  # a sampled input up to 64x64x1 float32 is kept as is, larger as uint8
 
 
@@ -73,10 +76,16 @@ class Predictions(NamedTuple):
     latency_ms: float  # per inference
     bundle_id: str
     model_version: str
+    first_id: int = 0  # inference ids are first_id, first_id + 1, ... (unique per device)
 
     @property
     def confidence(self) -> np.ndarray:
         return self.probs[np.arange(len(self.top1)), self.top1]
+
+    @property
+    def inference_ids(self) -> np.ndarray:
+        """What `DeviceAgent.label` takes when the user labels one of these frames later."""
+        return np.arange(self.first_id, self.first_id + len(self.top1), dtype=np.int64)
 
 
 @dataclass
@@ -90,6 +99,8 @@ class AgentStats:
     installs: int = 0
     fallbacks: int = 0
     store_errors: int = 0
+    late_labels: int = 0  # labels given after their inference, on their way to telemetry
+    labels_unmatched: int = 0  # late labels of inferences that were never sampled (or too old)
 
 
 class DeviceAgent:
@@ -132,6 +143,18 @@ class DeviceAgent:
         self._refused: dict[str, str] = {}
         self._manifest_refusal: str | None = None
         self._seq = int(self.slots.state["seq_reserved"])
+        # ids already handed out may be above a torn state's mark: jump as the seqs do
+        self._inference_id = int(self.slots.state.get(INFERENCE_KEY, 0)) + (
+            RECOVERY_SEQ_JUMP if self.slots.recovered else 0
+        )
+        self._labelable: dict[int, LoadedModel] = {}  # uploaded id -> the model that ran it
+        self._source = RecordSource(
+            config.device_id,
+            config.cohort,
+            config.policy,
+            config.thumb_size,
+            config.caps.active_power_w,
+        )
         self._bytes_per_record = 400.0
         self._next_poll: datetime | None = None
         self._next_upload: datetime | None = None
@@ -217,7 +240,9 @@ class DeviceAgent:
         if not self._offline:
             self._offline = True
             serving = self.model.bundle_id[:12] if self.model else "nothing (no verified model yet)"
-            self._event("error", f"offline: update channel unreachable ({exc}); serving {serving}", ref)
+            self._event(
+                "error", f"offline: update channel unreachable ({exc}); serving {serving}", ref
+            )
         return SyncResult("unreachable", ref.bundle_id if ref else None, str(exc))
 
     def _refuse(self, ref: BundleRef | None, reason: str) -> SyncResult:
@@ -266,7 +291,10 @@ class DeviceAgent:
         latency = (time.perf_counter() - start) * 1000.0 / max(n, 1)
         top1 = probs.argmax(axis=1)
         self.stats.inferences += n
+        first_id = self._take_inference_ids(n)
         picked = self.sampler.pick(n)
+        if labels is not None:  # a labelled frame is always offered: labels are the scarcest
+            picked = np.union1d(picked, np.flatnonzero(np.asarray(labels) >= 0))
         if len(picked):
             now = self.clock()
             # x01 is this call's own array: small inputs are kept as views (no copy, no
@@ -281,12 +309,50 @@ class DeviceAgent:
                 label = int(labels[i]) if labels is not None and labels[i] >= 0 else None
                 offer(  # labelled records first: a correction is the scarcest telemetry
                     Pending(
-                        now, "inference", m, keep[i if keep is x01 else k], probs[i], latency, label
+                        now,
+                        "inference",
+                        m,
+                        keep[i if keep is x01 else k],
+                        probs[i],
+                        latency,
+                        label,
+                        inference_id=first_id + int(i),
                     ),
                     label is not None,
                 )
             self.stats.sampled += len(picked)
-        return Predictions(top1, probs, latency, m.bundle_id, m.metadata.model_version)
+        return Predictions(top1, probs, latency, m.bundle_id, m.metadata.model_version, first_id)
+
+    def label(self, inference_id: int, label: int) -> bool:
+        """The user's label for an earlier inference (by the id `infer` returned). While the
+        record waits in the buffer it is labelled there and takes priority; once uploaded, a
+        `label` event names the inference and ingestion joins the two. False when the
+        inference was never sampled (or is too old to remember): nothing to join it to."""
+        if label < 0:
+            raise ValueError(f"label must be >= 0, got {label}")
+        if self.reservoir.promote(
+            lambda p: p.inference_id == inference_id, lambda p: p._replace(label=int(label))
+        ):
+            self.stats.late_labels += 1
+            return True
+        model = self._labelable.get(inference_id)
+        if model is None:
+            self.stats.labels_unmatched += 1
+            return False
+        self.events.add(
+            Pending(self.clock(), "label", model, label=int(label), inference_id=inference_id)
+        )
+        self.stats.late_labels += 1
+        return True
+
+    def _take_inference_ids(self, n: int) -> int:
+        """Reserve n inference ids; the high-water mark is persisted in blocks (as seqs are)."""
+        first = self._inference_id
+        self._inference_id += n
+        if self._inference_id > self.slots.state.get(INFERENCE_KEY, 0):
+            self.slots.state[INFERENCE_KEY] = self._inference_id + SEQ_BLOCK
+            self.slots.save()
+        return first
 
     def _event(self, kind: str, reason: str | None, ref: BundleRef | None) -> None:
         self.events.add(Pending(self.clock(), kind, self.model, error=reason, ref=ref))
@@ -319,7 +385,8 @@ class DeviceAgent:
             items = self.events.drain() + self.reservoir.drain(None if spool_all else limit)
             if items:
                 items.sort(key=lambda p: p.ts)
-                data = build_batch(self.config, items, self._take_seqs(len(items)))
+                data = build_batch(self._source, items, self._take_seqs(len(items)))
+                self._remember(items)
                 self.uploader.spool(data)
                 self.stats.spooled_records += len(items)
                 self._bytes_per_record = 0.5 * self._bytes_per_record + 0.5 * len(data) / len(items)
@@ -332,6 +399,14 @@ class DeviceAgent:
         if report.error:
             self.stats.store_errors += 1
         return report
+
+    def _remember(self, items: list[Pending]) -> None:
+        """Uploaded inference ids (bounded, oldest forgotten) for labels that come later."""
+        for p in items:
+            if p.event == "inference" and p.inference_id is not None and p.model is not None:
+                self._labelable[p.inference_id] = p.model
+        for old in list(self._labelable)[: max(0, len(self._labelable) - LABELABLE)]:
+            del self._labelable[old]
 
     def tick(self, online: bool = True) -> None:
         """Periodic work: poll the manifest and upload when each is due (and online)."""

@@ -7,18 +7,29 @@ are actually uploaded, so the per-inference cost on the device stays a coin flip
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from device.features import FEATURE_NAMES, summary_features
 from device.protocol import BundleRef
+from device.sampling import SamplingPolicy
 from device.telemetry import table_from_columns, write_batch
+from device.updater import LoadedModel
 
-if TYPE_CHECKING:
-    from device.agent import AgentConfig
-    from device.updater import LoadedModel
+
+@dataclass(frozen=True)
+class RecordSource:
+    """Who writes the records and what they may carry: the part of the agent's configuration
+    a batch needs (owned here, so the records never import the agent that fills them)."""
+
+    device_id: str
+    cohort: str
+    policy: SamplingPolicy = SamplingPolicy()
+    thumb_size: int = 8  # 0: no downscaled input in telemetry
+    active_power_w: float = 0.0  # energy per record = power x latency
 
 
 class Pending(NamedTuple):
@@ -27,6 +38,8 @@ class Pending(NamedTuple):
 
     For refusals and swaps, `ref` names the bundle the event is about; the record's model
     columns then name that bundle (so a rollout gate can count refusals of its candidate).
+    `inference_id` is the device's id of the inference (unique per device); a `label` event
+    carries the id of the inference it labels, so ingestion can join a late label to it.
     """
 
     ts: datetime
@@ -38,6 +51,7 @@ class Pending(NamedTuple):
     label: int | None = None
     error: str | None = None
     ref: BundleRef | None = None
+    inference_id: int | None = None
 
 
 def _unit(image: np.ndarray) -> np.ndarray:
@@ -59,7 +73,7 @@ def _thumbs(x01: np.ndarray, size: int) -> list[bytes]:
     return [im.tobytes() for im in small]
 
 
-def build_batch(config: AgentConfig, items: list[Pending], first_seq: int) -> bytes:
+def build_batch(source: RecordSource, items: list[Pending], first_seq: int) -> bytes:
     """Rows in arrival order with consecutive seq numbers -> validated Parquet bytes."""
     n = len(items)
     feats = np.full((n, len(FEATURE_NAMES)), np.nan, dtype=np.float32)
@@ -68,9 +82,9 @@ def build_batch(config: AgentConfig, items: list[Pending], first_seq: int) -> by
     if inf:
         x01 = np.stack([_unit(items[i].image) for i in inf])  # type: ignore[arg-type]
         feats[inf] = summary_features(x01)
-        if config.thumb_size > 0:  # privacy: only where the policy allows (default: labelled)
-            for i, t in zip(inf, _thumbs(x01, config.thumb_size), strict=True):
-                thumbs[i] = t if config.policy.sends_thumbnail(items[i].label is not None) else None
+        if source.thumb_size > 0:  # privacy: only where the policy allows (default: labelled)
+            for i, t in zip(inf, _thumbs(x01, source.thumb_size), strict=True):
+                thumbs[i] = t if source.policy.sends_thumbnail(items[i].label is not None) else None
     model_cols: dict[str, list[str]] = {
         k: [] for k in ("model_name", "model_version", "target", "bundle_id")
     }
@@ -92,10 +106,10 @@ def build_batch(config: AgentConfig, items: list[Pending], first_seq: int) -> by
     top1 = [int(np.argmax(p.probs)) if p.probs is not None else None for p in items]
     conf = [float(np.max(p.probs)) if p.probs is not None else None for p in items]
     latency = [p.latency_ms for p in items]
-    power = config.caps.active_power_w
+    power = source.active_power_w
     columns = {
-        "device_id": [config.device_id] * n,
-        "cohort": [config.cohort] * n,
+        "device_id": [source.device_id] * n,
+        "cohort": [source.cohort] * n,
         **model_cols,
         "seq": np.arange(first_seq, first_seq + n, dtype=np.int64),
         "ts": [p.ts for p in items],
@@ -112,5 +126,6 @@ def build_batch(config: AgentConfig, items: list[Pending], first_seq: int) -> by
         "error": [p.error for p in items],
         "label": [p.label for p in items],
         "thumb": thumbs,
+        "inference_id": [p.inference_id for p in items],
     }
     return write_batch(table_from_columns(columns))

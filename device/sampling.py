@@ -10,6 +10,7 @@ errors) are rare and matter more: they bypass the reservoir.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
@@ -92,6 +93,19 @@ class Reservoir(Generic[T]):
             if j < self.capacity:
                 self._priority[j] = item
             self.evicted += 1
+
+    def promote(self, match: Callable[[T], bool], update: Callable[[T], T]) -> bool:
+        """Replace the first held item that `match`es by `update(item)`, as a priority item
+        (a label that arrived while its inference still waits here). False when none matches."""
+        for i, item in enumerate(self._priority):
+            if match(item):
+                self._priority[i] = update(item)
+                return True
+        for i, item in enumerate(self._items):
+            if match(item):
+                self._priority.append(update(self._items.pop(i)))
+                return True
+        return False
 
     def drain(self, limit: int | None = None) -> list[T]:
         """Take up to `limit` items: priority first, then a uniform subset; the rest stay."""

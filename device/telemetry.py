@@ -21,7 +21,10 @@ from device.features import FEATURE_NAMES
 from device.identity import is_frame, open_frame
 from edgeops.errors import IntegrityError, TelemetryError
 
-EVENTS = ("inference", "refusal", "swap", "error")
+EVENTS = ("inference", "refusal", "swap", "error", "label")
+# Columns added to the wire contract after devices were in the field: a batch without them (an
+# older agent's, or one spooled before an upgrade) is read with them null.
+ADDED_COLUMNS = ("inference_id",)
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f"f_{n}" for n in FEATURE_NAMES)
 
 _STRINGS = ("device_id", "cohort", "model_name", "model_version", "target", "bundle_id")
@@ -43,6 +46,9 @@ SCHEMA = pa.schema(
         pa.field("error", pa.string()),
         pa.field("label", pa.int32()),
         pa.field("thumb", pa.binary()),
+        # the device's id of the inference (unique per device); on a `label` event, the id of
+        # the inference it labels (a label the user gave after the record was uploaded)
+        pa.field("inference_id", pa.int64()),
     ]
 )
 
@@ -71,6 +77,7 @@ class TelemetryRecord:
     error: str | None = None
     label: int | None = None
     thumb: bytes | None = field(default=None, repr=False)
+    inference_id: int | None = None
 
 
 def _utc(t: datetime) -> datetime:
@@ -115,6 +122,8 @@ def table_from_columns(columns: Mapping[str, Any]) -> pa.Table:
             arrays.append(pa.array(feats[:, j], type=pa.float32(), mask=no_feats))
         elif f.name == "probs":
             arrays.append(_list_array(columns["probs"]))
+        elif f.name in ADDED_COLUMNS and f.name not in columns:
+            arrays.append(pa.nulls(n, type=f.type))
         else:
             arrays.append(pa.array(columns[f.name], type=f.type))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
@@ -135,6 +144,18 @@ def records_to_table(records: Sequence[TelemetryRecord]) -> pa.Table:
                 )
             feats[i] = r.features
     return table_from_columns({**cols, "features": feats})
+
+
+def _upgrade(table: pa.Table) -> pa.Table:
+    """An older agent's batch (no ADDED_COLUMNS) in today's SCHEMA, the added columns null."""
+    missing = [n for n in SCHEMA.names if n not in table.schema.names]
+    if not missing or not set(missing) <= set(ADDED_COLUMNS):
+        return table
+    for name in missing:
+        table = table.append_column(
+            SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type)
+        )
+    return table.select(SCHEMA.names)
 
 
 def validate_batch(table: pa.Table, where: str = "telemetry batch") -> None:
@@ -158,9 +179,14 @@ def validate_batch(table: pa.Table, where: str = "telemetry batch") -> None:
         seq = table.column("seq").to_numpy()
         if np.any(np.diff(seq) <= 0):
             raise TelemetryError("seq is not strictly increasing within the batch", where=where)
-        events = set(table.column("event").to_pylist())
-        if not events <= set(EVENTS):
-            raise TelemetryError(f"unknown events {sorted(events - set(EVENTS))}", where=where)
+        events = table.column("event").to_pylist()
+        if not set(events) <= set(EVENTS):
+            raise TelemetryError(f"unknown events {sorted(set(events) - set(EVENTS))}", where=where)
+        if "label" in events:
+            is_label = pa.array([e == "label" for e in events])
+            labels = table.filter(is_label)
+            if labels.column("inference_id").null_count or labels.column("label").null_count:
+                raise TelemetryError("a label event without inference_id or label", where=where)
 
 
 def write_batch(table: pa.Table) -> bytes:
@@ -183,5 +209,6 @@ def read_batch(data: bytes, where: str = "telemetry batch") -> pa.Table:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError) as exc:
         raise TelemetryError(f"not a readable Parquet batch: {exc}", where=where) from exc
+    table = _upgrade(table)
     validate_batch(table, where)
     return table

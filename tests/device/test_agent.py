@@ -339,3 +339,45 @@ def test_agent_cli_against_s3(s3_env, tiny_models, tmp_path, capsys, make_releas
     assert main(["--config", str(cfg), "sync"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["action"] == "refused" and "timestamp" in res["reason"]
+
+
+def test_late_labels_reach_their_inference_by_id(release, tiny_models, tmp_path):
+    """A label given after the inference: in the buffer it labels the waiting record (which then
+    takes priority); after the upload a `label` event names the inference; ids stay unique
+    across a restart; a label for an inference never sampled is counted, not sent."""
+    release.point("pi", release.publish(tiny_models.f32, tiny_models.spec, "1"))
+    agent = _agent(release, tmp_path)
+    agent.sync()
+    x, _ = _frames(tiny_models, 6)
+    first = agent.infer(x[:3])
+    assert list(first.inference_ids) == [0, 1, 2]
+    assert agent.label(int(first.inference_ids[1]), 7)  # still in the buffer
+    agent.flush()
+    assert agent.label(int(first.inference_ids[2]), 4)  # uploaded: a label event
+    agent.flush()
+    t = _telemetry(release.store).to_pandas()
+    inf = t[t["event"] == "inference"].set_index("inference_id")
+    assert inf.loc[1, "label"] == 7 and np.isnan(inf.loc[0, "label"])
+    assert inf.loc[1, "thumb"] is not None and inf.loc[0, "thumb"] is None  # labelled: thumbnail
+    (ev,) = t[t["event"] == "label"].itertuples()
+    assert (ev.inference_id, ev.label, ev.model_version) == (2, 4, "1")
+    assert not agent.label(10_000, 3) and agent.stats.labels_unmatched == 1
+    agent.close()
+    again = _agent(release, tmp_path)  # restart: new ids never reuse old ones
+    assert again.infer(x[:1]).first_id >= 3
+
+
+def test_labelled_frames_are_always_offered(release, tiny_models, tmp_path):
+    release.point("pi", release.publish(tiny_models.f32, tiny_models.spec, "1"))
+    cfg = AgentConfig("dev-l", "pi", tmp_path / "dev-l", release.root,
+                      policy=SamplingPolicy(sample_rate=0.01, buffer_size=64))
+    agent = DeviceAgent(cfg, release.store, clock=Clock())
+    agent.sync()
+    x, y = _frames(tiny_models, 40)
+    labels = np.full(40, -1)
+    labels[::4] = y[::4]
+    agent.infer(x, labels)
+    agent.flush()
+    t = _telemetry(release.store).to_pandas()
+    inf = t[t["event"] == "inference"]
+    assert inf["label"].notna().sum() == 10

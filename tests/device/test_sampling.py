@@ -73,3 +73,14 @@ def test_thumbnails_leave_only_with_labels_unless_the_cohort_opts_in() -> None:
     assert default.sends_thumbnail(labelled=True) and not default.sends_thumbnail(labelled=False)
     assert SamplingPolicy(thumbnails="all").sends_thumbnail(labelled=False)
     assert not SamplingPolicy(thumbnails="none").sends_thumbnail(labelled=True)
+
+
+def test_promote_labels_a_waiting_item_and_keeps_it_first() -> None:
+    res: Reservoir[tuple[int, int | None]] = Reservoir(4, np.random.default_rng(0))
+    for i in range(4):
+        res.offer((i, None))
+    assert res.promote(lambda it: it[0] == 2, lambda it: (it[0], 9))
+    assert not res.promote(lambda it: it[0] == 99, lambda it: it)
+    for i in range(4, 40):  # ordinary offers never evict the promoted item
+        res.offer((i, None))
+    assert res.drain(1) == [(2, 9)]

@@ -87,3 +87,22 @@ def test_bad_batches_are_refused():
     other = pa.table({"x": [1]})
     with pytest.raises(TelemetryError, match="schema mismatch"):
         validate_batch(other)
+
+
+def test_label_events_and_older_batches():
+    """A label event names the inference it labels; an older agent's batch (no inference_id
+    column) is read with the column null; a label event without its inference is refused."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = records_to_table([_rec(0, inference_id=41), _rec(1, "label", label=3, inference_id=41)])
+    back = read_batch(write_batch(table))
+    assert back.column("inference_id").to_pylist() == [41, 41]
+    old = records_to_table([_rec(0)]).drop_columns(["inference_id"])
+    buf = io.BytesIO()
+    pq.write_table(old, buf)
+    upgraded = read_batch(buf.getvalue())
+    assert upgraded.schema.equals(SCHEMA) and upgraded.column("inference_id").to_pylist() == [None]
+    with pytest.raises(TelemetryError, match="label event without"):
+        write_batch(records_to_table([_rec(0, "label", label=3)]))
