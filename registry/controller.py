@@ -2,9 +2,10 @@
 
 Inputs are typed: `GateResult` compares the canary arm with the stable arm over the current
 step's telemetry (monitoring.gates computes it from Parquet telemetry); `GateThresholds` come
-from the rollout plan. A failing check with enough canary samples rolls back at once (fail fast);
-too few samples or a dwell time not yet served holds; everything green, dwelled and counted
-advances. Nothing here reads a store or a clock: the caller passes `now`.
+from the rollout plan (registry.rollout_state owns them and the state; this module reads that
+one, never the reverse). A failing check with enough canary samples rolls back at once (fail
+fast); too few samples or a dwell time not yet served holds; everything green, dwelled and
+counted advances. Nothing here reads a store or a clock: the caller passes `now`.
 """
 
 from __future__ import annotations
@@ -13,33 +14,22 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from registry.rollout_state import RolloutState
+from registry.rollout_state import GateThresholds, RolloutState
+
+__all__ = [
+    "ArmStats",
+    "Check",
+    "Decision",
+    "GateResult",
+    "GateThresholds",
+    "decide",
+    "evaluate_gate",
+    "prediction_shift",
+]
 
 Action = Literal["advance", "hold", "rollback"]
-
-
-@dataclass(frozen=True)
-class GateThresholds:
-    """Limits on the canary, mostly relative to stable (the same hour, the same cohort)."""
-
-    max_error_rate: float = 0.05  # absolute share of failed inferences / refusals
-    max_error_rate_increase: float = 0.02  # canary minus stable
-    max_p95_latency_ratio: float = 1.5  # canary p95 / stable p95
-    max_confidence_drop: float = 0.10  # stable mean confidence minus canary's
-    max_prediction_shift: float = 0.20  # Jensen-Shannon distance of top-1 histograms, [0, 1]
-    min_labelled: int = 30  # labelled feedback needed before accuracy is judged
-    max_accuracy_drop: float = 0.05  # stable accuracy minus canary accuracy
-    min_samples_to_fail: int = 20  # fewer canary records than this never roll back
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> GateThresholds:
-        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

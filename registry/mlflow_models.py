@@ -406,16 +406,62 @@ def cohort_alias(cohort: str, role: str) -> str:
     return f"{cohort}-{role}"
 
 
+def models_with_alias(client: MlflowClient, alias: str) -> dict[str, str]:
+    """{registered model: version} of every registered model that carries `alias`."""
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_registered_models(max_results=1000, page_token=token)
+        for rm in page:
+            if alias in (rm.aliases or {}):
+                found[rm.name] = str(rm.aliases[alias])
+        token = page.token
+        if not token:
+            return found
+
+
 def set_cohort_alias(
     client: MlflowClient, name: str, cohort: str, role: str, version: str | int | None
 ) -> None:
-    """Point `<cohort>-<role>` at `version`, or remove the alias when `version` is None."""
+    """Point `<cohort>-<role>` at `version` of `name`, or remove it from `name` when `version`
+    is None. A cohort runs one stable and at most one canary, so setting the alias takes it off
+    every other registered model that carried it (a stable of another method or target)."""
     alias = cohort_alias(cohort, role)
     if version is None:
-        try:
-            client.delete_registered_model_alias(name, alias)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
+        _delete_alias(client, name, alias)
         return
+    for other in models_with_alias(client, alias):
+        if other != name:
+            _delete_alias(client, other, alias)
     client.set_registered_model_alias(name, alias, str(version))
+
+
+def sync_cohort_aliases(
+    client: MlflowClient,
+    cohort: str,
+    stable: tuple[str, str] | None,
+    canary: tuple[str, str] | None,
+    *,
+    keep_stable: bool = False,
+) -> None:
+    """Make the registry say what the cohort's channel says: `<cohort>-stable` on exactly the
+    (registered model, version) `stable`, `<cohort>-canary` on exactly `canary`, on no other
+    model. `keep_stable` leaves the stable alias alone (a stable whose model is unknown)."""
+    for role, want in (("stable", stable), ("canary", canary)):
+        if role == "stable" and keep_stable:
+            continue
+        alias = cohort_alias(cohort, role)
+        carriers = models_with_alias(client, alias)
+        for name in carriers:
+            if want is None or name != want[0]:
+                _delete_alias(client, name, alias)
+        if want is not None and carriers.get(want[0]) != str(want[1]):
+            client.set_registered_model_alias(want[0], alias, str(want[1]))
+
+
+def _delete_alias(client: MlflowClient, name: str, alias: str) -> None:
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise

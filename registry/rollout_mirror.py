@@ -1,7 +1,7 @@
 """The MLflow mirror of a rollout: what a reviewer sees in the MLflow UI.
 
 Aliases `<cohort>-canary` (while a candidate runs) and `<cohort>-stable` (what the cohort's
-manifest names as stable), and `rollout.<cohort>` tags with the status and the last transition on
+channel names as stable, by registered model and version), and `rollout.<cohort>` tags with the status and the last transition on
 the candidate's model version. The store is the source of truth: a failure here is logged and
 never blocks a transition (above all not a rollback).
 """
@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def mirror_rollout(client: MlflowClient, s: RolloutState) -> None:
-    """Aliases and tags in MLflow; a failure is logged, never blocks the rollout."""
+    """Aliases and tags in MLflow; a failure is logged, never blocks the rollout.
+
+    After every transition the aliases are set from the state alone, not moved by the action:
+    `<cohort>-stable` on the registered model and version the channel names as stable,
+    `<cohort>-canary` on the candidate while it runs or is paused, neither on any other model.
+    So a rollback, a second release or a re-run converges on the same aliases."""
     if s.plan is None:
         return
     from mlflow.exceptions import MlflowException
 
-    from registry.mlflow_models import set_cohort_alias, set_version_tags
+    from registry.mlflow_models import set_version_tags, sync_cohort_aliases
 
     p, c, last = s.plan, s.cohort, s.history[-1]
+    stable = s.stable_version
+    canary = s.candidate_version if s.status in ("running", "paused") else None
     try:
         set_version_tags(
             client,
@@ -42,20 +49,13 @@ def mirror_rollout(client: MlflowClient, s: RolloutState) -> None:
                 ],
             },
         )
-        if last.action == "start":
-            set_cohort_alias(client, p.registered_model, c, "canary", p.version)
-        elif last.action == "complete":
-            set_cohort_alias(client, p.registered_model, c, "canary", None)
-            prev = s.previous_stable_version
-            if prev and prev["registered_model"] != p.registered_model:
-                set_cohort_alias(client, prev["registered_model"], c, "stable", None)
-            set_cohort_alias(client, p.registered_model, c, "stable", p.version)
-        elif last.action == "rollback":
-            set_cohort_alias(client, p.registered_model, c, "canary", None)
-            prev = s.previous_stable_version
-            if last.from_status == "completed":
-                set_cohort_alias(client, p.registered_model, c, "stable", None)
-            if prev:
-                set_cohort_alias(client, prev["registered_model"], c, "stable", prev["version"])
+        sync_cohort_aliases(
+            client,
+            c,
+            (stable.registered_model, stable.version) if stable else None,
+            (canary.registered_model, canary.version) if canary else None,
+            # a stable bundle whose registered model could not be read: leave its alias be
+            keep_stable=stable is None and s.stable_bundle is not None,
+        )
     except (MlflowException, RegistryError, OSError) as exc:
         log.warning("MLflow mirror of %s rollout failed: %s", c, exc)

@@ -7,9 +7,12 @@ commit together or not at all, and concurrent commands (two release managers, th
 are applied one after another with none lost. Every read is verified from this machine's
 trusted root, so a state or index edited in the bucket without the release key is refused.
 Transitions are idempotent (re-running one that already happened changes nothing), and
-`reconcile` / `rollback` repair a channel that disagrees with its state. MLflow mirrors the
-outcome (aliases `<cohort>-stable` / `<cohort>-canary`, `rollout.<cohort>` tags); the channel
-stays the source of truth, so an unreachable MLflow never blocks a rollback.
+`reconcile` / `rollback` repair a channel that disagrees with its state. The history starts at
+the cohort's first publication (`publish_stable`, a rollout completed in one step), and every
+stable is kept by registered model and version, read from its signed bundle. MLflow mirrors the
+outcome (aliases `<cohort>-stable` / `<cohort>-canary` on exactly the models the channel names,
+`rollout.<cohort>` tags); the channel stays the source of truth, so an unreachable MLflow never
+blocks a rollback.
 """
 
 from __future__ import annotations
@@ -21,15 +24,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device.channel import cohort_role, rollout_path
-from device.protocol import Channel, format_time, utcnow
+from device.protocol import BundleRef, Channel, format_time, utcnow
 from device.store import ObjectStore
-from edgeops.errors import ConfigError, IntegrityError, RolloutError
-from registry.bundles import find_bundle
+from edgeops.errors import ConfigError, IntegrityError, RegistryError, RolloutError
+from registry.bundles import bundle_metadata, find_bundle
 from registry.channels import read_channel, write_channel
-from registry.controller import GateThresholds
 from registry.keys import load_or_create_cohort_key
 from registry.rollout_mirror import mirror_rollout
-from registry.rollout_state import ACTIVE, DEFAULT_STEPS, RolloutPlan, RolloutState, Status
+from registry.rollout_state import (
+    ACTIVE,
+    DEFAULT_STEPS,
+    GateThresholds,
+    RegisteredVersion,
+    RolloutPlan,
+    RolloutState,
+    Status,
+)
 from registry.tuf_repo import TufRepository, Txn
 
 if TYPE_CHECKING:
@@ -209,14 +219,6 @@ class RolloutManager:
                 raise RolloutError(
                     f"{plan.registered_model} version {plan.version} is already stable on {cohort}"
                 )
-            prev_version = (
-                {
-                    "registered_model": f"{plan.model_name}-{stable.target}",
-                    "version": stable.model_version,
-                }
-                if stable
-                else None
-            )
             if s.status in ACTIVE:
                 ver = s.plan.version if s.plan else "?"
                 raise RolloutError(
@@ -233,10 +235,94 @@ class RolloutManager:
                 step_index=0,
                 step_started_at=None,
                 previous_stable=stable,
-                previous_stable_version=prev_version,
+                previous_stable_version=self.registered_of(stable, s),
             )
 
         return self._apply(cohort, step)
+
+    def publish_stable(
+        self,
+        cohort: str,
+        registered: RegisteredVersion,
+        model_name: str,
+        ref: BundleRef,
+        *,
+        actor: str,
+        reason: str = "",
+    ) -> RolloutState:
+        """Make a published bundle the cohort's stable at once (its first publication, or a
+        release without a staged rollout), recorded as a rollout completed in one step: the
+        history starts here, the stable it replaces is kept for the report and for rollback.
+        Refused while a rollout is planned or running on the cohort; re-running changes nothing."""
+        self._cohort(cohort)
+        plan = RolloutPlan(
+            registered.registered_model,
+            model_name,
+            registered.version,
+            ref.target,
+            ref,
+            steps=(100.0,),
+            min_dwell_s=0.0,
+            min_count=0,
+        )
+
+        def step(s: RolloutState, c: Channel | None, now: datetime) -> RolloutState:
+            stable = c.stable if c else None
+            if (
+                s.status == "completed"
+                and s.plan is not None
+                and s.plan.candidate.bundle_id == ref.bundle_id
+            ):
+                return s  # already published (a retried publish)
+            if s.status in ACTIVE:
+                ver = f"{s.plan.registered_model} v{s.plan.version}" if s.plan else "?"
+                raise RolloutError(
+                    f"a rollout of {ver} is {s.status} on {cohort}; finish or roll it back "
+                    f"before publishing {registered} as stable"
+                )
+            same = stable is not None and stable.bundle_id == ref.bundle_id
+            return s.record(
+                now,
+                actor,
+                "publish",
+                "completed",
+                reason
+                or (
+                    f"{registered} recorded as the stable it already was"
+                    if same
+                    else f"publish {registered} as stable"
+                ),
+                rollout_id=s.rollout_id + 1,
+                plan=plan,
+                step_index=0,
+                step_started_at=None,
+                previous_stable=None if same else stable,
+                previous_stable_version=None if same else self.registered_of(stable, s),
+            )
+
+        return self._apply(cohort, step)
+
+    def registered_of(
+        self, ref: BundleRef | None, state: RolloutState | None = None
+    ) -> RegisteredVersion | None:
+        """The registered model and version a published bundle was made from: what the state
+        already knows of it, else its signed metadata (model name and target name the
+        registered model). None for no bundle, or one whose metadata cannot be read."""
+        if ref is None:
+            return None
+        if state is not None:
+            known = state.stable_bundle
+            if known is not None and known.bundle_id == ref.bundle_id and state.stable_version:
+                return state.stable_version
+        from registry.mlflow_models import registered_model_name
+
+        try:
+            meta = bundle_metadata(self.store, ref.bundle_id)
+        except (RegistryError, IntegrityError):
+            return None
+        return RegisteredVersion(
+            registered_model_name(meta.model_name, meta.target), str(meta.model_version)
+        )
 
     def _guard(self, s: RolloutState, allowed: tuple[str, ...], action: str) -> None:
         if s.status not in allowed:
@@ -329,6 +415,11 @@ class RolloutManager:
             if s.status == "rolled_back":
                 return s
             self._guard(s, ("planned", "running", "paused", "completed"), "roll back")
+            if s.status == "completed" and s.previous_stable is None:
+                raise RolloutError(
+                    f"cannot roll back on {cohort}: {s.stable_version or 'its stable'} was its first "
+                    "stable; there is nothing earlier to return to"
+                )
             return s.record(now, actor, "rollback", "rolled_back", reason or "rolled back by hand")
 
         return self._apply(cohort, step)
@@ -338,7 +429,20 @@ class RolloutManager:
 
         return [asdict(t) for t in self.state(cohort).history]
 
+    def _named(self, ref: BundleRef | None, s: RolloutState) -> dict[str, str] | None:
+        """A channel's bundle ref with the registered model it was made from."""
+        if ref is None:
+            return None
+        p = s.plan
+        if p is not None and p.candidate.bundle_id == ref.bundle_id:
+            named: RegisteredVersion | None = s.candidate_version
+        else:
+            named = self.registered_of(ref, s)
+        return {**ref.to_dict(), "registered_model": named.registered_model if named else "?"}
+
     def cohorts(self) -> list[dict[str, Any]]:
+        """Each cohort with what its signed channel names (stable and candidate by registered
+        model, version, target and bundle) and its rollout status."""
         rows = []
         txn = self.repo.begin()
         delegated = set(self.repo.cohorts(txn))
@@ -354,8 +458,8 @@ class RolloutManager:
                     "profile": c.profile,
                     "targets": list(self.catalog.profiles[c.profile].targets),
                     "encrypt": c.encrypt,
-                    "stable": m.stable.to_dict() if m and m.stable else None,
-                    "candidate": m.candidate.to_dict() if m and m.candidate else None,
+                    "stable": self._named(m.stable, s) if m else None,
+                    "candidate": self._named(m.candidate, s) if m else None,
                     "percentage": m.percentage if m else 0.0,
                     "channel_revision": m.revision if m else None,
                     "channel_expires_at": expires,

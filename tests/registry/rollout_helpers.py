@@ -26,7 +26,8 @@ class Blessed:
 
 
 def release(
-    client, run_id, repo, path: Path, spec, x, *, target="tflite-f32", blessed=True
+    client, run_id, repo, path: Path, spec, x, *, target="tflite-f32", blessed=True,
+    model_name: str = "digits",
 ) -> tuple[str, BundleRef]:
     """Register (releasable when blessed) and publish; returns (version, bundle ref)."""
     mv = register_variant(
@@ -35,14 +36,14 @@ def release(
         path,
         spec,
         x[:2],
-        model_name="digits",
+        model_name=model_name,
         target=target,
         lineage=Lineage(LINEAGE.data_version, LINEAGE.git_commit, uuid.uuid4().hex, LINEAGE.parent_model),
         blessing=Blessed(target) if blessed else None,
         releasable=blessed,
     )
     ref = publish_bundle(
-        repo, path, spec, model_name="digits", model_version=mv.version, target=target
+        repo, path, spec, model_name=model_name, model_version=mv.version, target=target
     )
     return str(mv.version), ref
 
