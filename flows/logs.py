@@ -12,7 +12,8 @@ import logging
 import os
 import warnings
 
-NOISY_LOGGERS = ("absl", "tensorflow", "h5py", "matplotlib", "PIL", "numba", "alembic", "urllib3")
+NOISY_LOGGERS = ("absl", "tensorflow", "h5py", "matplotlib", "PIL", "numba", "alembic", "urllib3",
+                 "mlflow.store.db.utils")  # "Creating initial MLflow database tables..."
 NOISY_WARNING_MODULES = r"(tensorflow|tf_keras|keras|tensorflow_model_optimization|tf2onnx|google\.protobuf|mlflow)"
 
 

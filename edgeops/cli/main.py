@@ -15,7 +15,13 @@ import click
 import typer
 from typer._click import exceptions as typer_click  # typer 0.29 raises its vendored click's errors
 
-from edgeops.cli.common import console, err_console, quiet_expected_tracebacks, settings
+from edgeops.cli.common import (
+    console,
+    err_console,
+    preload_tensorflow,
+    quiet_expected_tracebacks,
+    settings,
+)
 from edgeops.errors import EdgeOpsError
 from edgeops.progress import ProgressDisplay
 
@@ -57,6 +63,7 @@ def demo(
     from flows.demo import run_demo
 
     quiet_expected_tracebacks()
+    preload_tensorflow()
     with ProgressDisplay(console):
         run_demo(data, console=console, quick=quick)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgeops.cli.common import console, quiet_expected_tracebacks
+from edgeops.cli.common import console, preload_tensorflow, quiet_expected_tracebacks
 from edgeops.progress import ProgressDisplay
 
 pipeline_app = typer.Typer(help="The release pipeline (Prefect flows tracked in MLflow).", no_args_is_help=True)
@@ -48,6 +48,7 @@ def pipeline_run(
     from flows.report import print_release
 
     quiet_expected_tracebacks()
+    preload_tensorflow()
     with ProgressDisplay(console):
         result = release_pipeline(str(data), params_path=str(params) if params else None, model_name=name)
     if as_json:
@@ -67,6 +68,7 @@ def sweep(
     from flows.sweep import architecture_sweep
 
     quiet_expected_tracebacks()
+    preload_tensorflow()
     with ProgressDisplay(console):
         result = architecture_sweep(str(data))
     if as_json:
