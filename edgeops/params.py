@@ -120,6 +120,10 @@ class EvaluateParams(_Params):
     max_accuracy_drop: float = Field(0.02, ge=0, description="non-inferiority margin vs the float parent, absolute")
     max_regression_vs_stable: float = Field(0.01, ge=0, description="non-inferiority margin vs what the cohort runs now")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="one-sided level of the paired non-inferiority tests")
+    selection_margin: float = Field(
+        0.02, ge=0, lt=1, description="selection: the cheapest variant non-inferior to the best on VALIDATION "
+        "within this margin (paired, absolute) is chosen per profile",
+    )
     min_feedback: int = Field(
         30, ge=1, description="held-out labelled field feedback images needed to compare challenger and stable on it"
     )
