@@ -27,6 +27,46 @@ from edgeops.errors import DataError
 
 
 @dataclass(frozen=True)
+class LabelJoin:
+    joined: int  # label events applied to their inference row
+    relabelled: int  # of those, inferences that already had a (different) label: the later wins
+    orphaned: int  # label events whose inference is not among these rows (never sampled, or
+    # in partitions not read): counted, never guessed
+
+
+def join_labels(rows: pd.DataFrame) -> tuple[pd.DataFrame, LabelJoin]:
+    """Late labels onto their inferences: each `label` event names (device_id, inference_id) of
+    an inference uploaded earlier; its label is written onto that row and the event dropped.
+    Several labels for one inference: the last (by ts, then seq) wins. Rows without the column
+    (an older agent's) pass through unchanged."""
+    if len(rows) == 0 or "inference_id" not in rows.columns or "event" not in rows.columns:
+        return rows, LabelJoin(0, 0, 0)
+    is_label = rows["event"] == "label"
+    if not is_label.any():
+        return rows, LabelJoin(0, 0, 0)
+    events = (
+        rows[is_label]
+        .sort_values(["ts", "seq"])
+        .drop_duplicates(["device_id", "inference_id"], keep="last")
+    )
+    out = rows[~is_label].copy()
+    key = pd.MultiIndex.from_frame(
+        out[["device_id", "inference_id"]].astype({"inference_id": "Int64"})
+    )
+    ev_key = pd.MultiIndex.from_frame(
+        events[["device_id", "inference_id"]].astype({"inference_id": "Int64"})
+    )
+    target = (out["event"] == "inference").to_numpy() & key.isin(ev_key)
+    new = pd.Series(events["label"].to_numpy(), index=ev_key)
+    labels = new.reindex(key[target]).to_numpy()
+    old = out.loc[target, "label"]
+    relabelled = int((old.notna() & (old.to_numpy() != labels)).sum())
+    out.loc[target, "label"] = labels
+    orphaned = int((~ev_key.isin(key[(out["event"] == "inference").to_numpy()])).sum())
+    return out.reset_index(drop=True), LabelJoin(int(target.sum()), relabelled, orphaned)
+
+
+@dataclass(frozen=True)
 class FeedbackMerge:
     offered: int  # labelled rows with a thumbnail
     written: int  # new files

@@ -13,6 +13,11 @@ made robust to rows clustered by device: with several devices, the cluster-robus
 variance over per-device sums is used when it is larger, so a fleet whose frames come in
 per-device clumps is not judged as if every row were independent.
 
+With labels (a random tenth of a window, say) the estimate is prediction-powered
+(`ppi_accuracy`, Angelopoulos et al. 2023): CBPE plus the labelled rows' mean of (correct -
+confidence), unbiased whatever the shift does to calibration, with an interval from both
+variances; without labels it is CBPE. `estimate_harm` is the whole verdict on one window.
+
 Harm: the accuracy drop of the window against the variant's held-out reference (both estimated
 the same way, or both measured on labels) with a one-sided lower confidence bound; harm is that
 bound above `harm_margin`. Estimation assumes calibration holds under the shift: a shift that
@@ -23,13 +28,15 @@ why measured accuracy from labels overrides the estimate when a window has enoug
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 from scipy.stats import norm
 
 from components.calibration import apply_temperature
 from edgeops.errors import MonitoringError
+from edgeops.params import MonitorParams
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class AccuracyEstimate:
     accuracy: float
     se: float
     n: int
-    method: str  # "cbpe" (from calibrated confidence) | "labels" (measured)
+    method: str  # "cbpe" (calibrated confidence) | "labels" (measured) | "ppi" (both)
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float]:
         z = float(norm.ppf(0.5 + confidence / 2))
@@ -105,6 +112,58 @@ def measured_accuracy(
     return AccuracyEstimate(acc, max(se, floor), len(hit), "labels")
 
 
+def _ppi_parts(
+    conf: np.ndarray, hit: np.ndarray, labelled: np.ndarray, groups: np.ndarray | None
+) -> tuple[float, float]:
+    """(estimate, se) of mean(conf over all rows) + mean(hit - conf over the labelled rows)."""
+    n_all, n = len(conf), int(labelled.sum())
+    c_l, resid = conf[labelled], hit[labelled] - conf[labelled]
+    g_l = None if groups is None else groups[labelled]
+    var_all = _se(conf, groups) ** 2
+    # the residual's variance, floored by what calibration itself predicts (E[(y - c)^2] =
+    # E[c (1 - c)] when calibrated): a handful of labels that all agree is not certainty
+    var_resid = max(_se(resid, g_l) ** 2, float(np.mean(c_l * (1 - c_l))) / n)
+    # the labelled rows are also among all rows: Cov(mean_all c, mean_lab r) = Cov(c, r) / N
+    cov = float(np.cov(c_l, resid)[0, 1]) / n_all if n > 1 else 0.0
+    est = float(conf.mean() + resid.mean())
+    return est, float(np.sqrt(max(var_all + var_resid + 2 * cov, var_resid)))
+
+
+def ppi_accuracy(
+    probs: Sequence[np.ndarray] | np.ndarray,
+    labels: Sequence[float] | np.ndarray,
+    temperature: float = 1.0,
+    groups: Sequence[str] | np.ndarray | None = None,
+    min_labels: int = 20,
+) -> AccuracyEstimate:
+    """A window's accuracy from calibrated confidence on every row, corrected by the labelled rows.
+
+    Prediction-powered inference (Angelopoulos et al., "Prediction-powered inference", Science
+    2023), here its mean estimator: mean calibrated confidence over all N rows (CBPE) plus the
+    mean of (correct - confidence) over the n labelled rows (the "rectifier"). When labels are a
+    random sample of the window it is unbiased whatever the shift does to calibration (an
+    unseen class, inverted frames: CBPE alone reads those as fine), and its variance is
+    Var(c)/N + Var(correct - c)/n, smaller than labels alone whenever confidence explains part
+    of correctness. Both terms are cluster-robust by device. With fewer than `min_labels`
+    labelled rows (`labels` NaN or negative where none) it is CBPE, method "cbpe".
+
+    Labels must be missing at random: feedback that users give mostly on mistakes makes the
+    rectifier, and so the estimate, pessimistic."""
+    p = apply_temperature(stack_probs(probs), temperature)
+    y = np.asarray(labels, dtype=np.float64)
+    g = None if groups is None else np.asarray(groups)
+    if len(y) != len(p) or (g is not None and len(g) != len(p)):
+        raise MonitoringError(f"{len(y)} labels or group ids for {len(p)} rows", where="ppi")
+    labelled = np.isfinite(y) & (y >= 0)
+    if labelled.sum() < max(2, min_labels):
+        return cbpe(p, 1.0, g)
+    conf = p.max(axis=1)
+    hit = np.zeros(len(p))
+    hit[labelled] = (p[labelled].argmax(axis=1) == y[labelled].astype(np.int64)).astype(float)
+    est, se = _ppi_parts(conf, hit, labelled, g)
+    return AccuracyEstimate(min(1.0, max(0.0, est)), se, len(p), "ppi")
+
+
 def harm(
     reference: AccuracyEstimate, window: AccuracyEstimate, margin: float, alpha: float = 0.05
 ) -> HarmVerdict:
@@ -113,10 +172,59 @@ def harm(
     se = float(np.hypot(reference.se, window.se))
     low = drop - float(norm.ppf(1 - alpha)) * se
     harmful = low > margin
-    word = "estimated" if window.method == "cbpe" else "measured"
+    word = {"cbpe": "estimated", "ppi": "label-corrected estimated"}.get(window.method, "measured")
     reason = (
         f"{word} accuracy {window.accuracy:.3f} vs reference {reference.accuracy:.3f}: "
         f"drop {drop * 100:+.1f} pts (lower {100 * (1 - alpha):.0f}% bound {low * 100:+.1f}) "
         f"{'>' if harmful else '<='} margin {margin * 100:.1f} pts"
     )
     return HarmVerdict(harmful, drop, low, window.method, reason)
+
+
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["label"].notna()] if "label" in df.columns else df.iloc[0:0]
+
+
+def _groups(df: pd.DataFrame) -> np.ndarray | None:
+    return df["device_id"].to_numpy() if "device_id" in df.columns else None
+
+
+def estimate_harm(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    params: MonitorParams,
+    temperature: float,
+) -> tuple[AccuracyEstimate, AccuracyEstimate, AccuracyEstimate | None, HarmVerdict]:
+    """(window estimate, reference estimate, measured window accuracy or None, harm verdict).
+
+    The window's estimate is prediction-powered (`ppi_accuracy`): CBPE rectified by the window's
+    labels once it has `harm_min_labels` of them, CBPE alone before. Two signals vote on harm,
+    each at half of `harm_alpha` (Bonferroni, so harm is declared with probability <= harm_alpha
+    when the accuracy did not drop): CBPE against CBPE on the held-out reference (precise, but
+    blind to shifts that break calibration), and, with labels, the PPI estimate against the
+    reference's measured accuracy (unbiased under any shift when labels are a random sample).
+    Without enough labels CBPE alone decides at the full level. Drop-in for
+    monitoring.jobs.judge_harm (same arguments, same tuple)."""
+    groups = _groups(current)
+    cbpe_win = cbpe(list(current["probs"]), temperature, groups)
+    ref_est = cbpe(list(reference["probs"]), temperature)
+    lab_ref, lab_cur = _labelled(reference), _labelled(current)
+    enough = min(len(lab_ref), len(lab_cur)) >= params.harm_min_labels
+    if not enough:
+        return (
+            cbpe_win,
+            ref_est,
+            None,
+            harm(ref_est, cbpe_win, params.harm_margin, params.harm_alpha),
+        )
+    labels = current["label"].astype("Float64").fillna(np.nan).to_numpy(np.float64)
+    est = ppi_accuracy(list(current["probs"]), labels, temperature, groups, params.harm_min_labels)
+    lab = measured_accuracy(lab_cur["top1"], lab_cur["label"], _groups(lab_cur))
+    ref_lab = measured_accuracy(lab_ref["top1"], lab_ref["label"])
+    alpha = params.harm_alpha / 2
+    by_cbpe = harm(ref_est, cbpe_win, params.harm_margin, alpha)
+    by_ppi = harm(ref_lab, est, params.harm_margin, alpha)
+    first, second = (
+        (by_ppi, by_cbpe) if by_ppi.harmful or not by_cbpe.harmful else (by_cbpe, by_ppi)
+    )
+    return est, ref_est, lab, replace(first, reason=f"{first.reason}; {second.reason}")

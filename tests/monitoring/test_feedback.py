@@ -48,3 +48,23 @@ def test_merge_skips_content_already_in_the_folder(tmp_path: Path) -> None:
                          "thumb": [pixels.tobytes(), (pixels + 1).tobytes(), (pixels + 1).tobytes()]})
     merged = merge_feedback(rows, data, labels=tuple(str(i) for i in range(10)))
     assert (merged.written, merged.duplicates) == (1, 2)
+
+
+def test_late_labels_join_their_inference_by_id() -> None:
+    from monitoring.feedback import join_labels
+
+    ts = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = pd.DataFrame({
+        "device_id": ["a", "a", "b", "a", "a", "b", "a"],
+        "event": ["inference", "inference", "inference", "label", "label", "label", "label"],
+        "inference_id": pd.array([1, 2, 1, 2, 1, 9, 1], dtype="Int64"),
+        "label": pd.array([None, 5, None, 3, 7, 4, 8], dtype="Int32"),
+        "seq": [0, 1, 0, 2, 3, 1, 4],
+        "ts": [ts] * 7,
+    })
+    out, stats = join_labels(rows)
+    assert list(out["event"]) == ["inference"] * 3  # label events consumed
+    assert list(out["label"].astype("Int64")) == [8, 3, pd.NA]  # the last label wins; b/1 has none
+    assert (stats.joined, stats.relabelled, stats.orphaned) == (2, 1, 1)  # b/9 never uploaded
+    older = rows.drop(columns=["inference_id"])
+    assert join_labels(older)[0] is older

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from components.calibration import expected_calibration_error, fit_temperature
 from device.preprocessing import normalize
 from device.runtime import TFLiteRunner
 from device.scenarios import add_noise, adjust, rotate
-from monitoring.performance import AccuracyEstimate, cbpe, harm, measured_accuracy
+from edgeops.errors import MonitoringError
+from edgeops.params import MonitorParams
+from monitoring.performance import (
+    AccuracyEstimate,
+    cbpe,
+    estimate_harm,
+    harm,
+    measured_accuracy,
+    ppi_accuracy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +76,71 @@ def test_harm_needs_the_lower_bound_past_the_margin() -> None:
     assert v.harmful and "drop +3.0 pts" in v.reason
     m = measured_accuracy(np.ones(50), np.ones(50))
     assert m.accuracy == 1.0 and m.se > 0  # 50 of 50 is not an exact 100%
+
+
+def _window(rng, n, conf, acc, label_rate=0.1, devices=10):
+    """Synthetic two-class window: every row predicts class 0 with confidence `conf`, and the
+    truth is class 0 with probability `acc` (conf == acc: calibrated; conf > acc: confidently
+    wrong). Labels on a random `label_rate` of rows, NaN elsewhere."""
+    c = np.clip(rng.normal(conf, 0.03, n), 0.51, 0.999)
+    probs = np.c_[c, 1 - c]
+    truth = (rng.random(n) >= acc).astype(float)
+    labels = np.where(rng.random(n) < label_rate, truth, np.nan)
+    return probs, labels, float((truth == 0).mean()), np.arange(n) % devices
+
+
+def test_ppi_corrects_confidently_wrong_windows_and_covers_the_truth() -> None:
+    rng = np.random.default_rng(0)
+    errors, covered = [], 0
+    for _ in range(200):
+        probs, labels, true, g = _window(rng, 1000, conf=0.95, acc=0.70)
+        est = ppi_accuracy(probs, labels, groups=g)
+        low, high = est.interval()
+        covered += low <= true <= high
+        errors.append(est.accuracy - true)
+        assert est.method == "ppi"
+    assert abs(np.mean(errors)) < 0.01  # unbiased; CBPE would read 0.95
+    assert cbpe(probs).accuracy > 0.9
+    assert covered / 200 >= 0.9
+
+
+def test_ppi_beats_labels_alone_when_calibrated_and_is_cbpe_without_labels() -> None:
+    rng = np.random.default_rng(1)
+    probs, labels, _, g = _window(rng, 1000, conf=0.9, acc=0.9)
+    est = ppi_accuracy(probs, labels, groups=g)
+    lab = np.isfinite(labels)
+    only_labels = measured_accuracy(np.zeros(lab.sum()), labels[lab])
+    assert est.se < only_labels.se
+    few = np.where(np.arange(1000) < 5, labels, np.nan)
+    assert ppi_accuracy(probs, few, min_labels=20) == cbpe(probs)
+    with pytest.raises(MonitoringError):
+        ppi_accuracy(probs, labels[:10])
+
+
+def _frame(rng, n, conf, acc, label_rate=0.1) -> pd.DataFrame:
+    probs, labels, _, groups = _window(rng, n, conf, acc, label_rate)
+    return pd.DataFrame({
+        "probs": list(probs),
+        "top1": probs.argmax(1),
+        "label": pd.array(labels, dtype="Float64").astype("Int32"),
+        "device_id": [f"d{i}" for i in groups],
+    })
+
+
+def test_estimate_harm_sees_what_labels_show_and_stays_quiet_under_the_null() -> None:
+    rng = np.random.default_rng(2)
+    params = MonitorParams()
+    ref = _frame(rng, 2000, 0.95, 0.95, label_rate=1.0)
+    alarms = 0
+    for _ in range(40):
+        cur = _frame(rng, 1000, 0.95, 0.95)
+        alarms += estimate_harm(ref, cur, params, 1.0)[3].harmful
+    assert alarms <= 4
+    wrong = _frame(rng, 1000, 0.95, 0.75)
+    est, ref_est, lab, verdict = estimate_harm(ref, wrong, params, 1.0)
+    assert verdict.harmful and est.method == "ppi" and lab is not None
+    assert abs(est.accuracy - 0.75) < 0.06 and ref_est.accuracy > 0.9
+    assert "label-corrected" in verdict.reason
+    no_labels = wrong.assign(label=pd.array([pd.NA] * len(wrong), dtype="Int32"))
+    est, _, lab, verdict = estimate_harm(ref, no_labels, params, 1.0)
+    assert est.method == "cbpe" and lab is None and not verdict.harmful  # CBPE alone cannot see it
