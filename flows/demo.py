@@ -2,7 +2,9 @@
 
 release -> fleet (no drift) -> monitor (nothing happens) -> fleet (rotated, darkened frames)
 -> monitor (estimated accuracy drops: harm, with the drift as its explanation; the retrain
-policy fires, retraining registers new versions and starts canary rollouts). Ends with a summary table and writes it to EDGEOPS_HOME/demo-summary.json.
+policy fires, retraining registers new versions and starts canary rollouts). Ends with a summary table and a table of every cohort in devices.yaml (its variant and why, or the
+reason for none; the MLflow aliases that say which version serves it; what its devices, pages or
+model server did in the field), written to EDGEOPS_HOME/demo-summary.json.
 """
 
 from __future__ import annotations
@@ -125,11 +127,60 @@ def run_demo(data: Path, console: Console | None = None, quick: bool = False) ->
                "fleet_drift": _fleet_brief(drifted), "monitor_drift": _without_result(caught),
                "retrain": _release_brief(caught["retrain_result"]) if caught["retrain_result"] else None,
                "timings": timings}
+    summary["cohorts"] = cohort_rows(summary, release, settings.devices(), settings.mlflow_client())
     (settings.home / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str))
     console.print(summary_table(summary))
+    console.print(cohort_table(summary["cohorts"]))
     console.print(f"summary written to {settings.home / 'demo-summary.json'}; open the MLflow UI with\n"
                   f"  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")
     return summary
+
+
+def registry_aliases(client: Any) -> dict[str, list[str]]:
+    """{cohort: ["<model> v<version> (@<cohort>-<role>)", ...]} as the MLflow registry holds them:
+    what the MLflow UI shows on each registered model's page."""
+    out: dict[str, list[str]] = {}
+    for m in client.search_registered_models():
+        for alias, version in sorted((m.aliases or {}).items()):
+            cohort, _, role = alias.rpartition("-")
+            if role in ("stable", "canary") and cohort:
+                out.setdefault(cohort, []).append(f"{m.name} v{version} (@{alias})")
+    return out
+
+
+def cohort_rows(s: dict[str, Any], release: dict[str, Any], catalog: Any, client: Any) -> dict[str, dict[str, Any]]:
+    """Per cohort of devices.yaml: its profile and runtime, the variant it got and why (or the reason
+    none), what the MLflow registry says serves it, Core ML converted-not-run entries its profile
+    takes, and what its devices did in the fleet runs."""
+    aliases = registry_aliases(client)
+    unverified = release.get("unverified") or {}
+    rows: dict[str, dict[str, Any]] = {}
+    for cohort, c in catalog.cohorts.items():
+        profile = catalog.profiles[c.profile]
+        p = (s["retrain"] or {}).get("published", {}).get(cohort) or s["release"]["published"].get(cohort, "")
+        p0 = release["published"].get(cohort, {})
+        notes = [f"{t}: {u['name']} v{u['version']} {u['status']}" if "name" in u else f"{t}: {u.get('failed')}"
+                 for t, u in unverified.items() if c.profile in u.get("profiles", [])]
+        field = {k: (s[k]["accuracy"].get(cohort) if cohort in s[k]["accuracy"]
+                     else s[k]["not_simulated"].get(cohort)) for k in ("fleet_clean", "fleet_drift")}
+        rows[cohort] = {"profile": c.profile, "runs_on": profile.runs_on,
+                        "variant": p0.get("variant", p0.get("target")) if p0.get("published") else None,
+                        "release": p, "why": p0.get("why") or p0.get("reason", ""),
+                        "mlflow": aliases.get(cohort, []), "unverified": notes, "field": field}
+    return rows
+
+
+def cohort_table(rows: dict[str, dict[str, Any]]) -> Table:
+    t = Table(title="every cohort: its variant, why, and what the MLflow registry says serves it")
+    for col in ("cohort", "profile / runs on", "variant", "why (or why none)", "MLflow aliases", "in the field"):
+        t.add_column(col, overflow="fold")
+    for cohort, r in rows.items():
+        field = "; ".join(f"{'clean' if k == 'fleet_clean' else 'drift'}: "
+                          + (_pct(v) + " (agents)" if isinstance(v, float) else str(v or "-"))
+                          for k, v in r["field"].items())
+        t.add_row(cohort, f"{r['profile']} / {r['runs_on']}", r["variant"] or "none",
+                  "; ".join([r["why"], *r["unverified"]]), "\n".join(r["mlflow"]) or "-", field)
+    return t
 
 
 def _release_brief(r: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +224,7 @@ def summary_table(s: dict[str, Any]) -> Table:
         acc = ", ".join(f"{c} {_pct(a)}" for c, a in f["accuracy"].items())
         t.add_row(name, f"{tm[name]:.0f}", f"{f['devices']} devices, {f['inferences']} inferences, "
                   f"{f['records_in_store']} records, {f['records_lost']} lost; accuracy {acc}")
-        for c, why in f.get("not_simulated", {}).items():
+        for c, why in f.get("not_simulated", {}).items():  # browser, server, hosts: their own runtimes
             t.add_row("", "", f"{c}: {why}")
     for key, name in (("monitor_clean", "monitor, no drift"), ("monitor_drift", "monitor, drift")):
         m = s[key]

@@ -27,6 +27,7 @@ def simulate_fleet(
     from device.scenarios import make_scenario
     from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from flows.serving import run_server_cohort
     from flows.web_cohort import run_browser_cohort
     from registry.enrolment import simulator_enroller
 
@@ -43,16 +44,22 @@ def simulate_fleet(
     store = settings.store()
     pool = field_pool(Path(prepared_dir))
     model_keys = _cohort_keys(settings, catalog, cohorts)
+    field = make_scenario(scenario, onset_hours, n_classes=len(pool.classes))
     summary = simulate(
         store, cohorts, pool.x01, pool.labels,
-        make_scenario(scenario, onset_hours, n_classes=len(pool.classes)), params,
+        field, params,
         channel_repository(settings).export_root(), {c: catalog.profile_for(c).model_dump() for c in cohorts},
         model_keys=model_keys, start=start, state_dir=Path(state_dir) if state_dir else None,
         enrol=simulator_enroller(settings.keys_dir),
         thumbnails={c: catalog.cohorts[c].thumbnails for c in cohorts},
     )
     for c in [c for c in skipped if catalog.profile_for(c).runs_on == "browser"]:
-        skipped[c] = run_browser_cohort(settings, c, pool.x01, pool.labels)  # the page is the device
+        skipped[c] = run_browser_cohort(settings, c, pool.x01, pool.labels, scenario=field, params=params,
+                                        start=start, state_dir=Path(state_dir) if state_dir else None)
+        print(f"fleet: cohort {c}: {skipped[c]}")
+    for c in [c for c in skipped if catalog.profile_for(c).runs_on == "server"]:
+        skipped[c] = run_server_cohort(settings, c, pool.x01, pool.labels, scenario=field, params=params,
+                                       start=start)  # HTTP requests to the model server
         print(f"fleet: cohort {c}: {skipped[c]}")
     print(f"fleet: {summary.devices} devices, {summary.inferences} inferences, "
           f"{summary.records_in_store} records in the store, {summary.records_lost} lost, "

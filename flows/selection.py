@@ -31,6 +31,22 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
     same images; the split rule keeps every image the stable trained on out of this test split
     (components.splits). The least accurate stable if several.
     """
+    found = _stables(settings, cohorts, x01, y)
+    return min(found, key=lambda f: f[0])[1] if found else None
+
+
+def stable_point(settings: Settings, cohorts: list[str], x01: Any, y: Any) -> tuple[str, int, float] | None:
+    """(label, wire bytes, accuracy on these images) of the least accurate stable bundle these
+    cohorts run: where the incumbent sits on a profile's size-vs-accuracy plot (validation)."""
+    found = [f for f in _stables(settings, cohorts, x01, y) if f[2] is not None]
+    if not found:
+        return None
+    acc, _, wire, label = min(found, key=lambda f: f[0])
+    return label, wire, acc
+
+
+def _stables(settings: Settings, cohorts: list[str], x01: Any, y: Any) -> list[tuple[float, Any, int | None, str]]:
+    """(accuracy, top-1, wire bytes or None, label) of each cohort's stable on these images."""
     import numpy as np
 
     from device.preprocessing import PreprocessingSpec, normalize
@@ -42,13 +58,14 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
 
     repo = channel_repository(settings)
     if not repo.keystore.has_root() or not repo.exists():
-        return None  # no channel yet: nothing runs anywhere
+        return []  # no channel yet: nothing runs anywhere
     txn = repo.begin()
     delegated = set(repo.cohorts(txn))
-    found = []
+    found, by_alias = [], []
     for cohort in cohorts:
         manifest = read_channel(txn, cohort) if cohort in delegated else None
         if manifest is None or manifest.stable is None:
+            by_alias.append(cohort)  # a server or host cohort: its stable is a registry alias
             continue
         key = None
         if bundle_metadata(repo.store, manifest.stable.bundle_id).encrypted:
@@ -59,41 +76,64 @@ def stable_predictions(settings: Settings, cohorts: list[str], x01: Any, y: Any)
             continue  # a different input shape: not comparable on these arrays
         probs = open_runner(manifest.stable.target, bundle.model_bytes).predict(normalize(x01, spec))
         pred = probs.argmax(axis=1)
-        found.append((float((pred == np.asarray(y)).mean()), pred))
-    return min(found, key=lambda f: f[0])[1] if found else None
+        label = f"current stable (v{bundle.metadata.model_version} {manifest.stable.target})"
+        found.append((float((pred == np.asarray(y)).mean()), pred, bundle.wire_bytes, label))
+    if by_alias:
+        from flows.serving import registered_stable_predictions
+
+        found += [(acc, pred, None, "current stable (registry alias)")
+                  for acc, pred in registered_stable_predictions(settings.mlflow_client(), by_alias, x01, y)]
+    return found
 
 
 def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: DeviceCatalog,
              params: EvaluateParams, baselines: dict[str, float | None], out_dir: Path,
-             y_test: Any = None, stables: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Per profile: the variant chosen on validation, then its blessing on test (paired with the
-    float parent and the cohort's stable when `y_test` is given); tables and plots under out_dir.
+             y_test: Any = None, stables: dict[str, Any] | None = None, y_val: Any = None,
+             stable_points: dict[str, tuple[str, int, float] | None] | None = None) -> dict[str, Any]:
+    """Per profile: the cheapest variant within `params.selection_margin` of the best on
+    validation (paired when `y_val` is given), then its blessing on test (paired with the float
+    parent and the cohort's stable when `y_test` is given). Under out_dir per profile: the
+    candidate table, the search's Pareto front (pareto-<profile>.csv) and the size-vs-accuracy
+    plot with the front, the choice and the current stable (`stable_points`) marked.
 
     Variants not chosen are never scored on test for that profile: their blessing says why.
     """
+    import pandas as pd
+
     from components.blessing import Blessing, Paired, bless, constraint_reasons
-    from components.selection import candidate_table, choose, plot_size_vs_accuracy, select
+    from components.search import profile_front
+    from components.selection import candidate_table, plot_size_vs_accuracy, rank, select
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    margin, alpha = params.selection_margin, params.alpha
     float_predictions = _float_parent_predictions(variants)
     blessings: dict[str, dict[str, Blessing]] = {t: {} for t in variants}
     for name, profile in catalog.profiles.items():
-        candidate, _ = choose(variants, profile)
+        choice = rank(variants, profile, margin, alpha, y_val)
         for t, v in variants.items():
-            if t == candidate:
+            if t == choice.name:
                 paired = None if y_test is None else Paired(y_test, float_predictions, (stables or {}).get(name))
                 blessings[t][name] = bless(v, profile, float_accuracy, baselines.get(name), params, paired)
             else:
-                why = constraint_reasons(v, profile) or [f"not chosen: {candidate} ranks first on validation"]
+                why = constraint_reasons(v, profile) or [
+                    f"not chosen: {choice.name} is cheaper within {margin:g} of the best on validation"
+                    if (choice.verdicts or {}).get(t) == "pass" else
+                    f"not chosen: not shown within {margin:g} of the best ({choice.best}) on validation"]
                 blessings[t][name] = Blessing(False, v.target, name, tuple(why), {"val_accuracy": v.val_accuracy},
                                               "not chosen")
     per_profile: dict[str, Any] = {}
     for name, profile in catalog.profiles.items():
         candidates = {t: blessings[t][name] for t in variants}
-        per_profile[name] = select(variants, candidates, profile).to_dict()
-        table = candidate_table(variants, candidates, profile)
+        per_profile[name] = select(variants, candidates, profile, margin, alpha, y_val).to_dict()
+        table = candidate_table(variants, candidates, profile, margin, alpha, y_val)
         table.to_csv(out_dir / f"candidates-{name}.csv", index=False)
-        plot_size_vs_accuracy(variants, candidates, profile, out_dir / f"size_vs_accuracy-{name}.png")
+        front = pd.DataFrame([p.__dict__ for p in profile_front(variants, profile)],
+                             columns=["name", "val_accuracy", "wire_bytes", "latency_ms"])
+        front.rename(columns={"latency_ms": "estimated_latency_ms"}).to_csv(out_dir / f"pareto-{name}.csv",
+                                                                          index=False)
+        per_profile[name]["pareto"] = front["name"].tolist()
+        plot_size_vs_accuracy(variants, candidates, profile, out_dir / f"size_vs_accuracy-{name}.png",
+                              margin, alpha, y_val, (stable_points or {}).get(name))
     result = {"blessings": {t: {p: b.to_dict() for p, b in bs.items()} for t, bs in blessings.items()},
               "per_profile": per_profile}
     (out_dir / "selection.json").write_text(json.dumps(result, indent=2, default=str))
@@ -121,7 +161,11 @@ def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Vari
                for p, cs in cohorts_of.items()}
     y = np.asarray(prepared.y_test)
     baselines = {p: (float(np.mean(s == y)) if s is not None else None) for p, s in stables.items()}
-    result = evaluate(variants, float_accuracy, catalog, params, baselines, out_dir, y_test=y, stables=stables)
+    y_val = np.asarray(prepared.y_val)
+    points = {p: stable_point(settings, cs, prepared.x_val, y_val) if cs and stables.get(p) is not None else None
+              for p, cs in cohorts_of.items()}
+    result = evaluate(variants, float_accuracy, catalog, params, baselines, out_dir, y_test=y, stables=stables,
+                      y_val=y_val, stable_points=points)
     metrics = {f"blessed.{t}.{p}": float(b["blessed"]) for t, bs in result["blessings"].items()
                for p, b in bs.items()}
     tags = {f"selected.{p}": (c.get("target") or f"none: {c.get('reason', '')}")[:4000]
@@ -139,6 +183,13 @@ def bless_and_select(client: MlflowClient, run_id: str, variants: dict[str, Vari
             if key in m:
                 metrics[f"p_{key}.{p}"] = m[key]["p_value"]
     metrics.update({f"stable_accuracy.{p}": b for p, b in baselines.items() if b is not None})
+    for p, c in result["per_profile"].items():
+        metrics[f"pareto_size.{p}"] = float(len(c.get("pareto", [])))
+        if c.get("target"):
+            chosen = variants[c["target"]]
+            metrics.update({f"wire_bytes.{p}": float(chosen.wire_bytes), f"file_bytes.{p}": float(chosen.bytes)})
+            if chosen.measurement is not None:
+                metrics[f"weight_bytes.{p}"] = float(chosen.measurement.weight_bytes)
     x_fb, y_fb = held_out_feedback(prepared)
     for p, c in result["per_profile"].items():
         chosen = c.get("target")

@@ -32,8 +32,9 @@ def takes_registered_version(profile: DeviceProfile, variant_path: Path | str) -
 def release_by_alias(client: MlflowClient, cohort: str, registered: dict[str, Any], rollout: bool,
                      runs_on: str = "server", now: datetime | None = None) -> dict[str, Any]:
     """Point the cohort's alias at the registered version: stable on the first release (or without
-    a rollout, or for a host that loads the directory: no share to split), else a share rollout
-    whose first step sends its share of requests to the new version."""
+    a rollout); later, for a server cohort, a share rollout whose first step sends its share of
+    requests to the new version, and for hosts that load a directory (OpenVINO) the canary alias
+    as a candidate a release manager promotes."""
     from edgeops.errors import RolloutError
     from registry.mlflow_models import cohort_alias, set_cohort_alias
     from registry.share_rollout import start_share_rollout
@@ -42,15 +43,29 @@ def release_by_alias(client: MlflowClient, cohort: str, registered: dict[str, An
     aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
     stable = aliases.get(cohort_alias(cohort, "stable"))
     base = {"published": True, "target": registered["target"], "registered": f"{name}/{version}"}
-    if stable is None or stable == version or not rollout or runs_on != "server":
+    if stable is None or stable == version or not rollout:
         set_cohort_alias(client, name, cohort, "stable", version)
         return {**base, "role": "stable", "serves": f"models:/{name}@{cohort_alias(cohort, 'stable')}"}
+    if runs_on != "server":  # hosts load the IR themselves: no share of requests to split here
+        set_cohort_alias(client, name, cohort, "canary", version)
+        return {**base, "role": "candidate (hosts load it when a release manager moves the stable alias)",
+                "serves": f"models:/{name}@{cohort_alias(cohort, 'canary')}"}
     try:
         r = start_share_rollout(client, name, cohort, version, now or datetime.now(UTC))
     except RolloutError as exc:
         return {**base, "role": f"candidate (not started: {exc})", "serves": f"models:/{name}/{version}"}
     return {**base, "role": f"canary ({r.percentage:g}% of requests)",
             "serves": f"models:/{name}@{cohort_alias(cohort, 'canary')}"}
+
+
+def model_location(client: MlflowClient, name: str, version: str) -> str:
+    """Where the version's files are, readable without the fluent tracking URI (a `models:/`
+    location would resolve against whatever `mlflow.set_tracking_uri` last said)."""
+    uri = client.get_model_version_download_uri(name, version)
+    if uri.startswith("models:/"):
+        mv = client.get_model_version(name, version)
+        uri = client.get_logged_model(mv.model_id).artifact_location
+    return uri
 
 
 def registered_stable_predictions(client: MlflowClient, cohorts: list[str], x01: Any, y: Any
@@ -60,8 +75,10 @@ def registered_stable_predictions(client: MlflowClient, cohorts: list[str], x01:
     preprocessing spec, so the candidate is judged against it image by image (paired)."""
     import mlflow
     import numpy as np
+    from mlflow.exceptions import MlflowException
 
     from device.preprocessing import normalize
+    from registry.mlflow_models import cohort_alias
     from registry.serving import cohort_model
 
     found = []
@@ -69,8 +86,12 @@ def registered_stable_predictions(client: MlflowClient, cohorts: list[str], x01:
         name = cohort_model(client, cohort)
         if name is None:
             continue
-        model = mlflow.pyfunc.load_model(f"models:/{name}@{cohort}-stable")
-        spec = getattr(model.unwrap_python_model(), "spec", None)
+        mv = client.get_model_version_by_alias(name, cohort_alias(cohort, "stable"))
+        model = mlflow.pyfunc.load_model(model_location(client, name, mv.version))
+        try:
+            spec = getattr(model.unwrap_python_model(), "spec", None)
+        except MlflowException:  # a flavor without a Python model (ONNX): no spec to read here
+            spec = None
         if spec is None or (spec.height, spec.width, spec.channels) != tuple(x01.shape[1:]):
             continue  # no spec to run it with, or another input shape: not comparable here
         pred = np.asarray(model.predict(normalize(x01, spec))).argmax(axis=1)
@@ -147,3 +168,70 @@ def control_server_cohorts(client: MlflowClient, store: ObjectStore, catalog: De
         except EdgeOpsError as exc:  # one cohort's trouble never stops the others' pass
             out[cohort] = {"action": "hold", "reasons": [str(exc)], "applied": "no change", "checks": []}
     return out
+
+
+def run_server_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scenario: Any = None,
+                      params: Any = None, start: datetime | None = None, batch: int = 8) -> str:
+    """The server cohort's traffic in the fleet run: its released versions behind the share router
+    on loopback, field frames (drawn through the drift scenario over the simulated hours) sent as
+    real HTTP requests by the cohort's clients, a share of them scored with the user's label. The
+    router's request log lands in the store, where the controller's next pass reads it. One line
+    for the fleet summary; a model server that cannot start is that line, and the run goes on."""
+    import json
+    import urllib.error
+    import urllib.request
+    from datetime import timedelta
+
+    import mlflow
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    from device.preprocessing import normalize
+    from flows.web_cohort import _frames
+    from registry.mlflow_models import cohort_alias
+    from registry.serving import RequestLog, ServingError, cohort_model, serve_cohort
+
+    params = params or settings.params().fleet
+    client = settings.mlflow_client()
+    name = cohort_model(client, cohort)
+    if name is None:
+        return f"cohort {cohort}: nothing released to the model server yet"
+    stable = client.get_model_version_by_alias(name, cohort_alias(cohort, "stable"))
+    try:  # the clients' preprocessing: the stable version's own spec
+        spec = mlflow.pyfunc.load_model(model_location(client, name, stable.version)).unwrap_python_model().spec
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return f"cohort {cohort}: {name} v{stable.version} cannot be loaded: {first}"
+    clients = params.devices_per_cohort
+    n = max(batch, min(1000, round(params.inferences_per_hour * params.hours * clients)))
+    images, y, at = _frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
+    x = normalize(images.astype(np.float32) / 255, spec)
+    scored = np.random.default_rng(params.seed + 2).random(n) < params.label_rate
+    t0 = (start or datetime.now(UTC)).replace(microsecond=0)
+    now = [t0]
+    right: dict[str, list[int]] = {}
+    try:
+        with serve_cohort(client, settings.mlflow_tracking_uri, name, cohort,
+                          log=RequestLog(settings.store(), cohort, clock=lambda: now[0])) as service:
+            for k, i in enumerate(range(0, n, batch)):
+                rows = slice(i, min(i + batch, n))
+                now[0] = t0 + timedelta(hours=at[i])
+                req = urllib.request.Request(
+                    f"{service.url}/invocations", data=json.dumps({"inputs": x[rows].tolist()}).encode(),
+                    method="POST", headers={
+                        "Content-Type": "application/json", "X-Client-Id": f"{cohort}-client-{k % clients:03d}",
+                        "X-Edgeops-Labels": ",".join(str(int(v)) if s else "" for v, s in
+                                                     zip(y[rows], scored[rows], strict=True))})
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    top1 = np.asarray(json.loads(r.read())["predictions"]).argmax(axis=1)
+                    role = f"{r.headers['X-Edgeops-Role']} v{r.headers['X-Edgeops-Version']}"
+                right.setdefault(role, []).extend((top1 == y[rows]).astype(int).tolist())
+            share = service.router.share
+    except ServingError as exc:
+        return str(exc)  # "cohort <name>: the model server ..."
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        return f"cohort {cohort}: model server stopped answering: {exc}"
+    arms = "; ".join(f"{role}: top-1 {np.mean(v):.1%} on {len(v)}" for role, v in sorted(right.items()))
+    split = f", canary at {share:g}% of requests" if share else ""
+    return (f"{name} in MLflow's scoring server behind the share router{split}: {arms} field frames in "
+            f"{-(-n // batch)} HTTP requests, {int(scored.sum())} scored; request log in the store")

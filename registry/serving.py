@@ -156,7 +156,7 @@ def _mlflow_cli() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
 
 
-def start_model_servers(model_uris: list[str], tracking_uri: str, timeout_s: float = 180.0) -> list[ModelServer]:
+def start_model_servers(model_uris: list[str], tracking_uri: str, timeout_s: float = 300.0) -> list[ModelServer]:
     """Start one scoring server per URI (concurrently) and wait until each answers /ping."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri,
            # the scoring server execs `uvicorn` from this environment's bin directory
@@ -367,13 +367,13 @@ def cohort_model(client: MlflowClient, cohort: str, role: str = "stable") -> str
 
 
 def serve_cohort(client: MlflowClient, tracking_uri: str, name: str, cohort: str,
-                 log: RequestLog | None = None) -> CohortService:
+                 log: RequestLog | None = None, timeout_s: float = 300.0) -> CohortService:
     """Start the cohort's stable (and canary) version and the share router in front of them;
     a server that cannot start is one line naming the cohort."""
     stable, canary, share = cohort_versions(client, name, cohort)
     versions = [stable] + ([canary] if canary else [])
     try:
-        servers = start_model_servers([f"models:/{name}/{v}" for v in versions], tracking_uri)
+        servers = start_model_servers([f"models:/{name}/{v}" for v in versions], tracking_uri, timeout_s)
     except ServingError as exc:
         raise ServingError(f"cohort {cohort}: {exc}") from exc
     by_version = dict(zip(versions, servers, strict=True))

@@ -138,8 +138,11 @@ def test_release_by_alias_and_stale_steps(versions, tmp_path) -> None:
     client.create_model_version(NAME, source=str(tmp_path / "1"))
     busy = release_by_alias(client, COHORT, {**reg, "version": "3"}, rollout=True, now=T0)
     assert busy["role"].startswith("candidate (not started: cohort inference-servers: a rollout of")
-    # a host that loads the directory (OpenVINO) takes the new version as its stable at once
-    host = release_by_alias(client, "intel-vision-line", reg, rollout=True, runs_on="agent", now=T0)
+    # a host that loads the directory (OpenVINO): the first release is its stable, a later one a
+    # candidate behind <cohort>-canary (no share of requests to split, no controller steps)
+    host = release_by_alias(client, "intel-vision-line", {**reg, "version": "1"}, rollout=True, runs_on="agent")
     assert host["role"] == "stable"
+    host = release_by_alias(client, "intel-vision-line", reg, rollout=True, runs_on="agent", now=T0)
+    assert host["role"].startswith("candidate") and host["serves"] == f"models:/{NAME}@intel-vision-line-canary"
     with pytest.raises(RolloutError, match="steps must rise"):
         SharePlan(steps=(50.0, 10.0, 100.0))

@@ -1,0 +1,86 @@
+"""The server cohort in the fleet run: field frames as real HTTP requests through the share router
+to MLflow's scoring server, scored ones carrying their labels, logged to the store; stable and
+canary in their shares; a version whose server cannot start is one line naming the cohort."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COHORT = "inference-servers"
+
+
+@pytest.mark.slow
+def test_server_cohort_traffic_in_the_fleet_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.datasets import load_digits
+
+    import components  # noqa: F401  (legacy Keras before tensorflow)
+    from components.convert.savedmodel import to_savedmodel
+    from components.keras import keras, tf
+    from device.preprocessing import PreprocessingSpec, normalize
+    from edgeops.settings import Settings
+    from flows.serving import model_location, run_server_cohort
+    from registry.mlflow_models import Lineage, register_variant, set_cohort_alias
+    from registry.serving import read_requests
+    from registry.share_rollout import SharePlan, start_share_rollout
+
+    for key, value in {"EDGEOPS_HOME": tmp_path / "home", "EDGEOPS_STORE_URL": tmp_path / "store",
+                       "EDGEOPS_KEYS_DIR": tmp_path / "keys", "EDGEOPS_DEVICES": REPO / "devices.yaml"}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = Settings.from_env()
+    client = settings.mlflow_client()
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp).info.run_id
+
+    d = load_digits()
+    x01 = (d.images / 16.0).astype(np.float32)[..., None]
+    spec = PreprocessingSpec(8, 8, 1, (float(x01.mean()),), (float(x01.std()),), tuple("0123456789"))
+    versions = []
+    for seed in (1, 2):
+        tf.random.set_seed(seed)
+        model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        model.fit(normalize(x01[:1200], spec), d.target[:1200], epochs=seed, verbose=0)
+        export = to_savedmodel(model, tmp_path / f"sm{seed}", name="digits", version=seed)
+        mv = register_variant(client, run, export, spec, normalize(x01[:2], spec), model_name="digits",
+                              target="savedmodel", lineage=Lineage("data", "c", f"release-{seed}", "models:/m"))
+        versions.append(str(mv.version))
+    name = "digits-savedmodel"
+    field, labels = x01[1200:1400], d.target[1200:1400]
+    params = settings.params().fleet.model_copy(update={"devices_per_cohort": 3, "hours": 1.0,
+                                                        "inferences_per_hour": 40, "label_rate": 0.5,
+                                                        "step_minutes": 20.0})
+    start = datetime(2026, 12, 2, 10, tzinfo=UTC)
+
+    assert run_server_cohort(settings, COHORT, field, labels, params=params) == (
+        f"cohort {COHORT}: nothing released to the model server yet")
+    set_cohort_alias(client, name, COHORT, "stable", versions[0])
+    line = run_server_cohort(settings, COHORT, field, labels, params=params, start=start)
+    assert line.startswith(f"{name} in MLflow's scoring server behind the share router: stable v1: top-1"), line
+    assert "on 120 field frames in 15 HTTP requests" in line
+    rows = read_requests(settings.store(), COHORT, start, start + timedelta(hours=1))
+    assert len(rows) == 120 and {r["version"] for r in rows} == {"1"} and {r["status"] for r in rows} == {200}
+    scored = int((np.random.default_rng(params.seed + 2).random(120) < 0.5).sum())
+    assert sum(r["label"] is not None for r in rows) == scored and f"{scored} scored" in line
+    assert {r["device_id"] for r in rows} == {f"{COHORT}-client-{i:03d}" for i in range(3)}
+    assert min(r["at"] for r in rows) >= "2026-12-02T10:00:00Z" and max(r["at"] for r in rows) < "2026-12-02T11"
+
+    # a share rollout running: both versions answer, in the step's share of requests
+    start_share_rollout(client, name, COHORT, versions[1], start, SharePlan(steps=(50.0, 100.0)))
+    line = run_server_cohort(settings, COHORT, field, labels, params=params, start=start + timedelta(hours=1))
+    assert "canary at 50% of requests: canary v2: top-1" in line and "; stable v1: top-1" in line, line
+    rows = read_requests(settings.store(), COHORT, start + timedelta(hours=1), start + timedelta(hours=2))
+    assert {r["version"] for r in rows} == {"1", "2"}
+
+    # the stable's files gone: its server cannot start; one line naming the cohort, no exception
+    shutil.rmtree(urlparse(model_location(client, name, versions[0])).path)
+    line = run_server_cohort(settings, COHORT, field, labels, params=params)
+    assert line.startswith(f"cohort {COHORT}: ") and "\n" not in line, line
