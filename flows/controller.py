@@ -55,6 +55,7 @@ def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> 
         import pandas as pd
 
         from monitoring.canary_evidence import evidence_from_store
+        from registry.rollouts import rollout_salt
 
         if state.plan is None or state.previous_stable is None:
             return None
@@ -65,6 +66,8 @@ def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> 
             state.previous_stable.bundle_id,
             pd.Timestamp(state.step_started()),
             pd.Timestamp(now),
+            percentage=state.percentage,  # the arms the gates use (monitoring.gates.canary_arms)
+            salt=rollout_salt(state),
         )
 
     source.evidence = evidence  # type: ignore[attr-defined]  # control_one asks it too

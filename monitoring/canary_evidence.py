@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from device.store import ObjectStore
+from monitoring.gates import canary_arms
 from monitoring.performance import AccuracyEstimate, cbpe, measured_accuracy
 from monitoring.reference import load_temperature
 from monitoring.table import inferences, read_table
@@ -47,7 +48,9 @@ class CanaryEvidence:
     reason: str
 
 
-def _arm(rows: pd.DataFrame, temperature: float, min_labels: int) -> tuple[AccuracyEstimate, AccuracyEstimate | None]:
+def _arm(
+    rows: pd.DataFrame, temperature: float, min_labels: int
+) -> tuple[AccuracyEstimate, AccuracyEstimate | None]:
     groups = rows["device_id"].to_numpy()
     est = cbpe(list(rows["probs"]), temperature, groups)
     lab = rows[rows["label"].notna()] if "label" in rows.columns else rows.iloc[0:0]
@@ -82,7 +85,12 @@ def compare_arms(
     """Evidence on canary - stable accuracy from one window of both arms."""
     if min(len(canary_rows), len(stable_rows)) < min_rows:
         return CanaryEvidence(
-            "not enough evidence", None, None, 0.0, -1.0, 1.0,
+            "not enough evidence",
+            None,
+            None,
+            0.0,
+            -1.0,
+            1.0,
             f"accuracy evidence: {len(canary_rows)} canary / {len(stable_rows)} stable rows "
             f"(< {min_rows} per arm)",
         )
@@ -113,13 +121,21 @@ def evidence_from_store(
     stable_bundle: str,
     start: pd.Timestamp,
     end: pd.Timestamp,
+    percentage: float | None = None,
+    salt: str | None = None,
     **kwargs: float | int,
 ) -> CanaryEvidence:
+    """The arms' rows chosen as the proxy gates choose them (monitoring.gates.canary_arms: by
+    bundle and, with the rollout's percentage and salt, by canary membership)."""
     rows = inferences(read_table(store, cohort=cohort, start=start, end=end))
-    pick = (lambda b: rows[rows["bundle_id"] == b]) if not rows.empty else (lambda b: rows)
+    canary, stable = canary_arms(
+        rows, canary_bundle, stable_bundle, percentage=percentage, salt=salt
+    )
     return compare_arms(
-        pick(canary_bundle), pick(stable_bundle),
-        load_temperature(store, canary_bundle), load_temperature(store, stable_bundle),
+        rows[canary],
+        rows[stable],
+        load_temperature(store, canary_bundle),
+        load_temperature(store, stable_bundle),
         **kwargs,  # type: ignore[arg-type]
     )
 

@@ -10,7 +10,8 @@ Gates count devices, not rows: every device weighs the same in each statistic (i
 failure, so one device repeating an event (a refusal on every poll, or 200 forged ones) is one
 failing device. With the rollout's percentage and salt, only devices the salt puts in the
 canary count for the canary arm and only the others for the stable arm (device.protocol's
-bucketing: the same function the devices use).
+bucketing: the same function the devices use). `canary_arms` is that selection, shared with
+the accuracy evidence (monitoring.canary_evidence).
 """
 
 from __future__ import annotations
@@ -74,6 +75,32 @@ def arm_stats(rows: pd.DataFrame, n_classes: int) -> ArmStats:
     )
 
 
+def canary_arms(
+    telemetry: pd.DataFrame,
+    canary_bundle: str,
+    stable_bundle: str,
+    *,
+    percentage: float | None = None,
+    salt: str | None = None,
+) -> tuple[pd.Series, pd.Series]:
+    """Boolean masks of the canary arm's and the stable arm's rows: the one selector that the
+    proxy gates (`gate_result`) and the accuracy evidence (monitoring.canary_evidence) share.
+    By bundle id; with the rollout's `percentage` and `salt` also by canary membership
+    (device.protocol.in_canary, the function the devices use), so a device that has not yet
+    moved to its arm's bundle counts for neither."""
+    if telemetry.empty:
+        none = pd.Series(False, index=telemetry.index, dtype=bool)
+        return none, none.copy()
+    by = telemetry["bundle_id"]
+    canary, stable = by == canary_bundle, by == stable_bundle
+    if percentage is not None and salt is not None:
+        ids = telemetry["device_id"]
+        member = {d: in_canary(percentage, d, salt) for d in ids.unique()}
+        inside = ids.map(member).astype(bool)
+        canary, stable = canary & inside, stable & ~inside
+    return canary, stable
+
+
 def gate_result(
     telemetry: pd.DataFrame,
     canary_bundle: str,
@@ -96,14 +123,9 @@ def gate_result(
             window_start,
             window_end,
         )
-    by = telemetry["bundle_id"]
-    canary = by == canary_bundle
-    stable = by == stable_bundle
-    if percentage is not None and salt is not None:
-        ids = telemetry["device_id"]
-        member = {d: in_canary(percentage, d, salt) for d in ids.unique()}
-        inside = ids.map(member).astype(bool)
-        canary, stable = canary & inside, stable & ~inside
+    canary, stable = canary_arms(
+        telemetry, canary_bundle, stable_bundle, percentage=percentage, salt=salt
+    )
     return GateResult(
         canary=arm_stats(telemetry[canary], n_classes),
         stable=arm_stats(telemetry[stable], n_classes),
