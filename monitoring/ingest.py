@@ -19,11 +19,13 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,17 +35,19 @@ from device.store import ObjectStore
 from device.telemetry import read_batch
 from edgeops.errors import IntegrityError, StoreError, TelemetryError
 from edgeops.params import IngestParams
-from monitoring.ledger import LEDGER_KEY, Ledger
-from monitoring.telemetry_suite import RowRules, TelemetrySuite, row_problems
+from monitoring.compaction import TABLE_PREFIX, compact_before
+from monitoring.ledger import LEDGER_KEY
+from monitoring.seen import SeenLedger
+from monitoring.stats import merge, window_stats, write_stats
+from monitoring.telemetry_suite import ROW_RULES, TelemetrySuite, batch_checks, row_codes
 
 if TYPE_CHECKING:
     from registry.enrolment import EnrolledDevice
 
 RAW_PREFIX = "telemetry/raw/"
-TABLE_PREFIX = "telemetry/table/"
 QUARANTINE_PREFIX = "telemetry/quarantine/"
 RAW_SUFFIXES = (".tlm", ".parquet")
-__all__ = ["LEDGER_KEY", "IngestReport", "ingest", "known_versions", "partition_key"]
+__all__ = ["LEDGER_KEY", "TABLE_PREFIX", "IngestReport", "ingest", "known_versions", "partition_key"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,11 @@ class IngestReport:
     deferred_batches: int = 0  # unreadable from the store this run: tried again next run
     compacted_batches: int = 0  # raw batches past retention, deleted with their ledger entries
     ledger_rows: int = 0
+    read_batches: int = 0  # raw objects fetched this run (never one handled before)
+    stats_parts: int = 0  # window statistics files written
+    compacted_files: int = 0  # small table/stats/manifest files merged by the daily compaction
+    suite_rows: int = 0  # rows of the Great Expectations sample
+    suite_failures: tuple[str, ...] = ()  # what the suite refused in the sample (should be none)
 
     @property
     def reconciles(self) -> bool:
@@ -226,6 +235,145 @@ def _payload_rows(data: bytes) -> int:
         return _footer_rows(data)
 
 
+def _rules(
+    verified: list[tuple[str, bytes, pa.Table, EnrolledDevice, tuple[int, int]]],
+    window: tuple[int, int],
+) -> dict[str, np.ndarray]:
+    """Per-row copies of each batch's rules (who signed it, its seq range, the sane window)."""
+    sizes = np.array([t.num_rows for _, _, t, _, _ in verified], dtype=np.int64)
+    rep = lambda vals, dt=None: np.repeat(np.array(vals, dtype=dt), sizes)  # noqa: E731
+    return {
+        "batch": rep(range(len(verified)), np.int64),
+        "device": rep([d.device_id for _, _, _, d, _ in verified], object),
+        "cohort": rep([d.cohort for _, _, _, d, _ in verified], object),
+        "seq_first": rep([s[0] for *_, s in verified], np.int64),
+        "seq_last": rep([s[1] for *_, s in verified], np.int64),
+        "ts_min_ms": np.full(int(sizes.sum()), window[0], np.int64),
+        "ts_max_ms": np.full(int(sizes.sum()), window[1], np.int64),
+    }
+
+
+def _row_reason(code: int, dev: EnrolledDevice) -> str:
+    return ROW_RULES[code - 1].format(device=dev.device_id, cohort=dev.cohort)
+
+
+def _examples(table: pa.Table, column: str, mask: np.ndarray) -> str:
+    vals = table.column(column).filter(pa.array(mask)).slice(0, 3).to_pylist()
+    return f"{int(mask.sum())} unexpected, e.g. {str(vals)[:120]}"
+
+
+class _Run:
+    """Counters and outputs of one columnar ingestion run."""
+
+    def __init__(self, store: ObjectStore, at: int) -> None:
+        self.store, self.at = store, at
+        self.n = dict.fromkeys(("received", "stored", "quarantined", "duplicates", "batches",
+                                "deferred", "read"), 0)
+        self.quarantined: list[tuple[str, str]] = []
+        self.handled: dict[str, int] = {}
+        self.partitions: list[str] = []
+        self.moments: list[pl.DataFrame] = []
+        self.sketches: list[pl.DataFrame] = []
+        self.sample: list[pa.Table] = []
+
+    def reject(self, key: str, data: bytes, exc: BaseException) -> None:
+        rows = exc.rows if isinstance(exc, _Quarantine) else _payload_rows(data)
+        reason = (str(exc) if isinstance(exc, _Quarantine) else f"{type(exc).__name__}: {exc}")
+        _quarantine(self.store, key, data, reason[:2000])
+        self.quarantined.append((key, reason[:2000]))
+        self.n["received"] += rows
+        self.n["quarantined"] += rows
+        self.n["batches"] += 1
+        self.handled[key] = self.at
+
+
+def _fetch_verify(
+    store: ObjectStore, key: str, devices: Mapping[str, EnrolledDevice], p: IngestParams
+) -> tuple[str, bytes | None, object]:
+    """(key, bytes or None when unreadable, verified tuple or the exception to quarantine)."""
+    try:
+        data = store.get(key)
+    except StoreError:
+        return key, None, None
+    try:
+        return key, data, _verified(data, key, devices, p)
+    except Exception as exc:  # noqa: BLE001 - one batch, whatever its fault, never stops the run
+        return key, data, exc
+
+
+def _chunk(
+    run: _Run,
+    keys: list[str],
+    ctx: dict[str, Any],
+    seen: SeenLedger,
+    part: str,
+) -> None:
+    """Verify, validate (columnar), de-duplicate and store one chunk of raw batches."""
+    store, devices, p = run.store, ctx["devices"], ctx["params"]
+    verified = []
+    with ThreadPoolExecutor(max_workers=ctx["threads"]) as pool:
+        results = list(pool.map(lambda k: _fetch_verify(store, k, devices, p), keys))
+    for key, data, res in results:  # in key order, as the row-wise path
+        if data is None:
+            run.n["deferred"] += 1
+            continue
+        run.n["read"] += 1
+        if isinstance(res, BaseException):
+            run.reject(key, data, res)
+        else:
+            table, dev, seqs = res  # type: ignore[misc]
+            verified.append((key, data, table, dev, seqs))
+    if not verified:
+        return
+    table = pa.concat_tables([t for _, _, t, _, _ in verified])
+    rules = _rules(verified, ctx["window"])
+    batch = rules["batch"]
+    codes = row_codes(table, rules)
+    good = codes == 0
+    nb = len(verified)
+    rows_per = np.bincount(batch, minlength=nb)
+    bad_per = np.bincount(batch[~good], minlength=nb)
+    failed: dict[int, str] = {}
+    for i in np.flatnonzero((rows_per > 0) & (bad_per == rows_per)):
+        reasons = sorted({_row_reason(int(c), verified[i][3]) for c in np.unique(codes[batch == i])})
+        failed[int(i)] = f"all {rows_per[i]} rows: " + "; ".join(reasons)
+    for text, mask in batch_checks(table, ctx["cohorts"], ctx["versions"]):
+        hit = mask & good
+        for i in np.unique(batch[hit]):
+            if int(i) not in failed:
+                failed[int(i)] = f"{text}: {_examples(table, text.split()[0], hit & (batch == i))}"
+    for i, reason in sorted(failed.items()):
+        key, data, t, _, _ = verified[i]
+        run.reject(key, data, _Quarantine(reason, t.num_rows))
+    ok_batch = np.ones(nb, dtype=bool)
+    ok_batch[list(failed)] = False
+    for i in np.flatnonzero(ok_batch & (bad_per > 0)):  # bad rows of otherwise good batches
+        key, _, t, dev, _ = verified[i]
+        sel = (batch == i) & ~good
+        reasons = [_row_reason(int(c), dev) for c in codes[sel]]
+        run.quarantined.append((key, _quarantine_rows(store, key, table.filter(pa.array(sel)), reasons)))
+    keep = good & ok_batch[batch]
+    fresh = np.zeros(len(keep), dtype=bool)
+    fresh[keep] = seen.fresh(rules["device"][keep], table.column("seq").to_numpy()[keep], batch[keep])
+    took = ok_batch[batch]
+    run.n["received"] += int(took.sum())
+    run.n["quarantined"] += int((took & ~good).sum())
+    run.n["stored"] += int(fresh.sum())
+    run.n["duplicates"] += int((keep & ~fresh).sum())
+    for i in np.flatnonzero(ok_batch):
+        run.handled[verified[i][0]] = run.at
+    stored = table.filter(pa.array(fresh))
+    if stored.num_rows:
+        run.partitions += _write_partitions(store, [stored], part)
+        moments, sketches, tails = window_stats(stored, seen.tails().rename({"device": "device_id"}))
+        seen.set_tails(tails.rename({"device_id": "device"}))
+        run.moments.append(moments)
+        run.sketches.append(sketches)
+        if ctx["sample"]:
+            idx = np.random.default_rng(len(run.handled)).permutation(stored.num_rows)[: ctx["sample"]]
+            run.sample.append(stored.take(pa.array(np.sort(idx))))
+
+
 def ingest(
     store: ObjectStore,
     known_cohorts: list[str] | None = None,
@@ -235,95 +383,72 @@ def ingest(
     devices: Mapping[str, EnrolledDevice] | None = None,
     params: IngestParams | None = None,
     now: datetime | None = None,
+    chunk_batches: int = 2000,
+    suite_sample_rows: int = 1000,
+    threads: int = 4,
 ) -> IngestReport:
-    """Ingest every raw batch not yet in the ledger (at most `max_batches`). `devices`: the
-    enrolment registry (registry.enrolment.DeviceRegistry.load()); a batch from a device not in
-    it is quarantined, so None quarantines everything."""
+    """Ingest every raw batch not yet handled (at most `max_batches`), columnar and incremental:
+    batches are verified one by one (their signatures), then validated, de-duplicated (an
+    anti-join against the partitioned ledger, monitoring.seen) and stored `chunk_batches` at a
+    time, with the window statistics of what was stored (monitoring.stats). The Great
+    Expectations suite runs once on a sample of the stored rows (`suite_sample_rows`, 0: never)
+    and reports; the vectorised checks above it decide. `devices`: the enrolment registry; a
+    batch from a device not in it is quarantined, so None quarantines everything."""
     p = params or IngestParams()
-    devices = devices or {}
     now = now or datetime.now(UTC)
     window = (
         int((now - timedelta(days=p.max_age_days)).timestamp() * 1000),
         int((now + timedelta(hours=p.max_future_hours)).timestamp() * 1000),
     )
-    ledger = Ledger.load(store, p.max_ranges_per_device)
-    raw = sorted(k for k in store.list(RAW_PREFIX) if k.endswith(RAW_SUFFIXES))
-    already = sum(1 for k in raw if k in ledger.batches)
-    new = [k for k in raw if k not in ledger.batches][:max_batches]
-    at = int(now.timestamp() * 1000)
-    kept: list[pa.Table] = []
-    quarantined: list[tuple[str, str]] = []
-    n = {"received": 0, "stored": 0, "quarantined": 0, "duplicates": 0, "batches": 0, "deferred": 0}
-    checked: list[tuple[str, bytes, pa.Table, str, np.ndarray]] = []
-
-    def reject(key: str, data: bytes, exc: BaseException) -> None:
-        rows = exc.rows if isinstance(exc, _Quarantine) else _payload_rows(data)
-        reason = (str(exc) if isinstance(exc, _Quarantine) else f"{type(exc).__name__}: {exc}")[
-            :2000
-        ]
-        _quarantine(store, key, data, reason)
-        quarantined.append((key, reason))
-        n["received"] += rows
-        n["quarantined"] += rows
-        n["batches"] += 1
-        ledger.batches[key] = at
-
-    for key in new:  # signature, limits, schema and row rules, batch by batch
-        try:
-            data = store.get(key)
-        except StoreError:
-            n["deferred"] += 1
-            continue
-        try:
-            table, dev, seqs = _verified(data, key, devices, p)
-            rules = RowRules(dev.device_id, dev.cohort, seqs[0], seqs[1], *window)
-            reasons = row_problems(table, rules)
-            if table.num_rows and (reasons != None).all():  # noqa: E711
-                raise _Quarantine(
-                    f"all {table.num_rows} rows: " + "; ".join(sorted(set(reasons))), table.num_rows
-                )
-        except Exception as exc:  # noqa: BLE001 - one batch, whatever its fault, never stops the run
-            reject(key, data, exc)
-            continue
-        checked.append((key, data, table, dev.device_id, reasons))
-    failing = _suite_failures(
-        lambda: TelemetrySuite(known_cohorts, known_versions), checked
-    )  # one GE run over all, per batch only on failure
-    for key, data, table, device_id, reasons in checked:
-        if key in failing:  # the whole batch, every row of it counted
-            exc = failing[key]
-            text = str(exc) if isinstance(exc, _Quarantine) else f"{type(exc).__name__}: {exc}"
-            reject(key, data, _Quarantine(text, table.num_rows))
-            continue
-        bad = reasons != None  # noqa: E711
-        good = table.filter(pa.array(~bad))
-        if bad.any():
-            summary = _quarantine_rows(store, key, table.filter(pa.array(bad)), list(reasons[bad]))
-            quarantined.append((key, summary))
-        fresh = ledger.fresh(device_id, good.column("seq").to_numpy())
-        n["received"] += table.num_rows
-        n["quarantined"] += int(bad.sum())
-        n["stored"] += int(fresh.sum())
-        n["duplicates"] += int((~fresh).sum())
-        kept.append(good.filter(pa.array(fresh)))
-        ledger.batches[key] = at
-    handled = [k for k in new if k in ledger.batches]
-    part = hashlib.sha256("\n".join(handled).encode()).hexdigest()[:16]
-    partitions = _write_partitions(store, kept, part)  # before the ledger: a crash re-ingests
-    compacted = ledger.compact(store, now, p.ledger_retention_days) if handled else 0
-    ledger_rows = ledger.save(store) if handled or compacted else 0
+    seen = SeenLedger.load(store, p.max_ranges_per_device)
+    raw = [k for k in store.list(RAW_PREFIX) if k.endswith(RAW_SUFFIXES)]
+    handled_before = pa.array(sorted(seen.handled), pa.string())
+    is_old = pc.is_in(pa.array(raw, pa.string()), handled_before).to_numpy(zero_copy_only=False)
+    new = sorted(k for k, old in zip(raw, is_old, strict=True) if not old)[:max_batches]
+    run = _Run(store, int(now.timestamp() * 1000))
+    ctx = {"devices": devices or {}, "params": p, "window": window, "cohorts": known_cohorts,
+           "versions": known_versions, "sample": suite_sample_rows, "threads": threads}
+    tag = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+    for c in range(0, len(new), chunk_batches):
+        _chunk(run, new[c : c + chunk_batches], ctx, seen, f"{tag}-{c // chunk_batches:04d}")
+    moments, sketches = merge(run.moments), merge(run.sketches)
+    stats = write_stats(store, "moments", moments, tag) + write_stats(store, "sketches", sketches, tag)
+    suite = _sample_suite(run.sample, suite_sample_rows, known_cohorts, known_versions)
+    ledger_rows = 0
+    if run.handled or seen.dirty:  # after the table: a crash re-ingests, never loses
+        ledger_rows = seen.save(store, run.handled, tag, now)
+    expired = seen.expire(store, now, p.ledger_retention_days) if run.handled else 0
+    compacted = compact_before(store, now, seen) if run.handled else 0
+    handled = len(run.handled)
     return IngestReport(
-        received_batches=len(handled),
-        ingested_batches=len(handled) - n["batches"],
-        quarantined_batches=n["batches"],
-        skipped_batches=already,
-        received_rows=n["received"],
-        stored_rows=n["stored"],
-        quarantined_rows=n["quarantined"],
-        duplicate_rows=n["duplicates"],
-        partitions=partitions,
-        quarantined=tuple(quarantined),
-        deferred_batches=n["deferred"],
-        compacted_batches=compacted,
+        received_batches=handled,
+        ingested_batches=handled - run.n["batches"],
+        quarantined_batches=run.n["batches"],
+        skipped_batches=int(is_old.sum()),
+        received_rows=run.n["received"],
+        stored_rows=run.n["stored"],
+        quarantined_rows=run.n["quarantined"],
+        duplicate_rows=run.n["duplicates"],
+        partitions=tuple(sorted(set(run.partitions))),
+        quarantined=tuple(run.quarantined),
+        deferred_batches=run.n["deferred"],
+        compacted_batches=expired,
         ledger_rows=ledger_rows,
+        read_batches=run.n["read"],
+        stats_parts=len(stats),
+        compacted_files=compacted,
+        suite_rows=suite[0],
+        suite_failures=suite[1],
     )
+
+
+def _sample_suite(
+    sample: list[pa.Table], rows: int, cohorts: list[str] | None, versions: list[str] | None
+) -> tuple[int, tuple[str, ...]]:
+    """The reviewer's Great Expectations suite on a bounded sample of what was stored."""
+    if not sample or rows <= 0:
+        return 0, ()
+    t = pa.concat_tables(sample)
+    t = t.take(pa.array(np.sort(np.random.default_rng(0).permutation(t.num_rows)[:rows])))
+    res = TelemetrySuite(cohorts, versions).validate(t.to_pandas())
+    return t.num_rows, res.failures

@@ -179,3 +179,98 @@ def row_problems(table: pa.Table, rules: RowRules) -> np.ndarray:
         )
         _mark(reasons, impossible, f"impossible class in {name}")
     return reasons
+
+
+# --- the same rules, columnar: many batches at once, one code per row -------------------------
+ROW_RULES = (
+    "row names another device; batch signed by {device}",
+    "row names another cohort; {device} is enrolled in {cohort}",
+    "seq outside the signed range",
+    "timestamp outside the sane window",
+    *(f"non-finite {name}" for name in _FLOATS),
+    "confidence outside [0, 1]",
+    "probabilities non-finite or outside [0, 1]",
+    "impossible class in top1",
+    "impossible class in label",
+)
+
+
+def _np(a: Any) -> np.ndarray:
+    return a.to_numpy(zero_copy_only=False)
+
+
+def row_codes(table: pa.Table, rules: dict[str, np.ndarray]) -> np.ndarray:
+    """`row_problems` for a table of many batches: `rules` holds one value per row (device,
+    cohort, seq_first, seq_last, ts_min_ms, ts_max_ms of the row's batch). Returns int16 codes,
+    0 for a good row, else 1 + the index in ROW_RULES of the first rule the row breaks."""
+    n = table.num_rows
+    code = np.zeros(n, dtype=np.int16)
+    col = table.column
+
+    def mark(bad: np.ndarray, i: int) -> None:
+        code[(code == 0) & bad] = i + 1
+
+    mark(_np(pc.not_equal(col("device_id"), pa.array(rules["device"]))), 0)
+    mark(_np(pc.not_equal(col("cohort"), pa.array(rules["cohort"]))), 1)
+    seq = _np(col("seq"))
+    mark((seq < rules["seq_first"]) | (seq > rules["seq_last"]), 2)
+    ts = _np(col("ts").cast(pa.int64()))
+    mark((ts < rules["ts_min_ms"]) | (ts > rules["ts_max_ms"]), 3)
+    for j, name in enumerate(_FLOATS):
+        mark(~_np(pc.fill_null(pc.is_finite(col(name)), True)), 4 + j)
+    base = 4 + len(_FLOATS)
+    conf = _np(pc.fill_null(col("confidence"), 0.5))
+    mark((conf < 0) | (conf > 1), base)
+    probs = col("probs").combine_chunks() if n else pa.array([], pa.list_(pa.float32()))
+    flat, parent = _np(pc.list_flatten(probs)), _np(pc.list_parent_indices(probs))
+    bad_p = np.zeros(n, dtype=bool)
+    bad_p[parent[~(np.isfinite(flat) & (flat >= 0) & (flat <= 1))]] = True
+    mark(bad_p, base + 1)
+    k = _np(pc.fill_null(pc.list_value_length(probs), -1))
+    for j, name in enumerate(("top1", "label")):
+        v = col(name)
+        present, vals = _np(pc.is_valid(v)), _np(pc.fill_null(v, 0))
+        mark(present & ((vals < 0) | ((k >= 0) & (vals >= k)) | ((k < 0) & (name == "top1"))),
+             base + 2 + j)
+    return code
+
+
+def _between(table: pa.Table, name: str, lo: float | None, hi: float | None) -> np.ndarray:
+    v = table.column(name)
+    out = np.zeros(table.num_rows, dtype=bool)
+    if lo is not None:
+        out |= _np(pc.fill_null(pc.less(v, lo), False))
+    if hi is not None:
+        out |= _np(pc.fill_null(pc.greater(v, hi), False))
+    return out
+
+
+def batch_checks(
+    table: pa.Table, known_cohorts: list[str] | None, known_versions: list[str] | None
+) -> list[tuple[str, np.ndarray]]:
+    """The suite's expectations (_expectations) as vectorised masks of offending rows:
+    (description, mask) per expectation. A batch with any offending row fails as a whole,
+    as it did when the suite ran per batch."""
+    out = [
+        ("event expect_column_values_to_be_in_set",
+         ~_np(pc.is_in(table.column("event"), pa.array(list(EVENTS))))),
+        ("seq expect_column_values_to_be_between", _between(table, "seq", 0, None)),
+        ("confidence expect_column_values_to_be_between", _between(table, "confidence", 0.0, 1.0)),
+        ("top1 expect_column_values_to_be_between", _between(table, "top1", 0, 100_000)),
+        ("latency_ms expect_column_values_to_be_between",
+         _between(table, "latency_ms", 0.0, 600_000.0)),
+        ("memory_bytes expect_column_values_to_be_between", _between(table, "memory_bytes", 0, None)),
+        ("energy_mj expect_column_values_to_be_between", _between(table, "energy_mj", 0.0, None)),
+        ("label expect_column_values_to_be_between", _between(table, "label", 0, 100_000)),
+        ("device_id expect_column_values_to_not_be_null", _np(pc.is_null(table.column("device_id")))),
+    ]
+    out += [(f"{c} expect_column_values_to_be_between",
+             _between(table, c, -_FEATURE_BOUND, _FEATURE_BOUND)) for c in FEATURE_COLUMNS]
+    if known_cohorts is not None:
+        out.append(("cohort expect_column_values_to_be_in_set",
+                    ~_np(pc.is_in(table.column("cohort"), pa.array(sorted(known_cohorts))))))
+    if known_versions is not None:
+        out.append(("model_version expect_column_values_to_be_in_set",
+                    ~_np(pc.is_in(table.column("model_version"),
+                                  pa.array(sorted({"", *known_versions}))))))
+    return out

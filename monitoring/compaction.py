@@ -1,0 +1,97 @@
+"""Daily compaction: each ingest run adds one small Parquet file per partition it touched (and
+one statistics file per day and cohort); once a day is over they are merged into one file per
+partition. Every row is kept (the table's duplicates from a crashed run included: readers drop
+them by (device, seq)); the merged file is written before the small ones are deleted, so a crash
+leaves both copies, never neither. Table files stream through a ParquetWriter one input at a
+time, so memory is bounded by the largest input file, not the day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from device.store import ObjectStore
+from monitoring.stats import STATS_PREFIX, merge
+
+if TYPE_CHECKING:
+    from monitoring.seen import SeenLedger
+
+TABLE_PREFIX = "telemetry/table/"
+COMPACTED = "part-compacted-"
+
+
+def _groups(keys: list[str], before: str) -> dict[str, list[str]]:
+    """Partition directory -> its Parquet files, for directories of days before `before`."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if not key.endswith(".parquet"):
+            continue
+        folder, _, _ = key.rpartition("/")
+        day = next((p[5:] for p in folder.split("/") if p.startswith("date=")), None)
+        if day is not None and day < before:
+            out.setdefault(folder, []).append(key)
+    return {f: sorted(ks) for f, ks in out.items() if len(ks) > 1}
+
+
+def _name(files: list[str]) -> str:
+    return COMPACTED + hashlib.sha256("\n".join(files).encode()).hexdigest()[:16] + ".parquet"
+
+
+def compact_table_partition(store: ObjectStore, folder: str, files: list[str]) -> str:
+    """Stream every file of one table partition into one; returns the new key."""
+    key = f"{folder}/{_name(files)}"
+    with tempfile.TemporaryDirectory(prefix="edgeops-compact-") as tmp:
+        path = Path(tmp) / "part.parquet"
+        writer = None
+        try:
+            for f in files:
+                t = pq.read_table(io.BytesIO(store.get(f)))
+                if writer is None:
+                    writer = pq.ParquetWriter(path, t.schema, compression="zstd")
+                writer.write_table(t, row_group_size=256_000)
+        finally:
+            if writer is not None:
+                writer.close()
+        store.upload_file(key, path)
+    for f in files:
+        if f != key:
+            store.delete(f)
+    return key
+
+
+def compact_stats_partition(store: ObjectStore, folder: str, files: list[str]) -> str:
+    """Merge (sum) the statistics files of one (kind, date, cohort) into one."""
+    key = f"{folder}/{_name(files)}"
+    merged = merge(pl.read_parquet(io.BytesIO(store.get(f))) for f in files)
+    buf = io.BytesIO()
+    merged.write_parquet(buf, compression="zstd")
+    store.put(key, buf.getvalue())
+    for f in files:
+        if f != key:
+            store.delete(f)
+    return key
+
+
+def compact_before(store: ObjectStore, now: datetime, seen: SeenLedger | None = None) -> int:
+    """Compact every partition of days before `now`'s date that has more than one file; the
+    number of files merged away."""
+    today = now.strftime("%Y-%m-%d")
+    merged = 0
+    for folder, files in _groups(store.list(TABLE_PREFIX), today).items():
+        compact_table_partition(store, folder, files)
+        merged += len(files)
+    for folder, files in _groups(store.list(STATS_PREFIX), today).items():
+        compact_stats_partition(store, folder, files)
+        merged += len(files)
+    if seen is not None:
+        for day in [d for d in seen.manifests if d < today]:
+            merged += seen.compact_manifests(store, day)
+    return merged

@@ -1,0 +1,179 @@
+"""Mergeable window statistics, computed once at ingest from the rows a run stores.
+
+Slots are one hour (epoch-aligned, as monitoring.windows floors windows), so any window of whole
+hours is a sum of slots. Everything here merges by addition, so statistics of a window merged
+from many ingest runs (or partitions, or Dask workers) equal those of the window's rows at once:
+
+- per device segment (slot, cohort, model_version, bundle_id, device_id): rows, inferences,
+  labelled rows, sum and sum of squares of confidence, sum of latency, repeated frames (an
+  inference whose features equal the device's previous inference: a frozen camera);
+- per scope (slot, cohort, model_version, bundle_id): quantile sketches of every feature, the
+  confidence and the latency, and the prediction histogram (metric `top1`, bucket = class).
+
+The sketch is a log-bucketed histogram with relative accuracy `GAMMA - 1` (the DDSketch idea,
+Masson et al., VLDB 2019): written here in a few vectorised lines because its buckets are fixed,
+so merging is a group-by sum, and no sketch library in the lock merges inside Parquet.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from device.store import ObjectStore
+from device.telemetry import FEATURE_COLUMNS
+
+STATS_PREFIX = "telemetry/stats/"
+SLOT_MS = 3_600_000
+GAMMA = 1.02
+_LOG_GAMMA = float(np.log(GAMMA))
+_OFFSET = 2000  # buckets for |x| down to GAMMA**-2000 ~ 6e-18; smaller is bucket 0
+SCOPE = ("slot", "cohort", "model_version", "bundle_id")
+SEGMENT = (*SCOPE, "device_id")
+MOMENTS = ("rows", "inferences", "labelled", "conf_sum", "conf_sumsq", "latency_sum",
+           "latency_rows", "repeated")
+SKETCHED = (*FEATURE_COLUMNS, "confidence", "latency_ms")
+_MULT = np.random.default_rng(20261202).integers(1, 2**62, len(FEATURE_COLUMNS), dtype=np.uint64) | 1
+
+
+def frame_hash(features: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each float32 feature row (its bit pattern): equal rows, equal hashes."""
+    bits = np.ascontiguousarray(features, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return (bits * _MULT).sum(axis=1, dtype=np.uint64) ^ (bits[:, 0] << np.uint64(17))
+
+
+def bucket(x: np.ndarray) -> np.ndarray:
+    """Signed log bucket of each finite value (0 for |x| below the smallest bucket)."""
+    a = np.abs(x.astype(np.float64))
+    with np.errstate(divide="ignore"):
+        k = np.ceil(np.log(a) / _LOG_GAMMA) + _OFFSET
+    k = np.where(a > 0, np.maximum(k, 0), 0).astype(np.int32)
+    return np.where(x < 0, -k, k)
+
+
+def bucket_value(b: np.ndarray) -> np.ndarray:
+    """A representative value of each bucket (the geometric middle), inverse of `bucket`."""
+    b = np.asarray(b, np.int64)
+    mag = np.where(b == 0, 0.0, GAMMA ** (np.abs(b) - _OFFSET - 0.5))
+    return np.sign(b) * mag
+
+
+def _inference_frames(t: pl.DataFrame, tails: pl.DataFrame | None) -> pl.DataFrame:
+    """Inference rows with features, in (device, seq) order, with `repeated` against the
+    device's previous inference (from `tails` for the first row of a device)."""
+    inf = t.filter((pl.col("event") == "inference") & pl.col(FEATURE_COLUMNS[0]).is_not_null())
+    inf = inf.sort(["device_id", "seq"])
+    h = frame_hash(inf.select(FEATURE_COLUMNS).to_numpy()) if inf.height else np.zeros(0, np.uint64)
+    inf = inf.with_columns(_h=pl.Series(h, dtype=pl.UInt64))
+    prev = pl.col("_h").shift(1).over("device_id")
+    if tails is not None and tails.height:
+        inf = inf.join(tails.rename({"last_hash": "_th", "last_seq": "_ts"}), on="device_id",
+                       how="left")
+        prev = pl.when(pl.col("seq") == pl.col("seq").min().over("device_id")).then(
+            pl.when(pl.col("_ts") < pl.col("seq")).then(pl.col("_th"))).otherwise(prev)
+    return inf.with_columns(repeated=(pl.col("_h") == prev).fill_null(False))
+
+
+def window_stats(
+    table: pa.Table | pl.DataFrame, tails: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(moments per device segment, sketches per scope, new device tails) of these rows.
+    `tails`: (device_id, last_seq, last_hash) of inferences stored before."""
+    t = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
+    assert isinstance(t, pl.DataFrame)
+    t = t.with_columns(slot=(pl.col("ts").dt.epoch("ms") // SLOT_MS) * SLOT_MS)
+    inf = _inference_frames(t, tails)
+    lat_ok = pl.col("latency_ms").is_not_null() & pl.col("latency_ms").is_finite()
+    rows = t.group_by(list(SEGMENT)).agg(
+        rows=pl.len(),
+        labelled=pl.col("label").is_not_null().sum(),
+        conf_sum=pl.col("confidence").cast(pl.Float64).fill_null(0.0).sum(),
+        conf_sumsq=(pl.col("confidence").cast(pl.Float64) ** 2).fill_null(0.0).sum(),
+        latency_sum=pl.when(lat_ok).then(pl.col("latency_ms").cast(pl.Float64)).sum(),
+        latency_rows=lat_ok.sum(),
+    )
+    per_inf = inf.group_by(list(SEGMENT)).agg(inferences=pl.len(), repeated=pl.col("repeated").sum())
+    moments = rows.join(per_inf, on=list(SEGMENT), how="left").with_columns(
+        pl.col("inferences").fill_null(0), pl.col("repeated").fill_null(0)
+    ).select(*SEGMENT, *[pl.col(m).cast(pl.Float64 if "sum" in m else pl.Int64) for m in MOMENTS])
+    long = []
+    for col in SKETCHED:
+        v = t.select(*SCOPE, pl.col(col).cast(pl.Float64).alias("v")).filter(
+            pl.col("v").is_not_null() & pl.col("v").is_finite())
+        long.append(v.with_columns(metric=pl.lit(col), bucket=pl.Series(
+            bucket(v.get_column("v").to_numpy()), dtype=pl.Int32)).drop("v"))
+    pred = t.filter(pl.col("top1").is_not_null()).select(
+        *SCOPE, metric=pl.lit("top1"), bucket=pl.col("top1").cast(pl.Int32))
+    sketches = pl.concat([*long, pred]).group_by([*SCOPE, "metric", "bucket"]).agg(
+        count=pl.len().cast(pl.Int64))
+    new_tails = inf.group_by("device_id").agg(
+        last_seq=pl.col("seq").max(), last_hash=pl.col("_h").sort_by("seq").last())
+    return _sorted(moments), _sorted(sketches), new_tails
+
+
+def _sorted(df: pl.DataFrame) -> pl.DataFrame:
+    keys = [c for c in (*SEGMENT, "metric", "bucket") if c in df.columns]
+    return df.sort(keys)
+
+
+def merge(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """Sum partial statistics (moments or sketches) over their keys."""
+    parts = [p for p in parts if p.height]
+    if not parts:
+        return pl.DataFrame()
+    df = pl.concat(parts, how="vertical_relaxed")
+    keys = [c for c in df.columns if c in (*SEGMENT, "metric", "bucket")]
+    return _sorted(df.group_by(keys).agg(pl.all().sum()))
+
+
+def stats_key(kind: str, date: str, cohort: str, run: str) -> str:
+    return f"{STATS_PREFIX}{kind}/date={date}/cohort={cohort}/part-{run}.parquet"
+
+
+def write_stats(store: ObjectStore, kind: str, df: pl.DataFrame, run: str) -> list[str]:
+    """One Parquet per (date, cohort) under telemetry/stats/<kind>/ (hive layout)."""
+    if df.is_empty():
+        return []
+    keys = []
+    df = df.with_columns(_d=pl.from_epoch("slot", time_unit="ms").dt.strftime("%Y-%m-%d"))
+    for (date, cohort), part in df.group_by(["_d", "cohort"], maintain_order=True):
+        buf = io.BytesIO()
+        part.drop("_d").write_parquet(buf, compression="zstd")
+        key = stats_key(kind, str(date), str(cohort), run)
+        store.put(key, buf.getvalue())
+        keys.append(key)
+    return keys
+
+
+def read_stats(
+    store: ObjectStore, kind: str, cohort: str | None = None, dates: Iterable[str] | None = None
+) -> pl.DataFrame:
+    """Merged statistics of the partitions asked for (only those partitions are read)."""
+    want = set(dates) if dates is not None else None
+    parts = []
+    for key in store.list(f"{STATS_PREFIX}{kind}/"):
+        fields = dict(p.split("=", 1) for p in key.split("/") if "=" in p)
+        if cohort is not None and fields.get("cohort") != cohort:
+            continue
+        if want is not None and fields.get("date") not in want:
+            continue
+        parts.append(pl.read_parquet(io.BytesIO(store.get(key))))
+    return merge(parts)
+
+
+def quantiles(sketches: pl.DataFrame, metric: str, qs: Iterable[float]) -> list[float]:
+    """Approximate quantiles of `metric` from merged sketch rows (relative error <= GAMMA - 1)."""
+    s = sketches.filter(pl.col("metric") == metric).group_by("bucket").agg(pl.col("count").sum())
+    if s.is_empty():
+        return [float("nan") for _ in qs]
+    b = s.get_column("bucket").to_numpy()
+    order = np.argsort(bucket_value(b))
+    vals, counts = bucket_value(b)[order], s.get_column("count").to_numpy()[order]
+    cum = np.cumsum(counts)
+    return [float(vals[min(np.searchsorted(cum, q * cum[-1], side="left"), len(vals) - 1)])
+            for q in qs]
