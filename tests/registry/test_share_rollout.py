@@ -146,3 +146,23 @@ def test_release_by_alias_and_stale_steps(versions, tmp_path) -> None:
     assert host["role"].startswith("candidate") and host["serves"] == f"models:/{NAME}@intel-vision-line-canary"
     with pytest.raises(RolloutError, match="steps must rise"):
         SharePlan(steps=(50.0, 10.0, 100.0))
+
+
+def test_the_controllers_pass_steps_server_cohorts_beside_device_rollouts(versions, catalog, local_repo) -> None:
+    """flows.controller.control_pass (the simulator's and the scheduled flow's pass) covers the
+    server cohort: its share moves on the same pass as the device rollouts are judged."""
+    from flows.controller import control_pass
+    from registry.rollouts import RolloutManager
+
+    client = versions
+    now = [T0 + timedelta(minutes=1)]
+    manager = RolloutManager(local_repo, catalog, client, clock=lambda: now[0])
+    start_share_rollout(client, NAME, COHORT, "2", T0, PLAN)
+    log = RequestLog(local_repo.store, COHORT)
+    _traffic(log, T0 + timedelta(minutes=1), "2", "canary", 100, 0.95)
+    _traffic(log, T0 + timedelta(minutes=1), "1", "stable", 400, 0.95, seed=1)
+    assert control_pass(manager)[COHORT]["action"] == "hold"  # dwell not served
+    now[0] = T0 + timedelta(minutes=11)
+    out = control_pass(manager)
+    assert out[COHORT]["action"] == "advance" and "pi-fleet-eu" not in out  # no device rollout running
+    assert cohort_versions(client, NAME, COHORT) == ("1", "2", 50.0)
