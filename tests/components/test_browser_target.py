@@ -55,3 +55,18 @@ def test_page_errors_and_missing_browser_are_one_readable_line(monkeypatch, tmp_
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrowserError, match="no Chromium found"):
         find_chromium()
+
+
+def test_a_browser_that_cannot_start_is_one_readable_line(monkeypatch, tmp_path):
+    """A browser binary that exits at once (a broken install, a missing shared library): one line
+    saying so, naming the binary, within seconds rather than the page's timeout."""
+    ort_web_dir()
+    broken = tmp_path / "chromium"
+    broken.write_text("#!/bin/sh\necho 'error while loading shared libraries: libnss3.so' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("EDGEOPS_CHROMIUM", str(broken))
+    spec = PreprocessingSpec(8, 8, 1, (0.5,), (0.25,), tuple("0123456789"))
+    with pytest.raises(BrowserError) as exc:
+        browser_predict(b"model", spec, np.zeros((1, 8, 8, 1), np.uint8), timeout_s=600)
+    line = str(exc.value)
+    assert "\n" not in line and "exited with 127" in line and "libnss3.so" in line and str(broken) in line
