@@ -14,6 +14,7 @@ standard deviation are exact (integer sums; one rounding at the end), not float3
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from components.data import FolderScan, decode_image, map_ordered, scan_image_fo
 from components.prepared import CHUNK, PreparedData, UnitImages, staging, write_metadata
 from components.splits import (
     SIGNATURE_SIDE,
+    SPLIT_COLUMNS,
     SPLITS,
     assign,
     check_previous,
@@ -40,7 +42,7 @@ __all__ = ["SPLITS", "PreparedData", "UnitImages", "prepare", "channel_statistic
 
 FEEDBACK_PREFIX = "fb-"  # monitoring/feedback.py names merged thumbnails fb-<device>-<seq>.png
 MANIFEST_COLUMNS = ["path", "label", "split", "index", "sha256", "height", "width", "channels", "group"]
-Alloc = Callable[[str, tuple[int, ...]], np.ndarray]
+Alloc = Callable[[str, tuple[int, ...]], "np.ndarray | NpyRows"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,39 @@ def _decoder(size: int, labels: tuple[str, ...]) -> Callable[[Path], _Decoded]:
     return decode
 
 
+class NpyRows:
+    """A uint8 `.npy` file written and read by rows with plain file I/O.
+
+    Not a memory map on purpose: pages written or read through a mapping stay in the process's
+    resident set until the kernel needs them, so a mapped 20,000-image folder would show as
+    gigabytes of "peak memory"; pwrite/pread go through the page cache the process does not own.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
+        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # sized, sparse
+        self.offset, self.shape = header.offset, shape
+        del header
+        self.row = int(np.prod(shape[1:], dtype=np.int64))
+        self.fd = os.open(path, os.O_RDWR)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, key: int | slice, rows: np.ndarray) -> None:
+        start = (key.start or 0) if isinstance(key, slice) else key
+        os.pwrite(self.fd, np.ascontiguousarray(rows, np.uint8).tobytes(), self.offset + start * self.row)
+
+    def __getitem__(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), *self.shape[1:]), np.uint8)
+        for k, i in enumerate(np.asarray(idx, np.int64)):
+            out[k] = np.frombuffer(os.pread(self.fd, self.row, self.offset + int(i) * self.row), np.uint8).reshape(
+                self.shape[1:])
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _Luma:
     """Grey [0, 1] rows of the decoded RGB bytes, converted only when indexed."""
 
@@ -119,10 +154,10 @@ def _to_channels(rows: np.ndarray, channels: int, all_grey: bool) -> np.ndarray:
 
 
 def _write_splits(
-    x_all: np.ndarray, split: np.ndarray, channels: int, all_grey: bool, alloc: Alloc
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    x_all: np.ndarray | NpyRows, split: np.ndarray, channels: int, all_grey: bool, alloc: Alloc
+) -> tuple[dict[str, np.ndarray | NpyRows], np.ndarray]:
     """Copy each split's rows out of the decoded array a chunk at a time; histogram the train split."""
-    parts: dict[str, np.ndarray] = {}
+    parts: dict[str, np.ndarray | NpyRows] = {}
     hist = np.zeros((channels, 256), np.int64)
     for s in SPLITS:
         sel = np.flatnonzero(split == s)
@@ -162,20 +197,27 @@ def prepare(
     if params.max_images is not None and params.max_images < len(files):
         keep = _subset(files, digests, params)
         files, digests = [files[i] for i in keep], [digests[i] for i in keep]
+    args = (scan, files, digests, label_index, params, progress, previous, previous_where, workers)
     if out is None:
-        return _prepare_into(scan, files, digests, label_index, params, progress, previous, previous_where,
-                             workers, lambda name, shape: np.empty(shape, np.uint8))
+        spec, manifest, ys, pixels = _prepare_into(*args, lambda name, shape: np.empty(shape, np.uint8))
+        parts = {f"{k}_{s}": v for s in SPLITS for k, v in (("x", UnitImages(pixels[s])), ("y", ys[s]))}
+        return PreparedData(**parts, spec=spec, manifest=manifest, skipped=len(scan.skipped))
     target = Path(out)
     with staging(target) as tmp:
-        def alloc(name: str, shape: tuple[int, ...]) -> np.ndarray:
-            return np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=np.uint8, shape=shape)
+        opened: list[NpyRows] = []
 
-        prepared = _prepare_into(scan, files, digests, label_index, params, progress, previous,
-                                 previous_where, workers, alloc)
+        def alloc(name: str, shape: tuple[int, ...]) -> NpyRows:
+            opened.append(NpyRows(tmp / f"{name}.npy", shape))
+            return opened[-1]
+
+        try:
+            spec, manifest, ys, _ = _prepare_into(*args, alloc)
+        finally:
+            for rows in opened:
+                rows.close()
         for s in SPLITS:
-            np.save(tmp / f"y_{s}.npy", prepared.split(s)[1])
-        write_metadata(tmp, prepared.spec, prepared.manifest, prepared.splits, prepared.skipped)
-        del prepared
+            np.save(tmp / f"y_{s}.npy", ys[s])
+        write_metadata(tmp, spec, manifest, manifest.reindex(columns=SPLIT_COLUMNS), len(scan.skipped))
         (tmp / "x_all.npy").unlink()
     return PreparedData.load(target)
 
@@ -191,7 +233,8 @@ def _prepare_into(
     previous_where: str,
     workers: int | None,
     alloc: Alloc,
-) -> PreparedData:
+) -> tuple[PreprocessingSpec, pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray | NpyRows]]:
+    """Decode into `alloc`'s rows, split and take statistics: spec, manifest, labels and pixels."""
     size, n = params.image_size, len(files)
     y_all = np.array([label_index[label] for _, label in files], dtype=np.int64)
     x_all = alloc("x_all", (n, size, size, 3))
@@ -225,5 +268,4 @@ def _prepare_into(
         raise DataError("the train split is empty", where=str(scan.root))
     mean, std = channel_statistics(hist)
     spec = PreprocessingSpec(size, size, channels, mean, tuple(max(s, 1e-3) for s in std), scan.labels)
-    parts = {f"{k}_{s}": v for s in SPLITS for k, v in (("x", UnitImages(pixels[s])), ("y", y_all[split == s]))}
-    return PreparedData(**parts, spec=spec, manifest=manifest[MANIFEST_COLUMNS], skipped=len(scan.skipped))
+    return spec, manifest[MANIFEST_COLUMNS], {s: y_all[split == s] for s in SPLITS}, pixels

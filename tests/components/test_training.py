@@ -21,8 +21,11 @@ TINY = TrainParams(epochs=2, batch_size=16, alpha=0.25, distill=DistillParams(en
 def tiny_prepared(tmp_path_factory: pytest.TempPathFactory):
     from tests.components.conftest import write_folder
 
-    root = write_folder(tmp_path_factory.mktemp("train") / "data", {"h": 20, "v": 20, "d": 20})
-    return prepare(root, PrepareParams(image_size=12, min_per_class=5))
+    base = tmp_path_factory.mktemp("train")
+    root = write_folder(base / "data", {"h": 20, "v": 20, "d": 20})
+    # written to disk and memory-mapped, as `stage prepare` leaves it: training reads the rows
+    # through the tf.data pipeline, never a whole split
+    return prepare(root, PrepareParams(image_size=12, min_per_class=5), out=base / "prepared")
 
 
 @pytest.fixture(scope="module")
