@@ -1,8 +1,13 @@
-"""Human-readable summaries of a release (rich tables for the CLI, markdown for Prefect artifacts)."""
+"""Human-readable summaries of a release (rich tables for the CLI, markdown for Prefect artifacts),
+the release report on the parent MLflow run, and the notes of each registered version."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from components.conversion import Variant
+    from registry.data_versions import DataVersion
 
 from rich.console import Console
 from rich.table import Table
@@ -87,7 +92,14 @@ def release_report(result: dict[str, Any], trigger: str) -> str:
             continue
         name, _, version = str(p.get("registered", "")).rpartition("/")
         lines.append(f"| {cohort} | {p.get('role', '')} | {name} | {version} | {p.get('target', '')} | "
-                     f"`{str(p.get('bundle_id', ''))[:12]}` | {p.get('replaces', '-') or '-'} |")
+                     f"`{str(p.get('bundle_id', ''))[:12]}` | {_replaced(p)} |")
+    lines += ["", "## Against what it replaces", "",
+              "Each shipped variant and the stable it replaces, scored on this release's test split "
+              "(the same images; one-sided paired non-inferiority test, lower bound at 95%).", "",
+              "| cohort | replaces | shipped: test accuracy | stable: test accuracy | difference | "
+              "lower bound | allowed drop | verdict |", "|---|---|---|---|---|---|---|---|"]
+    lines += [replaces_row(cohort, p, result) for cohort, p in sorted(result["published"].items())
+              if p.get("published")]
     lines += ["", "## Choice per device profile", "", "| profile | chosen variant | why |", "|---|---|---|"]
     for profile, choice in sorted(result["selection"].get("per_profile", {}).items()):
         lines.append(f"| {profile} | {choice.get('target') or '-'} | {choice.get('reason', '')} |")
@@ -101,6 +113,127 @@ def release_report(result: dict[str, Any], trigger: str) -> str:
     if failures:
         lines += ["", "## Conversions that failed", ""] + [f"- {t}: {r}" for t, r in sorted(failures.items())]
     return "\n".join(lines) + "\n"
+
+
+def _replaced(p: dict[str, Any]) -> str:
+    r = p.get("replaces")
+    if not r:
+        return "nothing (first release)" if p.get("role") == "stable" else "-"
+    return f"{r['registered_model']} v{r['version']}"
+
+
+def replaces_row(cohort: str, p: dict[str, Any], result: dict[str, Any]) -> str:
+    """One report row: the shipped variant against the stable it replaces on the same images,
+    from the blessing of the cohort's profile (flows.selection scores the stable there)."""
+    from components.evidence import wilson
+
+    r = p.get("replaces")
+    if not r:
+        return f"| {cohort} | {_replaced(p)} | | | | | | |"
+    b = result["selection"].get("blessings", {}).get(p.get("variant", ""), {}).get(p.get("profile", ""), {})
+    m = b.get("metrics", {})
+    v = m.get("vs_stable")
+    if not v:
+        return (f"| {cohort} | {_replaced(p)} | | not scored on this test split (no stable predictions "
+                f"for profile {p.get('profile')}) | | | | |")
+    lo, hi = m.get("accuracy_ci") or (float("nan"), float("nan"))
+    n = int(v["n"])
+    base = float(m["baseline_accuracy"])
+    slo, shi = wilson(round(base * n), n)
+    stables = {str(q["replaces"]) for q in result["published"].values()
+               if q.get("profile") == p.get("profile") and q.get("published") and q.get("replaces")}
+    note = "" if len(stables) <= 1 else " (scored: the profile's least accurate stable)"
+    return (f"| {cohort} | {_replaced(p)}{note} | {m['accuracy']:.4f} ({lo:.4f}-{hi:.4f}) | "
+            f"{base:.4f} ({slo:.4f}-{shi:.4f}), n={n} | {v['difference']:+.4f} | {v['low']:+.4f} | "
+            f"{v['margin']:g} | {v['outcome']} (p={v['p_value']:.3g}) |")
+
+
+def version_notes(key: str, variant: Variant, data_version: DataVersion, blessings: dict[str, Any],
+                  previous_data: str | None) -> str:
+    """The model version description a reviewer reads in the MLflow UI. It opens with the
+    verdict per profile, then names every reference it compares with, so two numbers never
+    seem to disagree: the float model (the blessing's reference), the model the file was
+    converted from (for a compressed variant, its fine-tuned Keras model) and the cohort's
+    stable, each difference on the same test images."""
+    from components.evidence import wilson
+    from flows.stages import variant_method
+
+    judged = {p: b for p, b in sorted(blessings.items()) if b.get("outcome") != "not chosen"}
+    blessed = [p for p, b in judged.items() if b.get("blessed")]
+    refused = {p: b for p, b in judged.items() if not b.get("blessed")}
+    head = []
+    if blessed:
+        head.append(f"Blessed for {', '.join(blessed)}")
+    for p, b in refused.items():
+        head.append(f"not blessed for {p}: {_why_not(b)}")
+    if not judged:
+        head.append("Not chosen for any profile (another variant ranks first on validation for each)")
+    verdict = "; ".join(head)
+    lines = [f"Verdict: {verdict[0].upper()}{verdict[1:]}.", "", f"Release notes for {key} ({variant.target})."]
+    lines.append(f"Data version {data_version.md5} ({data_version.nfiles} files)"
+                 + (f"; the previous version trained on {previous_data}." if previous_data
+                    and previous_data != data_version.md5
+                    else "; same data as the previous version." if previous_data else "; first release."))
+    k = round(variant.accuracy * variant.n_test)
+    lo, hi = wilson(k, variant.n_test)
+    val = f"Validation accuracy {variant.val_accuracy:.4f}. " if variant.val_accuracy is not None else ""
+    lines.append(f"{val}Test accuracy {variant.accuracy:.4f} (95% CI {lo:.4f}-{hi:.4f}, {k}/{variant.n_test} "
+                 f"test images); {variant.bytes} bytes ({variant.gzip_bytes} gzipped).")
+    metrics = next((b["metrics"] for b in judged.values() if "float_accuracy" in b.get("metrics", {})), {})
+    method = variant_method(key)
+    source = "the float model" if method == "float" else f"its fine-tuned {method} Keras model"
+    conversion = (f"Conversion: {variant.accuracy - variant.float_accuracy:+.4f} against {source} it was converted "
+                  f"from ({variant.float_accuracy:.4f}), top-1 agreement {variant.agreement:.4f}.")
+    if method != "float" and "float_accuracy" in metrics:
+        fa = float(metrics["float_accuracy"])
+        lines.append(f"Against the float model ({fa:.4f}): {variant.accuracy - fa:+.4f}, of which "
+                     f"{variant.float_accuracy - fa:+.4f} from {method} and "
+                     f"{variant.accuracy - variant.float_accuracy:+.4f} from conversion.")
+    lines.append(conversion)
+    lines += ["", "Per device profile (chosen on validation, judged once on test; one-sided paired "
+              "non-inferiority on the same test images):"]
+    for profile, b in sorted(blessings.items()):
+        if b.get("outcome") == "not chosen":
+            lines.append(f"- {profile}: not chosen ({'; '.join(b.get('reasons', ()))})")
+            continue
+        lines.append(f"- {profile}: {'blessed' if b.get('blessed') else 'not blessed'}. " + _profile_line(b))
+    return "\n".join(lines)
+
+
+def _paired(what: str, v: dict[str, Any]) -> str:
+    return (f"against {what}: {v['outcome']}, difference {v['difference']:+.4f} (95% lower bound "
+            f"{v['low']:+.4f}, allowed drop {v['margin']:g}, p={v['p_value']:.3g}, {v['wins']} wins / "
+            f"{v['losses']} losses on {v['n']} images)")
+
+
+def _profile_line(b: dict[str, Any]) -> str:
+    m = b.get("metrics", {})
+    parts = []
+    if "vs_float" in m:
+        parts.append(_paired(f"the float model ({m['float_accuracy']:.4f})", m["vs_float"]))
+    elif "accuracy_drop" in m:
+        parts.append(f"against the float model ({m['float_accuracy']:.4f}): {-m['accuracy_drop']:+.4f} "
+                     "(point estimates, no paired predictions)")
+    if "vs_stable" in m:
+        parts.append(_paired(f"the cohort's stable ({m['baseline_accuracy']:.4f})", m["vs_stable"]))
+    elif m.get("baseline_accuracy") is None:
+        parts.append("no stable yet")
+    other = [r for r in b.get("reasons", ()) if "against its" not in r and "below its float parent" not in r
+             and "below the cohort's stable" not in r]
+    if other:
+        parts.append("budgets: " + "; ".join(other))
+    return "; ".join(parts) + "."
+
+
+def _why_not(b: dict[str, Any]) -> str:
+    """The first failed check of a blessing, in the notes' own words."""
+    m = b.get("metrics", {})
+    for key, what in (("vs_float", "the float model"), ("vs_stable", "the cohort's stable")):
+        v = m.get(key)
+        if v and v.get("outcome") != "pass":
+            return (f"{v['outcome']} against {what} (difference {v['difference']:+.4f}, lower bound "
+                    f"{v['low']:+.4f}, allowed drop {v['margin']:g})")
+    return "; ".join(b.get("reasons", ())) or "no passing blessing"
 
 
 def release_headline(result: dict[str, Any]) -> str:
