@@ -40,6 +40,7 @@ def register(
     """Register each TFLite variant; returns {target: {name, version, blessed_for}}."""
     from components.blessing import Blessing
     from device.preprocessing import normalize
+    from flows.report import version_notes
     from registry.mlflow_models import Lineage, loggable, register_variant
 
     lineage = Lineage(data_version=data_version.md5, git_commit=git_commit, run_id=parent_run_id,
@@ -62,7 +63,7 @@ def register(
             releasable=bool(blessed_for),
             extra_tags={"blessed_for": ",".join(blessed_for) or "none", "accuracy": f"{variant.accuracy:.6f}",
                         "bytes": str(variant.bytes), **evidence_tags(variant, selection["blessings"].get(key, {}))},
-            description=release_notes(key, variant, data_version, selection["blessings"].get(key, {}),
+            description=version_notes(key, variant, data_version, selection["blessings"].get(key, {}),
                                       _previous_data_version(client, variant_model_name(model_name, key), target)),
         )
         registered[key] = {"name": mv.name, "version": mv.version, "blessed_for": blessed_for,
@@ -88,15 +89,16 @@ def publish(
 ) -> dict[str, dict[str, Any]]:
     """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
     from edgeops.channel import ensure_channel
+    from flows.rollout import release_to_cohort
     from flows.serving import release_by_alias, takes_registered_version
     from registry.bundles import publish_bundle
-    from registry.channels import read_channel, set_stable
     from registry.keys import load_or_create_cohort_key
-    from registry.mlflow_models import set_bundle_id, set_cohort_alias
+    from registry.mlflow_models import set_bundle_id
 
     store = settings.store()
     repo = ensure_channel(settings, catalog)
     out: dict[str, dict[str, Any]] = {}
+    replaced: dict[str, dict[str, str] | None] = {}  # the stable each cohort's release replaces
     for cohort_name, cohort in catalog.cohorts.items():
         choice = selection["per_profile"].get(cohort.profile, {})
         chosen = choice.get("target")  # the chosen variant's name
@@ -116,22 +118,16 @@ def publish(
         ref = publish_bundle(repo, variants[chosen].path, spec, model_name=reg["model_name"],
                              model_version=reg["version"], target=target, encryption_key=enc_key)
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
-        current = read_channel(repo.begin(), cohort_name)
-        if current is not None and current.stable is not None and current.stable.bundle_id == ref.bundle_id:
-            role = "stable"  # already the cohort's stable (a retried publish): nothing to change
-        elif current is None or current.stable is None or not rollout:
-            set_stable(repo, cohort_name, ref)
-            set_cohort_alias(client, reg["name"], cohort_name, "stable", reg["version"])
-            role = "stable"
-        else:
-            from flows.rollout import start_canary
-
-            status = start_canary(client, settings, catalog, cohort_name, reg)
-            role = "canary" if status == "running" else f"candidate ({status})"
+        # stable at once (first release, no rollout, or a retried publish: recorded in the rollout
+        # history, aliases moved) or a canary at the first step; with the stable it replaces
+        released = release_to_cohort(client, settings, catalog, cohort_name, reg, ref, rollout)
+        role, replaced[cohort_name] = released["role"], released["replaces"]
         _save_reference(store, ref.bundle_id, variants[chosen].path, prepared, enc_key)
         out[cohort_name] = {"published": True, "role": role, "target": target, "variant": chosen,
                             "profile": cohort.profile, "why": choice.get("reason", ""),
                             "bundle_id": ref.bundle_id, "registered": f"{reg['name']}/{reg['version']}"}
+    for c, stable in replaced.items():
+        out[c]["replaces"] = stable
     log_batch(client, stage_run_id, tags={f"cohort.{c}": (f"{o['role']} {o['registered']}" if o["published"]
                                                           else f"not published: {o['reason']}")
                                           for c, o in out.items()})
