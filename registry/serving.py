@@ -360,7 +360,7 @@ def cohort_versions(client: MlflowClient, name: str, cohort: str) -> tuple[str, 
 def cohort_model(client: MlflowClient, cohort: str, role: str = "stable") -> str | None:
     """The registered model whose `<cohort>-<role>` alias is set (None: the cohort has none)."""
     alias = cohort_alias(cohort, role)
-    found = [m.name for m in client.search_registered_models() if alias in (m.aliases or {})]
+    found = [m.name for m in client.search_registered_models(max_results=1000) if alias in (m.aliases or {})]
     if len(found) > 1:
         raise ServingError(f"cohort {cohort}: {alias} is set on several models: {', '.join(sorted(found))}")
     return found[0] if found else None

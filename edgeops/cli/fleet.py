@@ -257,3 +257,45 @@ def _simulate(
         console.print(_telemetry_table(summary))
     if summary.records_lost:
         raise EdgeOpsError(f"{summary.records_lost} telemetry records were lost")
+
+
+@fleet_app.command("serve")
+def serve_cmd(
+    cohort: Annotated[str, typer.Argument(help="A server cohort from devices.yaml (runs_on: server).")],
+    poll: Annotated[float, typer.Option(help="Seconds between re-reads of the registry's aliases.")] = 10.0,
+) -> None:
+    """Serve a server cohort on 127.0.0.1: its stable and canary versions in MLflow's scoring server
+    behind the share router, every request logged to the store for the rollout controller; the
+    router follows the registry (a step, completion or rollback) every --poll seconds. Ctrl-C stops."""
+    import time
+
+    from edgeops.settings import Settings
+    from registry.serving import RequestLog, cohort_model, serve_cohort
+
+    try:
+        settings = Settings.from_env()
+        catalog = settings.devices()
+        if cohort not in catalog.cohorts:
+            raise ConfigError(f"unknown cohort {cohort!r}; known: {', '.join(sorted(catalog.cohorts))}")
+        if catalog.profile_for(cohort).runs_on != "server":
+            raise ConfigError(f"cohort {cohort} is not served over HTTP (its profile runs on "
+                              f"{catalog.profile_for(cohort).runs_on})")
+        client = settings.mlflow_client()
+        name = cohort_model(client, cohort)
+        if name is None:
+            raise ConfigError(f"cohort {cohort}: nothing released to it yet (no {cohort}-stable alias)")
+        service = serve_cohort(client, settings.mlflow_tracking_uri, name, cohort,
+                               log=RequestLog(settings.store(), cohort, flush_every=100))
+    except EdgeOpsError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    with service:
+        service.poll(poll)
+        r = service.router
+        canary = f", canary v{r.canary.version} at {r.share:g}%" if r.canary else ""
+        console.print(f"{cohort}: POST {service.url}/invocations (stable v{r.stable.version}{canary}); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print(f"{cohort}: stopped; {sum(r.counts.values())} requests served")
