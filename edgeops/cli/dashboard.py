@@ -59,8 +59,21 @@ def load_view(settings: Any) -> FleetView:
 
     mgr = RolloutManager(channel_repository(settings), settings.devices(), None, keys_dir=settings.keys_dir)
     cohorts = mgr.cohorts()
-    rollouts = {c["cohort"]: mgr.state(c["cohort"]).summary() for c in cohorts}
+    rollouts = {}
+    for c in cohorts:
+        state = mgr.state(c["cohort"])
+        rollouts[c["cohort"]] = {**state.summary(), "gates": _gates(mgr, state)}
     return FleetView(cohorts, rollouts, mgr.history, lambda cohort: monitor_windows(settings, cohort))
+
+
+def _gates(mgr: Any, state: Any) -> dict[str, Any] | None:
+    """`edgeops release status`'s gate evidence for a running or paused rollout (None otherwise)."""
+    if state.status not in ("running", "paused"):
+        return None
+    from flows.rollout import gate_report
+
+    report = gate_report(mgr, state)
+    return report.to_dict() if report else None
 
 
 def monitor_windows(settings: Any, cohort: str, limit: int = 500) -> list[dict[str, Any]]:
@@ -102,7 +115,7 @@ def _e(value: Any) -> str:
 def _ref(ref: dict[str, Any] | None) -> str:
     if not ref:
         return "-"
-    model = ref.get("model_name") or ref.get("model") or ""
+    model = ref.get("registered_model") or ref.get("model_name") or ""
     return (f"{_e(model)} v{_e(ref.get('model_version'))} <span class=muted>{_e(ref.get('target'))} "
             f"<span class=mono>{_e(str(ref.get('bundle_id', ''))[:10])}</span></span>")
 
@@ -142,7 +155,8 @@ def cohort_html(view: FleetView, name: str) -> str:
         ("profile", _e(cohort.get("profile"))), ("stable", _ref(cohort.get("stable"))),
         ("candidate", _ref(cohort.get("candidate"))), ("% on candidate", _e(cohort.get("percentage"))),
         ("rollout", f"<span class={_status_class(r.get('status'))}>{_e(r.get('status'))}</span>"),
-        ("step", _e(r.get("step"))), ("gates", _e(r.get("gates") or r.get("last_gate")))])
+        ("step", _e(r.get("step")))])
+    gates = _gates_html(r.get("gates"))
     windows = view.windows(name)
     accuracy = _series(windows, "estimated_accuracy")
     low = min((v for _, v in accuracy.points), default=0.0)
@@ -151,13 +165,28 @@ def cohort_html(view: FleetView, name: str) -> str:
     hist_rows = "".join(
         f"<tr><td>{_e(h.get('at'))}</td><td>{_e(h.get('actor'))}</td><td>{_e(h.get('action'))}</td>"
         f"<td>{_e(h.get('from_status'))} &rarr; {_e(h.get('to_status'))}</td><td>{_e(h.get('percentage'))}</td>"
-        f"<td>{_e(h.get('version'))}</td><td>{_e(h.get('reason'))}</td></tr>" for h in view.history(name))
-    history = ("<table><tr><th>at</th><th>actor</th><th>action</th><th>status</th><th>%</th><th>version</th>"
+        f"<td>{_e(h.get('model'))} v{_e(h.get('version'))}</td><td>{_e(h.get('reason'))}</td></tr>"
+        for h in view.history(name))
+    history = ("<table><tr><th>at</th><th>actor</th><th>action</th><th>status</th><th>%</th><th>model</th>"
                "<th>reason</th></tr>" + (hist_rows or "<tr><td colspan=7 class=muted>no transitions yet</td></tr>")
                + "</table>")
     return page(f"{name} - edgeops", f"<p><a href='/'>&larr; all cohorts</a></p><h1>{_e(name)}</h1>"
-                f"<table>{facts}</table><h2>Monitor windows ({len(windows)})</h2>{plots}"
+                f"<table>{facts}</table>{gates}<h2>Monitor windows ({len(windows)})</h2>{plots}"
                 f"<h2>History</h2>{history}")
+
+
+def _gates_html(gates: dict[str, Any] | None) -> str:
+    """The current step's gates, as `edgeops release status` prints them."""
+    if not gates:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(g['gate'])}</td><td>{_e(g['value'])}</td><td>{_e(g['limit'])}</td>"
+        f"<td class={'bad' if g['state'] in ('FAIL', 'fail', 'unmet') else 'muted'}>{_e(g['state'])}</td></tr>"
+        for g in gates.get("gates", []))
+    d = gates.get("decision", {})
+    return (f"<h2>Gates of the current step</h2><table><tr><th>gate</th><th>value</th><th>limit / interval</th>"
+            f"<th>state</th></tr>{rows}</table><p>controller now: <b>{_e(d.get('action'))}</b> &mdash; "
+            f"{_e('; '.join(d.get('reasons', [])))}</p>")
 
 
 def _series(windows: list[dict[str, Any]], key: str) -> Series:

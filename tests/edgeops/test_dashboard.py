@@ -18,12 +18,17 @@ T0 = datetime(2026, 12, 1, 8, 0)
 VIEW = FleetView(
     cohorts=[
         {"cohort": "pi-fleet-eu", "profile": "raspberry-pi-4", "percentage": 5.0,
-         "stable": {"model_name": "digits-tflite-int8", "model_version": "1", "target": "tflite-int8", "bundle_id": "a" * 64},
-         "candidate": {"model_name": "digits-tflite-int8", "model_version": "2", "target": "tflite-int8", "bundle_id": "b" * 64}},
+         "stable": {"registered_model": "digits-tflite-int8", "model_version": "1", "target": "tflite-int8",
+                    "bundle_id": "a" * 64},
+         "candidate": {"registered_model": "digits-prune-tflite-int8", "model_version": "2", "target": "tflite-int8",
+                       "bundle_id": "b" * 64}},
         {"cohort": "mcu-line-a-production-eu-west", "profile": "cortex-m", "percentage": 0.0, "stable": None,
          "candidate": None},
     ],
-    rollouts={"pi-fleet-eu": {"status": "running", "step": 1, "last_change": "2026-12-01T09:00:00Z"}},
+    rollouts={"pi-fleet-eu": {"status": "running", "step": 1, "last_change": "2026-12-01T09:00:00Z",
+                              "gates": {"gates": [{"gate": "dwell", "value": "47s", "limit": "600s",
+                                                   "state": "553s remaining"}],
+                                        "decision": {"action": "hold", "reasons": ["dwell 47s of 600s"]}}}},
     history=lambda cohort: [{"at": "2026-12-01T09:00:00Z", "actor": "release-pipeline", "action": "start",
                              "from_status": "planned", "to_status": "running", "percentage": 5.0, "version": "2",
                              "reason": "canary: first step"}] if cohort == "pi-fleet-eu" else [],
@@ -35,9 +40,10 @@ VIEW = FleetView(
 def test_pages_name_every_cohort_and_escape_input() -> None:
     text = overview_html(VIEW)
     assert "pi-fleet-eu" in text and "mcu-line-a-production-eu-west" in text
-    assert "digits-tflite-int8 v2" in text
+    assert "digits-prune-tflite-int8 v2" in text and "digits-tflite-int8 v1" in text
     page = cohort_html(VIEW, "pi-fleet-eu")
     assert "canary: first step" in page and page.count("<polyline") == 2
+    assert "553s remaining" in page and "controller now: <b>hold</b>" in page
     evil = FleetView([{"cohort": "<script>x</script>", "profile": "p"}], {}, lambda c: [])
     assert "<script>x" not in overview_html(evil)
     with pytest.raises(KeyError):
