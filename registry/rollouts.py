@@ -468,6 +468,58 @@ class RolloutManager:
             )
         return rows
 
+    def candidates(self, cohort: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Registry versions `plan` would accept for the cohort, newest first: blessed and
+        releasable, of a target the cohort's profile runs (and, where the release recorded for
+        which profiles it is blessed, blessed for this one), with their recorded evidence and
+        where they already run on this cohort."""
+        self._cohort(cohort)
+        if self.client is None:
+            raise RolloutError("listing candidates needs the MLflow registry (no client given)")
+        from mlflow.exceptions import MlflowException
+
+        from registry.mlflow_models import cohort_alias
+
+        profile = self.catalog.profile_for(cohort)
+        try:
+            versions = self.client.search_model_versions("tags.releasable = 'true'", max_results=10_000)
+        except MlflowException as exc:
+            raise RolloutError(f"reading the registry failed: {exc.message}") from exc
+        state = self.state(cohort)
+        stable, cand = state.stable_version, state.candidate_version
+        aliases: dict[str, dict[str, Any]] = {}
+        rows = []
+        for mv in sorted(versions, key=lambda v: -int(v.creation_timestamp or 0)):
+            tags = dict(mv.tags)
+            target = tags.get("target", "")
+            blessed_for = [p for p in tags.get("blessed_for", "").split(",") if p and p != "none"]
+            if tags.get("blessed") != "true" or not profile.allows(target):
+                continue
+            if "blessed_for" in tags and profile.name not in blessed_for:
+                continue
+            if mv.name not in aliases:
+                aliases[mv.name] = dict(self.client.get_registered_model(mv.name).aliases or {})
+            here = [role for role in ("stable", "canary")
+                    if str(aliases[mv.name].get(cohort_alias(cohort, role), "")) == str(mv.version)]
+            if stable and (stable.registered_model, stable.version) == (mv.name, str(mv.version)):
+                here = sorted({*here, "stable"})
+            if (cand and state.status in ACTIVE
+                    and (cand.registered_model, cand.version) == (mv.name, str(mv.version))):
+                here.append(f"candidate ({state.status})")
+            rows.append({
+                "registered_model": mv.name,
+                "version": str(mv.version),
+                "target": target,
+                "blessed_for": blessed_for,
+                "accuracy": tags.get("accuracy_ci") or tags.get("accuracy"),
+                "data_version": tags.get("data_version"),
+                "bundle": (tags.get("bundle_id") or "")[:12] or None,
+                "on_cohort": ", ".join(dict.fromkeys(here)) or None,
+            })
+            if len(rows) >= limit:
+                break
+        return rows
+
     # --- helpers ------------------------------------------------------------------------
     def _cohort_key(self, cohort: str) -> bytes | None:
         if not self.catalog.cohorts[cohort].encrypt:

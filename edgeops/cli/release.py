@@ -164,10 +164,31 @@ def _transition(name: str, doc: str) -> None:
 
 
 _transition("start", "Start a planned rollout at its first step.")
-_transition("advance", "Move to the next step (completes after the last).")
 _transition("pause", "Hold the rollout at its current percentage.")
 _transition("resume", "Resume a paused rollout (the step's dwell restarts).")
 _transition("rollback", "Repoint the cohort to the previous stable at once (re-runnable: repairs).")
+
+
+@release_app.command("advance")
+def advance_cmd(
+    cohort: Cohort,
+    force: Annotated[
+        bool, typer.Option("--force", help="Advance although dwell, counts or gates are unmet.")
+    ] = False,
+    reason: Reason = "",
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """Move to the next step (completes after the last) once the step's dwell, telemetry count
+    and gates are met, as the controller would; --force --reason TEXT overrides, recorded."""
+    from flows.rollout import advance_checked
+
+    state, _ = _run(
+        lambda: advance_checked(
+            _manager(registry=False), cohort, actor=_actor(actor), reason=reason, force=force
+        )
+    )
+    _show_state(state, as_json, f"advance on {cohort}: {state.status}")
 
 
 @release_app.command("status")
@@ -175,36 +196,100 @@ def status_cmd(
     cohort: Annotated[str | None, typer.Argument(help="One cohort (default: all).")] = None,
     as_json: Json = False,
 ) -> None:
-    """Where each rollout stands."""
+    """Where each rollout stands, and for a running or paused one each gate's evidence:
+    dwell remaining, canary and stable counts, the gate checks, labelled and estimated accuracy
+    with intervals, prediction shift, and what the controller would do now."""
+    from flows.rollout import gate_report
 
     def states() -> list[dict[str, Any]]:
         mgr = _manager(registry=False)
         names = [cohort] if cohort else sorted(mgr.catalog.cohorts)
-        return [mgr.state(n).summary() for n in names]
+        out = []
+        for n in names:
+            state = mgr.state(n)
+            report = gate_report(mgr, state)
+            out.append({**state.summary(), "gates": report.to_dict() if report else None})
+        return out
 
     rows = _run(states)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    cols = [
-        "cohort",
-        "status",
-        "model",
-        "version",
-        "step",
-        "percentage",
-        "stable_version",
-        "last_change",
-    ]
+    cols = ["cohort", "status", "model", "version", "step", "percentage", "stable_model",
+            "stable_version", "last_change"]
     table = Table(*cols, title="rollouts")
+    for col in table.columns:
+        col.overflow = "fold"
     for r in rows:
         table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
     console.print(table)
+    for r in rows:
+        g = r["gates"]
+        if not g:
+            continue
+        gates = Table("gate", "value", "limit / interval", "state",
+                      title=f"{r['cohort']}: {r['model']} v{r['version']} at {r['percentage']:g}%")
+        for row in g["gates"]:
+            gates.add_row(row["gate"], row["value"], row["limit"], row["state"])
+        console.print(gates)
+        d = g["decision"]
+        console.print(f"controller now: [bold]{d['action']}[/] - {'; '.join(d['reasons'])}",
+                      highlight=False, soft_wrap=True)
+
+
+@release_app.command("candidates")
+def candidates_cmd(cohort: Cohort, as_json: Json = False) -> None:
+    """Registry versions the cohort can take (blessed and releasable for its profile, of a
+    target it runs), newest first: what `release plan` accepts."""
+    rows = _run(lambda: _manager().candidates(cohort))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    cols = ["registered_model", "version", "target", "blessed_for", "accuracy", "bundle", "on_cohort"]
+    table = Table(*cols, title=f"candidates for {cohort}")
+    for col in table.columns:
+        col.overflow = "fold"
+    for r in rows:
+        table.add_row(*("-" if r[c] in (None, []) else
+                        ", ".join(r[c]) if isinstance(r[c], list) else str(r[c]) for c in cols))
+    console.print(table)
+    if not rows:
+        console.print(f"no blessed, releasable version for {cohort}'s profile yet", highlight=False)
+
+
+@release_app.command("controller")
+def controller_cmd(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass and exit.")] = False,
+    interval: Annotated[str, typer.Option(help="Time between passes without --once.")] = "1m",
+    actor: Actor = None,
+    as_json: Json = False,
+) -> None:
+    """The rollout controller from a terminal: for every running rollout read the gates,
+    decide and apply (advance, hold, roll back), as the scheduled flow does."""
+    import time
+
+    from flows.controller import control_pass
+
+    pause = parse_duration(interval) if not once else 0.0
+    while True:
+        out = _run(lambda: control_pass(_manager(), actor=actor or "controller-cli"))
+        if as_json:
+            typer.echo(json.dumps(out, indent=2))
+        else:
+            table = Table("cohort", "decision", "applied", "reasons", title="controller pass")
+            for col in table.columns:
+                col.overflow = "fold"
+            for c, d in sorted(out.items()):
+                table.add_row(c, d["action"], d["applied"], "; ".join(d["reasons"]))
+            console.print(table if out else "no running rollout: nothing to decide")
+        if once:
+            return
+        time.sleep(pause)
 
 
 @release_app.command("history")
 def history_cmd(cohort: Cohort, as_json: Json = False) -> None:
-    """Every transition of every rollout on a cohort: who, when, why."""
+    """Every transition on a cohort since its first publication: who, when, why, which model."""
     rows = _run(lambda: _manager(registry=False).history(cohort))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -217,11 +302,14 @@ def history_cmd(cohort: Cohort, as_json: Json = False) -> None:
         "from_status",
         "to_status",
         "percentage",
+        "model",
         "version",
         "manifest_revision",
         "reason",
     ]
     table = Table(*cols, title=f"history of {cohort}")
+    for col in table.columns:
+        col.overflow = "fold"
     for r in rows:
         table.add_row(*("-" if r[c] is None else str(r[c]) for c in cols))
     console.print(table)
@@ -249,7 +337,9 @@ def cohorts_list(as_json: Json = False) -> None:
     for r in rows:
 
         def ref(d: dict[str, str] | None) -> str:
-            return f"v{d['model_version']} {d['target']} {d['bundle_id'][:8]}" if d else "-"
+            if not d:
+                return "-"
+            return f"{d.get('registered_model', '?')} v{d['model_version']} ({d['bundle_id'][:8]})"
 
         table.add_row(
             r["cohort"],

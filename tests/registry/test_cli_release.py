@@ -11,9 +11,11 @@ from rich.console import Console
 from rollout_helpers import release
 from typer.testing import CliRunner
 
+import flows.controller  # noqa: F401  # Prefect imported before CliRunner swaps the streams
 from edgeops.cli.release import cohorts_app, parse_duration, parse_steps, release_app
 from edgeops.errors import ConfigError
-from registry.channels import set_stable
+from registry.rollout_state import RegisteredVersion
+from registry.rollouts import RolloutManager
 
 pytestmark = pytest.mark.slow  # trains nothing, but registers real models in MLflow
 
@@ -31,7 +33,9 @@ def env(
 ):
     path, spec, x = tiny_tflite
     v1, ref1 = release(mlflow_client, experiment_run, local_repo, path, spec, x)
-    set_stable(local_repo, "pi-fleet-eu", ref1)
+    RolloutManager(local_repo, catalog, mlflow_client).publish_stable(  # as flows.publish does
+        "pi-fleet-eu", RegisteredVersion("digits-tflite-f32", v1), "digits", ref1, actor="release-pipeline"
+    )
     v2, _ = release(mlflow_client, experiment_run, local_repo, bad_tflite, spec, x)
     devices = tmp_path / "devices.yaml"
     devices.write_text(
@@ -100,8 +104,10 @@ def test_release_commands_end_to_end(env) -> None:
     out = r.invoke(release_app, ["rollback", "pi-fleet-eu", "--reason", "bad feedback", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["status"] == "rolled_back"
     hist = json.loads(r.invoke(release_app, ["history", "pi-fleet-eu", "--json"]).output)
-    assert [h["action"] for h in hist] == ["plan", "start", "pause", "resume", "rollback"]
-    assert all(h["actor"] == "carol" for h in hist) and hist[2]["reason"] == "looks odd"
+    # the history starts at the first publication
+    assert [h["action"] for h in hist] == ["publish", "plan", "start", "pause", "resume", "rollback"]
+    assert hist[0]["model"] == "digits-tflite-f32" and hist[0]["version"] == v1
+    assert all(h["actor"] == "carol" for h in hist[1:]) and hist[3]["reason"] == "looks odd"
     table = r.invoke(release_app, ["history", "pi-fleet-eu"])
     assert table.exit_code == 0 and "bad feedback" in table.output
     rows = {
@@ -205,4 +211,60 @@ def test_controller_flow_runs_in_prefect_and_leaves_an_artifact(env, monkeypatch
     )
     assert arts and "decision: **hold**" in arts[0].data
     hist = json.loads(r.invoke(release_app, ["history", "pi-fleet-eu", "--json"]).output)
-    assert [h["action"] for h in hist] == ["plan", "start"]  # a hold changes nothing
+    assert [h["action"] for h in hist] == ["publish", "plan", "start"]  # a hold changes nothing
+
+
+def test_advance_is_refused_while_gates_are_unmet(env) -> None:
+    """A step with no dwell served and no canary telemetry: status shows each gate's evidence,
+    advance refuses with the reasons, --force needs a reason, and the forced advance records it."""
+    _, v2 = env
+    r = CliRunner()
+    plan = ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", v2, "--steps", "5,100", "--dwell", "10m"]
+    assert r.invoke(release_app, plan).exit_code == 0
+    assert r.invoke(release_app, ["start", "pi-fleet-eu"]).exit_code == 0
+    out = r.invoke(release_app, ["status", "pi-fleet-eu", "--json"])
+    row = json.loads(out.output)[0]
+    assert row["model"] == "digits-tflite-f32" and row["stable_model"] == "digits-tflite-f32"
+    gates = row["gates"]
+    assert 590 <= gates["dwell_remaining_s"] <= 600 and gates["decision"]["action"] == "hold"
+    assert {g["gate"] for g in gates["gates"]} >= {"dwell", "canary records", "stable records",
+                                                   "labelled accuracy, canary"}
+    table = r.invoke(release_app, ["status", "pi-fleet-eu"])
+    assert table.exit_code == 0 and "remaining" in table.output and "controller now: hold" in table.output
+    out = r.invoke(release_app, ["advance", "pi-fleet-eu"])
+    assert out.exit_code == 11 and "not advancing pi-fleet-eu at 5%" in out.output
+    assert "canary telemetry 0 of 50" in out.output and "Traceback" not in out.output
+    out = r.invoke(release_app, ["advance", "pi-fleet-eu", "--force"])
+    assert out.exit_code == 11 and "--force needs --reason" in out.output
+    state = json.loads(r.invoke(release_app, ["status", "pi-fleet-eu", "--json"]).output)[0]
+    assert state["percentage"] == 5  # both refusals changed nothing
+    out = r.invoke(release_app, ["advance", "pi-fleet-eu", "--force", "-r", "hotfix for a crash", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["percentage"] == 100
+    last = json.loads(r.invoke(release_app, ["history", "pi-fleet-eu", "--json"]).output)[-1]
+    assert last["action"] == "advance" and last["reason"].startswith("forced: hotfix for a crash")
+    assert "canary telemetry 0 of 50" in last["reason"]
+
+
+def test_candidates_and_one_controller_pass(env) -> None:
+    v1, v2 = env
+    r = CliRunner()
+    out = r.invoke(release_app, ["candidates", "pi-fleet-eu", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.output)
+    assert [(c["registered_model"], c["version"]) for c in rows] == [
+        ("digits-tflite-f32", v2), ("digits-tflite-f32", v1)]
+    assert rows[1]["on_cohort"] == "stable" and rows[0]["on_cohort"] is None
+    assert json.loads(r.invoke(release_app, ["candidates", "mcu-line-a", "--json"]).output) == []
+    table = r.invoke(release_app, ["candidates", "mcu-line-a"])
+    assert table.exit_code == 0 and "no blessed, releasable version" in table.output
+    out = r.invoke(release_app, ["controller", "--once", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output) == {}
+    assert r.invoke(release_app, ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32", "-v", v2]).exit_code == 0
+    assert r.invoke(release_app, ["start", "pi-fleet-eu"]).exit_code == 0
+    out = r.invoke(release_app, ["controller", "--once", "--json"])
+    decision = json.loads(out.output)["pi-fleet-eu"]
+    assert decision["action"] == "hold" and decision["applied"] == "no change"
+    out = r.invoke(release_app, ["controller", "--once"])
+    assert out.exit_code == 0 and "pi-fleet-eu" in out.output and "hold" in out.output
+    rows = json.loads(r.invoke(release_app, ["candidates", "pi-fleet-eu", "--json"]).output)
+    assert rows[0]["on_cohort"] == "canary, candidate (running)"
