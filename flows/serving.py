@@ -177,7 +177,8 @@ def control_server_cohorts(client: MlflowClient, store: ObjectStore, catalog: De
 
 
 def run_server_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scenario: Any = None,
-                      params: Any = None, start: datetime | None = None, batch: int = 8) -> str:
+                      params: Any = None, start: datetime | None = None, batch: int = 8,
+                      timeout_s: float = 300.0) -> str:
     """The server cohort's traffic in the fleet run: its released versions behind the share router
     on loopback, field frames (drawn through the drift scenario over the simulated hours) sent as
     real HTTP requests by the cohort's clients, a share of them scored with the user's label. The
@@ -218,7 +219,8 @@ def run_server_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scen
     right: dict[str, list[int]] = {}
     try:
         with serve_cohort(client, settings.mlflow_tracking_uri, name, cohort,
-                          log=RequestLog(settings.store(), cohort, clock=lambda: now[0])) as service:
+                          log=RequestLog(settings.store(), cohort, clock=lambda: now[0]), timeout_s=timeout_s
+                          ) as service:
             for k, i in enumerate(range(0, n, batch)):
                 rows = slice(i, min(i + batch, n))
                 now[0] = t0 + timedelta(hours=at[i])

@@ -52,6 +52,7 @@ def run_browser_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, sce
     from device.browser_relay import BrowserRelay, PageResult, page_model
     from device.preprocessing import PreprocessingSpec
     from device.protocol import choose
+    from device.sampling import SamplingPolicy
     from edgeops.channel import channel_repository
     from edgeops.errors import EdgeOpsError, IntegrityError
     from registry.bundles import read_bundle
@@ -105,12 +106,16 @@ def run_browser_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, sce
     labelled = np.random.default_rng(params.seed + 1).random(n) < params.label_rate  # users who confirm
     root = Path(state_dir or settings.home / "fleet") / "browsers"
     enrol = simulator_enroller(settings.keys_dir)
+    thumbnails = settings.devices().cohorts[cohort].thumbnails  # the cohort's privacy setting
+    policy = SamplingPolicy(sample_rate=params.sample_rate, buffer_size=params.buffer_size,
+                            daily_upload_bytes=params.daily_upload_bytes, thumbnails=thumbnails)
     uploaded = 0
     try:
         for bundle_id, devs in runs_on.items():
             model, ms = pages[bundle_id]
             for dev in devs:
-                relay = BrowserRelay(repo.store, cohort, dev, root / dev, clock=lambda end=end: end)
+                relay = BrowserRelay(repo.store, cohort, dev, root / dev, clock=lambda end=end: end,
+                                     policy=policy, thumb_size=params.thumb_size)
                 enrol(dev, cohort, relay.identity.public_key)
                 results = [PageResult(t0 + timedelta(hours=at[i]), images[i], probs[i], ms,
                                       int(y[i]) if labelled[i] else None) for i in mine[dev]]

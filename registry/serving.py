@@ -8,11 +8,9 @@ What serves where is the registry's state, visible in the MLflow UI: the aliases
 i.e. the SavedModel's serving signature). The router answers `POST /invocations` like the scoring
 server itself and says who answered in `X-Edgeops-Version` / `X-Edgeops-Role`.
 
-The router's request log is the server cohort's telemetry: one row per input (time, client,
-version, role, status, latency, probabilities, and the label when the client scores the request
-with `X-Edgeops-Labels`), written in JSON-lines chunks to the object store under
-`serving/<cohort>/requests/<hour>/`, where the rollout controller reads its gate and its
-accuracy evidence.
+The router's request log (registry.request_log) is the server cohort's telemetry: one row per
+answered input, the label included when the client scores the request with `X-Edgeops-Labels`;
+the rollout controller reads its gate and accuracy evidence from it.
 """
 
 from __future__ import annotations
@@ -28,25 +26,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device.protocol import format_time, parse_time
+from device.protocol import format_time
 from edgeops.errors import EdgeOpsError
 from registry.mlflow_models import cohort_alias
+from registry.request_log import RequestLog, read_requests
 from registry.share_rollout import share_tag
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from device.store import ObjectStore
 
-LOG_PREFIX = "serving"
 
 
 class ServingError(EdgeOpsError):
@@ -56,74 +50,6 @@ class ServingError(EdgeOpsError):
 
 
 __all__ = ["share_tag", "ServingError", "ShareRouter", "RequestLog", "read_requests", "serve_cohort", "cohort_model"]
-
-
-class RequestLog:
-    """Buffered request rows of one cohort, flushed to the store as one JSON-lines object per
-    chunk (a new key each time: no read-modify-write, nothing lost to a concurrent writer)."""
-
-    def __init__(self, store: ObjectStore, cohort: str, flush_every: int = 500,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.store, self.cohort, self.flush_every, self.clock = store, cohort, flush_every, clock
-        self._rows: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        with self._lock:
-            self._rows.extend(rows)
-            full = len(self._rows) >= self.flush_every
-        if full:
-            self.flush()
-
-    def flush(self) -> int:
-        with self._lock:
-            rows, self._rows = self._rows, []
-        if not rows:
-            return 0
-        by_hour: dict[str, list[dict[str, Any]]] = {}
-        for r in rows:  # one object per hour, so a reader lists only the hours it asks for
-            by_hour.setdefault(r["at"][:13], []).append(r)
-        for hour, chunk in by_hour.items():
-            key = f"{LOG_PREFIX}/{self.cohort}/requests/{hour}/{chunk[0]['at']}-{uuid.uuid4().hex[:12]}.jsonl"
-            self.store.put(key, "\n".join(json.dumps(r) for r in chunk).encode())
-        return len(rows)
-
-
-def read_requests(store: ObjectStore, cohort: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    """The cohort's logged request rows with start <= time < end (only the hours in range are listed)."""
-    rows: list[dict[str, Any]] = []
-    hour = start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    while hour < end:
-        prefix = f"{LOG_PREFIX}/{cohort}/requests/{format_time(hour)[:13]}/"
-        for key in store.list(prefix):
-            for line in store.get(key).decode().splitlines():
-                row = json.loads(line)
-                if start <= parse_time(row["at"]) < end:
-                    rows.append(row)
-        hour += timedelta(hours=1)
-    return rows
-
-
-def _rows(backend: Backend, status: int, data: bytes, latency_ms: float, client: str, labels: str | None,
-          at: str) -> list[dict[str, Any]]:
-    """One row per input of a request: the version's probabilities, or one error row."""
-    base = {"at": at, "device_id": client, "version": backend.version, "role": backend.role,
-            "status": status, "latency_ms": latency_ms}
-    try:
-        preds = json.loads(data)["predictions"] if status == 200 else None
-    except (ValueError, KeyError, TypeError):
-        preds = None
-    if not isinstance(preds, list) or not preds:
-        return [{**base, "event": "error"}]
-    wanted = (labels or "").split(",")
-    out = []
-    for i, p in enumerate(preds):
-        probs = [float(v) for v in (p if isinstance(p, list) else [p])]
-        top1 = max(range(len(probs)), key=probs.__getitem__)
-        label = wanted[i].strip() if i < len(wanted) else ""
-        out.append({**base, "event": "inference", "probs": probs, "top1": top1, "confidence": probs[top1],
-                    "label": int(label) if label.lstrip("-").isdigit() else None})
-    return out
 
 
 @dataclass
@@ -201,6 +127,28 @@ def _wait_ready(server: ModelServer, timeout_s: float) -> None:
             pass
         time.sleep(0.5)
     raise ServingError(f"the model server did not answer within {timeout_s:.0f} s", where=server.model_uri)
+
+
+def _rows(backend: Backend, status: int, data: bytes, latency_ms: float, client: str, labels: str | None,
+          at: str) -> list[dict[str, Any]]:
+    """One row per input of a request: the version's probabilities, or one error row."""
+    base = {"at": at, "device_id": client, "version": backend.version, "role": backend.role,
+            "status": status, "latency_ms": latency_ms}
+    try:
+        preds = json.loads(data)["predictions"] if status == 200 else None
+    except (ValueError, KeyError, TypeError):
+        preds = None
+    if not isinstance(preds, list) or not preds:
+        return [{**base, "event": "error"}]
+    wanted = (labels or "").split(",")
+    out = []
+    for i, p in enumerate(preds):
+        probs = [float(v) for v in (p if isinstance(p, list) else [p])]
+        top1 = max(range(len(probs)), key=probs.__getitem__)
+        label = wanted[i].strip() if i < len(wanted) else ""
+        out.append({**base, "event": "inference", "probs": probs, "top1": top1, "confidence": probs[top1],
+                    "label": int(label) if label.lstrip("-").isdigit() else None})
+    return out
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -18,23 +19,38 @@ COHORT = "inference-servers"
 
 @pytest.mark.slow
 def test_server_cohort_traffic_in_the_fleet_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from edgeops.settings import Settings
+
+    for key, value in {"EDGEOPS_HOME": tmp_path / "home", "EDGEOPS_STORE_URL": tmp_path / "store",
+                       "EDGEOPS_KEYS_DIR": tmp_path / "keys", "EDGEOPS_DEVICES": REPO / "devices.yaml"}.items():
+        monkeypatch.setenv(key, str(value))
+    # the fluent API too (log_model inside register_variant), as the release flow's environment has it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    settings = Settings.from_env()
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    try:
+        _fleet_run(settings, tmp_path)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def _fleet_run(settings: Any, tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 
     import components  # noqa: F401  (legacy Keras before tensorflow)
     from components.convert.savedmodel import to_savedmodel
     from components.keras import keras, tf
     from device.preprocessing import PreprocessingSpec, normalize
-    from edgeops.settings import Settings
     from flows.serving import model_location, run_server_cohort
     from registry.mlflow_models import Lineage, register_variant, set_cohort_alias
     from registry.serving import read_requests
     from registry.share_rollout import SharePlan, start_share_rollout
 
-    for key, value in {"EDGEOPS_HOME": tmp_path / "home", "EDGEOPS_STORE_URL": tmp_path / "store",
-                       "EDGEOPS_KEYS_DIR": tmp_path / "keys", "EDGEOPS_DEVICES": REPO / "devices.yaml"}.items():
-        monkeypatch.setenv(key, str(value))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    settings = Settings.from_env()
     client = settings.mlflow_client()
     exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
     run = client.create_run(exp).info.run_id
@@ -63,7 +79,7 @@ def test_server_cohort_traffic_in_the_fleet_run(tmp_path: Path, monkeypatch: pyt
     assert run_server_cohort(settings, COHORT, field, labels, params=params) == (
         f"cohort {COHORT}: nothing released to the model server yet")
     set_cohort_alias(client, name, COHORT, "stable", versions[0])
-    line = run_server_cohort(settings, COHORT, field, labels, params=params, start=start)
+    line = run_server_cohort(settings, COHORT, field, labels, params=params, start=start, timeout_s=900)
     assert line.startswith(f"{name} in MLflow's scoring server behind the share router: stable v1: top-1"), line
     assert "on 120 field frames in 15 HTTP requests" in line
     rows = read_requests(settings.store(), COHORT, start, start + timedelta(hours=1))
@@ -75,7 +91,8 @@ def test_server_cohort_traffic_in_the_fleet_run(tmp_path: Path, monkeypatch: pyt
 
     # a share rollout running: both versions answer, in the step's share of requests
     start_share_rollout(client, name, COHORT, versions[1], start, SharePlan(steps=(50.0, 100.0)))
-    line = run_server_cohort(settings, COHORT, field, labels, params=params, start=start + timedelta(hours=1))
+    line = run_server_cohort(settings, COHORT, field, labels, params=params, start=start + timedelta(hours=1),
+                             timeout_s=900)
     assert "canary at 50% of requests: canary v2: top-1" in line and "; stable v1: top-1" in line, line
     rows = read_requests(settings.store(), COHORT, start + timedelta(hours=1), start + timedelta(hours=2))
     assert {r["version"] for r in rows} == {"1", "2"}

@@ -89,7 +89,7 @@ def test_server_cohort_answers_http_with_stable_and_canary_in_shares_before_and_
 
     expected = {versions[s]: SavedModelRunner(e).predict(x[:3]) for s, e in exports.items()}
     tracking = mlflow_client.tracking_uri
-    with serve_cohort(mlflow_client, tracking, name, COHORT, log=RequestLog(store, COHORT)) as service:
+    with serve_cohort(mlflow_client, tracking, name, COHORT, log=RequestLog(store, COHORT), timeout_s=900) as service:
         seen = {"stable": 0, "canary": 0}
         for i in range(60):
             probs, version, role = _post(service.url, x[:3], f"r{i}")
