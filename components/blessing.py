@@ -59,19 +59,23 @@ def _budget_reasons(variant: Variant, profile: DeviceProfile, metrics: dict[str,
         return [
             "not measured: arena and latency budgets cannot be checked (convert with measure=True)"
         ]
-    est = m.estimated_latency_ms(profile)
+    est = m.estimated_latency_ms(profile)  # host measurement x the profile's calibration
     arena = m.arena_for(profile)  # TFLite Micro's measured minimum on a Cortex-M profile
     metrics.update(
         arena_bytes=arena,
         estimated_latency_ms=est,
+        latency_estimate=m.latency_basis(profile),
         host_latency_ms=m.host_latency_ms,
         macs=m.macs,
+        wire_bytes=m.wire_bytes,
+        weight_bytes=m.weight_bytes,
     )
     reasons = m.runtime_reasons(profile) if variant.target == "tflite-int8" else []
     if arena is not None and arena > profile.arena_bytes:
         reasons.append(f"arena {arena} bytes > budget {profile.arena_bytes}")
     if est > profile.latency_budget_ms:
-        reasons.append(f"estimated latency {est:.2f} ms > budget {profile.latency_budget_ms} ms")
+        reasons.append(f"estimated latency {est:.2f} ms > budget {profile.latency_budget_ms} ms "
+                       f"({m.latency_basis(profile)})")
     return reasons
 
 

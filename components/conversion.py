@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from components.convert.verify import parity, profile_violations
+from components.measure import Measurement
 from edgeops.errors import ConversionError
 
 if TYPE_CHECKING:
     from components.keras import keras
-    from components.measure import Measurement
     from components.profiles import DeviceProfile
     from edgeops.params import ConvertParams
 
@@ -71,6 +71,13 @@ class Variant:
     val_accuracy: float | None = None
     predictions: tuple[int, ...] = ()  # this artifact's top-1 per test image, in test order
     float_predictions: tuple[int, ...] = ()  # its parent Keras model's top-1 on the same images
+    val_predictions: tuple[int, ...] = ()  # top-1 per validation image: paired choices (selection)
+
+    @property
+    def wire_bytes(self) -> int:
+        """What a device downloads (zstd, device.wire); the file size when unmeasured."""
+        m = self.measurement
+        return m.wire_bytes if m is not None and m.wire_bytes else self.bytes
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -80,25 +87,26 @@ class Variant:
         d["measurement"] = self.measurement.to_dict() if self.measurement else None
         d["predictions"] = list(self.predictions)
         d["float_predictions"] = list(self.float_predictions)
+        d["val_predictions"] = list(self.val_predictions)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Variant:
         """Inverse of to_dict (the DVC convert stage writes variants.json)."""
-        from components.measure import Measurement
-
         m = d.get("measurement")
         return cls(
             **{
                 k: v
                 for k, v in d.items()
-                if k not in ("path", "tensor_dtypes", "ops", "measurement", "predictions", "float_predictions")
+                if k not in ("path", "tensor_dtypes", "ops", "measurement", "predictions", "float_predictions",
+                             "val_predictions")
             },
             path=Path(d["path"]),
             tensor_dtypes=tuple(d["tensor_dtypes"]),
             ops=tuple(d["ops"]),
             predictions=tuple(d.get("predictions", ())),
             float_predictions=tuple(d.get("float_predictions", ())),
+            val_predictions=tuple(d.get("val_predictions", ())),
             measurement=Measurement(**m) if m else None,
         )
 
@@ -221,7 +229,7 @@ def convert_and_verify(
         raise ConversionError(target, "; ".join(reasons))
     float_acc = float((reference.argmax(axis=1) == np.asarray(prepared.y_test)).mean())
     x_val = getattr(prepared, "x_val", None)
-    val_acc = None
+    val_acc, val_pred = None, np.zeros(0, np.int64)
     if x_val is not None and len(x_val):
         val_pred = runner.predict(model_inputs(x_val, prepared.spec)).argmax(axis=1)
         val_acc = float((val_pred == np.asarray(prepared.y_val)).mean())
@@ -243,14 +251,15 @@ def convert_and_verify(
         val_accuracy=val_acc,
         predictions=tuple(int(i) for i in probs.argmax(axis=1)),
         float_predictions=tuple(int(i) for i in reference.argmax(axis=1)),
+        val_predictions=tuple(int(i) for i in val_pred),
     )
     if not measure:
         return variant
-    from components.measure import measure_variant
+    from components.measure import measure_artifact
 
     sample = model_inputs(prepared.x_test[:1], prepared.spec)
     parity_inputs = model_inputs(prepared.x_test[:MICRO_PARITY_IMAGES], prepared.spec)
-    measured = measure_variant(
-        variant, sample, runs=params.latency_runs, model=model, parity_inputs=parity_inputs
+    measured = measure_artifact(
+        target, path, (size, gz), sample, runs=params.latency_runs, model=model, parity_inputs=parity_inputs
     )
     return dataclasses.replace(variant, measurement=measured)

@@ -2,12 +2,18 @@
 
 TFLite variants are measured from the file alone (the flatbuffer's graph and constants, LiteRT
 for latency). ONNX and SavedModel variants take parameters, MACs and activations from the Keras
-model they came from. The on-device latency is an ESTIMATE (MACs / the profile's throughput),
-never a measurement, and says so in its name.
+model they came from. The on-device latency is an ESTIMATE, never a measurement, and says so in
+its name: this host's measured latency of the variant in its runtime (LiteRT, one thread, batch 1)
+times the profile's calibration factor recorded in devices.yaml (`latency_calibration`), or, for a
+profile without one, MACs over its nominal throughput.
+
+This module owns `Measurement` and measures an artifact by target and path; it never imports
+components.conversion (which owns `Variant` and imports this module).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from components.conversion import Variant
     from components.keras import keras
     from components.profiles import DeviceProfile
 
@@ -50,8 +55,20 @@ class Measurement:
     wire_bytes: int | None = None  # the model file as a device downloads it (device.wire, zstd)
 
     def estimated_latency_ms(self, profile: DeviceProfile) -> float:
-        """On-device latency ESTIMATE: MACs over the profile's throughput figure."""
+        """On-device latency ESTIMATE: the host measurement scaled by the profile's calibration
+        (so int8 and float variants differ as they do in their runtime), else MACs/throughput."""
+        cal = profile.latency_calibration
+        if cal is not None and math.isfinite(self.host_latency_ms):
+            return self.host_latency_ms * cal.host_to_device
         return 1000.0 * self.macs / profile.throughput_macs_per_s
+
+    def latency_basis(self, profile: DeviceProfile) -> str:
+        """How estimated_latency_ms was reached, for the blessing and the tables."""
+        cal = profile.latency_calibration
+        if cal is not None and math.isfinite(self.host_latency_ms):
+            return (f"estimate: host {self.host_latency_ms:.3f} ms (median of {self.latency_runs}, 1 thread) "
+                    f"x {cal.host_to_device:g} ({profile.name} calibration: {cal.source})")
+        return f"estimate: {self.macs} MACs / {profile.throughput_macs_per_s:g} MAC/s (no calibration)"
 
     def arena_for(self, profile: DeviceProfile) -> int | None:
         """The arena the profile's runtime needs: TFLite Micro's measured minimum where it runs."""
@@ -133,7 +150,8 @@ def tflite_costs(data: bytes) -> dict[str, Any]:
     last_use: dict[int, int] = {}
     for step, op in enumerate(ops):
         for i in op["inputs"]:
-            last_use[int(i)] = step
+            if int(i) >= 0:  # -1: an optional input left out (e.g. no bias)
+                last_use[int(i)] = step
     for i in outputs:
         last_use[i] = len(ops)
     live: dict[int, int] = {}
@@ -188,29 +206,29 @@ def keras_costs(model: keras.Model) -> dict[str, Any]:
     }
 
 
-def _runner(variant: Variant) -> Any:
-    if variant.target.startswith("tflite"):
+def _runner(target: str, path: Path) -> Any:
+    if target.startswith("tflite"):
         from device.runtime import TFLiteRunner
 
-        return TFLiteRunner(Path(variant.path), num_threads=1)
-    if variant.target == "onnx":
+        return TFLiteRunner(path, num_threads=1)
+    if target == "onnx":
         from components.convert.onnx import OnnxRunner
 
-        return OnnxRunner(Path(variant.path), num_threads=1)
-    if variant.target == "openvino":
+        return OnnxRunner(path, num_threads=1)
+    if target == "openvino":
         from components.convert.openvino import OpenVinoRunner
 
-        return OpenVinoRunner(Path(variant.path), num_threads=1)
+        return OpenVinoRunner(path, num_threads=1)
     from components.convert.savedmodel import SavedModelRunner
 
-    return SavedModelRunner(Path(variant.path))
+    return SavedModelRunner(path)
 
 
 def host_latency(
-    variant: Variant, sample: np.ndarray, runs: int, warmup: int = 5
+    target: str, path: Path | str, sample: np.ndarray, runs: int, warmup: int = 5
 ) -> tuple[float, float]:
     """(median, p90) milliseconds for one batch-1 inference on one thread, in its runtime."""
-    runner = _runner(variant)
+    runner = _runner(target, Path(path))
     x = np.asarray(sample, np.float32).reshape(1, *sample.shape[-3:])
     if hasattr(runner, "invoke_raw"):
         runner.prepare_single(x)
@@ -241,32 +259,38 @@ def micro_costs(data: bytes, parity_inputs: np.ndarray, planner_arena: int) -> d
             "micro_reason": check.reason}
 
 
-def measure_variant(
-    variant: Variant,
+def measure_artifact(
+    target: str,
+    path: Path | str,
+    sizes: tuple[int, int],
     sample: np.ndarray,
     runs: int = 50,
     model: keras.Model | None = None,
     parity_inputs: np.ndarray | None = None,
 ) -> Measurement:
-    """Measure one verified variant; `model` (its Keras source) is needed for non-TFLite targets.
-    An int8 file with `parity_inputs` is also run in TFLite Micro (components.micro)."""
+    """Measure one verified artifact (`sizes`: its bytes and gzip bytes); `model` (its Keras
+    source) is needed for non-TFLite targets. An int8 file with `parity_inputs` is also run in
+    TFLite Micro (components.micro). Wire bytes: the file as registry.bundles publishes it."""
     from device.wire import wire_size
 
-    if variant.target.startswith("tflite"):
-        data = Path(variant.path).read_bytes()
+    path = Path(path)
+    if target.startswith("tflite"):
+        data = path.read_bytes()
         costs = tflite_costs(data)
         costs["wire_bytes"] = wire_size(data)
-        if variant.target == "tflite-int8" and parity_inputs is not None and len(parity_inputs):
+        if target == "tflite-int8" and parity_inputs is not None and len(parity_inputs):
             costs |= micro_costs(data, parity_inputs, costs["arena_bytes"])
     elif model is not None:
         costs = keras_costs(model)
+        if path.is_file():  # ONNX: one file, compressed on the wire like any bundle's model
+            costs["wire_bytes"] = wire_size(path.read_bytes())
     else:
-        raise ValueError(f"measuring {variant.target} needs the Keras model it came from")
-    median, p90 = host_latency(variant, sample, runs)
+        raise ValueError(f"measuring {target} needs the Keras model it came from")
+    median, p90 = host_latency(target, path, sample, runs)
     return Measurement(
-        target=variant.target,
-        bytes=variant.bytes,
-        gzip_bytes=variant.gzip_bytes,
+        target=target,
+        bytes=sizes[0],
+        gzip_bytes=sizes[1],
         host_latency_ms=median,
         host_latency_p90_ms=p90,
         latency_runs=runs,

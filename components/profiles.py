@@ -24,6 +24,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class LatencyCalibration(_Strict):
+    """Device milliseconds per host millisecond for the same variant (LiteRT, one thread, batch 1):
+    the on-device latency estimate is the host measurement of each variant times this factor."""
+
+    host_to_device: float = Field(gt=0, description="device latency / this host's latency, same file")
+    source: str = Field(min_length=1, description="how the factor was obtained (a measurement, or what it assumes)")
+
+
 class DeviceProfile(_Strict):
     """What one class of device can run, and the budgets a variant must meet there."""
 
@@ -34,7 +42,12 @@ class DeviceProfile(_Strict):
     max_model_bytes: int = Field(gt=0)
     arena_bytes: int = Field(gt=0, description="memory for activations (the tensor arena)")
     latency_budget_ms: float = Field(gt=0)
-    throughput_macs_per_s: float = Field(gt=0, description="for the latency estimate only")
+    throughput_macs_per_s: float = Field(
+        gt=0, description="nominal; the latency estimate uses it only without a latency_calibration"
+    )
+    latency_calibration: LatencyCalibration | None = Field(
+        None, description="scales each variant's host-measured latency to this profile (an estimate)"
+    )
     unverified_targets: tuple[Literal["coreml-f32", "coreml-f16"], ...] = Field(
         (),
         description="converted here but not runnable here (Core ML): registered as 'converted, not "

@@ -3,8 +3,9 @@ guided structured plan, the Pareto front of the variants and the cheapest one pe
 
 NNCF's accuracy-aware quantisation and Olive's pass search work against a `max_drop` or goals;
 here the goal is per device profile: among variants the profile can run within its budgets (bytes,
-arena on its runtime, latency) and within `margin` of the best validation accuracy, the fewest
-wire bytes, then the lowest latency. Nothing here reads the test split.
+arena on its runtime, estimated latency) and non-inferior within `margin` to the best validation
+accuracy (paired), the fewest wire bytes, then the lowest latency (components.selection owns the
+rule). Nothing here reads the test split.
 """
 
 from __future__ import annotations
@@ -95,14 +96,17 @@ class Point:
     name: str
     val_accuracy: float
     wire_bytes: int
-    latency_ms: float
+    latency_ms: float  # host-measured, or the profile's estimate when one is given
 
     @classmethod
-    def of(cls, name: str, v: Variant) -> Point:
+    def of(cls, name: str, v: Variant, profile: DeviceProfile | None = None) -> Point:
         m = v.measurement
-        wire = m.wire_bytes if m and m.wire_bytes else v.bytes
-        return cls(name, float(v.val_accuracy if v.val_accuracy is not None else float("nan")), int(wire),
-                   float(m.host_latency_ms if m else float("inf")))
+        if m is None:
+            latency = float("inf")
+        else:
+            latency = m.estimated_latency_ms(profile) if profile is not None else m.host_latency_ms
+        return cls(name, float(v.val_accuracy if v.val_accuracy is not None else float("nan")), int(v.wire_bytes),
+                   float(latency))
 
 
 def pareto_front(points: Iterable[Point]) -> list[Point]:
@@ -119,22 +123,19 @@ def pareto_front(points: Iterable[Point]) -> list[Point]:
     return sorted((p for p in pts if not dominated(p)), key=lambda p: (p.wire_bytes, -p.val_accuracy))
 
 
-def choose_for_profile(
-    variants: Mapping[str, Variant], profile: DeviceProfile, margin: float, reference: float | None = None
-) -> tuple[str | None, str]:
-    """The fewest wire bytes (then lowest latency) among variants the profile can run within
-    `margin` (absolute) of `reference` (the float parent's validation accuracy), or else of the
-    best validation accuracy any of them reaches."""
+def profile_front(variants: Mapping[str, Variant], profile: DeviceProfile) -> list[Point]:
+    """The Pareto front among the variants this profile can run, latency estimated for it."""
     from components.blessing import constraint_reasons
 
-    fit = {n: Point.of(n, v) for n, v in variants.items() if not constraint_reasons(v, profile)}
-    fit = {n: p for n, p in fit.items() if not np.isnan(p.val_accuracy)}
-    if not fit:
-        return None, f"no variant fits profile {profile.name}"
-    best = reference if reference is not None else max(p.val_accuracy for p in fit.values())
-    ok = sorted((p.wire_bytes, p.latency_ms, n) for n, p in fit.items() if p.val_accuracy >= best - margin)
-    if not ok:
-        return None, f"no variant that fits {profile.name} is within {margin} of {best:.4f} on validation"
-    name = ok[0][2]
-    return name, (f"{name}: {fit[name].wire_bytes} wire bytes, validation {fit[name].val_accuracy:.4f} "
-                  f"(best {best:.4f}, margin {margin}) among {len(fit)} that fit {profile.name}")
+    return pareto_front(Point.of(n, v, profile) for n, v in variants.items() if not constraint_reasons(v, profile))
+
+
+def choose_for_profile(
+    variants: Mapping[str, Variant], profile: DeviceProfile, margin: float, alpha: float = 0.05,
+    y_val: Any = None,
+) -> tuple[str | None, str]:
+    """The search's pick for a profile: selection's rule (components.selection.rank), the
+    cheapest fitting variant non-inferior to the best on validation within `margin`."""
+    from components.selection import choose
+
+    return choose(dict(variants), profile, margin, alpha, y_val)

@@ -1,9 +1,14 @@
-"""The variant per device profile, chosen on the validation split; the full candidate table; a plot.
+"""The variant per device profile, chosen on the validation split; the full candidate table.
 
-Order: validation accuracy first (among variants the profile can run within every budget), then
-fewer wire bytes (what a device downloads), then lower latency. The test split never enters the choice: it judges only the
-chosen variant, once, in its blessing (components.blessing). A profile whose chosen variant is
-not blessed gets a Selection with target None and the reasons: a report, not a release.
+The rule (per profile): among variants the profile can run within every budget (dtypes and ops,
+size, arena on its runtime, estimated latency), take the best validation accuracy; then the
+CHEAPEST variant whose validation accuracy is within `margin` of it: fewest wire bytes (what a
+device downloads, device.wire), then the lowest estimated latency on the profile. "Within the
+margin" is a paired one-sided non-inferiority test on the same validation images
+(components.evidence) when per-image predictions are there, a point comparison otherwise (and
+the reason says which). The test split never enters the choice: it judges only the chosen
+variant, once, in its blessing (components.blessing). A profile whose chosen variant is not
+blessed gets a Selection with target None and the reasons: a report, not a release.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -26,9 +32,12 @@ COLUMNS = [
     "blessed",
     "selected",
     "val_accuracy",
+    "within_margin",
     "accuracy",
     "accuracy_drop",
     "bytes",
+    "wire_bytes",
+    "weight_bytes",
     "gzip_bytes",
     "host_latency_ms",
     "estimated_latency_ms",
@@ -50,56 +59,116 @@ class Selection:
     candidate: str | None = None  # what validation chose, blessed or not
     val_accuracy: float | None = None
     outcome: str = ""  # the chosen variant's blessing verdict: pass, fail, not enough evidence
+    wire_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _latency(v: Variant) -> float:
-    return v.measurement.host_latency_ms if v.measurement else float("inf")
+@dataclass(frozen=True)
+class Choice:
+    """One profile's choice on validation: what was chosen, against which best, and every
+    fitting variant's verdict against that best (pass: within the margin)."""
+
+    name: str | None
+    reason: str
+    best: str | None = None
+    verdicts: dict[str, str] | None = None  # variant -> "pass" / "fail" / "not enough evidence"
+    fit: tuple[str, ...] = ()
 
 
-def _wire(v: Variant) -> int:
-    """Bytes a device downloads (zstd on the wire, device.wire); the file size when unmeasured."""
-    return v.measurement.wire_bytes if v.measurement and v.measurement.wire_bytes else v.bytes
+def _val(v: Variant) -> float:
+    return v.val_accuracy if v.val_accuracy is not None and not math.isnan(v.val_accuracy) else float("nan")
 
 
-def _rank(name: str, v: Variant) -> tuple[float, int, float, str]:
-    val = v.val_accuracy if v.val_accuracy is not None and not math.isnan(v.val_accuracy) else -1.0
-    return (-val, _wire(v), _latency(v), name)
+def estimated_latency(v: Variant, profile: DeviceProfile) -> float:
+    m = v.measurement
+    return m.estimated_latency_ms(profile) if m is not None else float("inf")
 
 
-def choose(variants: dict[str, Variant], profile: DeviceProfile) -> tuple[str | None, str]:
-    """The best variant the profile can run, by validation accuracy; reads no test label."""
+def cost(name: str, v: Variant, profile: DeviceProfile) -> tuple[int, float, str]:
+    """What a device pays: wire bytes, then the estimated latency on the profile."""
+    return (v.wire_bytes, estimated_latency(v, profile), name)
+
+
+def _within(v: Variant, best: Variant, margin: float, alpha: float, y_val: Any) -> tuple[str, str]:
+    """(outcome, reason) of `v` against `best` on validation: paired when predictions allow."""
+    from components.evidence import non_inferiority
+
+    y = None if y_val is None else np.asarray(y_val)
+    if y is not None and len(y) and len(v.val_predictions) == len(best.val_predictions) == len(y):
+        verdict = non_inferiority(np.asarray(v.val_predictions) == y, np.asarray(best.val_predictions) == y,
+                                  margin, alpha)
+        return verdict.outcome, f"paired on validation: {verdict.reason}"
+    ok = _val(v) >= _val(best) - margin
+    return ("pass" if ok else "fail"), (f"point estimate (no paired validation predictions): "
+                                        f"{_val(v):.4f} vs {_val(best):.4f}, margin {margin:g}")
+
+
+def rank(
+    variants: dict[str, Variant], profile: DeviceProfile, margin: float = 0.0, alpha: float = 0.05,
+    y_val: Any = None,
+) -> Choice:
+    """The cheapest variant the profile can run that is non-inferior (within `margin`) to the
+    best one on validation; reads no test label."""
     from components.blessing import constraint_reasons
 
     why = {n: constraint_reasons(v, profile) for n, v in variants.items()}
-    ok = sorted((_rank(n, v), n) for n, v in variants.items() if not why[n])
-    if not ok:
+    runnable = {n: v for n, v in variants.items() if not why[n]}
+    if not runnable:
         listed = "; ".join(f"{n}: {', '.join(r)}" for n, r in sorted(why.items()))
-        return None, f"no variant fits profile {profile.name}: {listed or 'no candidates'}"
-    name = ok[0][1]
-    return name, f"best validation accuracy ({variants[name].val_accuracy}) of {len(ok)} that fit"
+        return Choice(None, f"no variant fits profile {profile.name}: {listed or 'no candidates'}")
+    fit = {n: v for n, v in runnable.items() if not math.isnan(_val(v))}
+    if not fit:  # records without a validation split (older variants.json): cost alone decides
+        name = min(runnable, key=lambda n: cost(n, runnable[n], profile))
+        return Choice(name, f"{name}: cheapest of {len(runnable)} that fit {profile.name}; no validation "
+                      "accuracy recorded to compare them on", name, {name: "pass"}, tuple(sorted(runnable)))
+    best = min(fit, key=lambda n: (-_val(fit[n]), *cost(n, fit[n], profile)))
+    verdicts, reasons = {}, {}
+    for n, v in fit.items():
+        verdicts[n], reasons[n] = ("pass", "the best on validation") if n == best else _within(
+            v, fit[best], margin, alpha, y_val)
+    name = min((n for n in fit if verdicts[n] == "pass"), key=lambda n: cost(n, fit[n], profile))
+    v = fit[name]
+    reason = (f"{name}: cheapest of {sum(o == 'pass' for o in verdicts.values())} within {margin:g} of the best "
+              f"on validation ({best}, {_val(fit[best]):.4f}) among {len(fit)} that fit {profile.name}: "
+              f"{v.wire_bytes} wire bytes, {estimated_latency(v, profile):.3g} ms estimated, validation "
+              f"{_val(v):.4f}; {reasons[name]}")
+    return Choice(name, reason, best, verdicts, tuple(sorted(fit)))
+
+
+def choose(
+    variants: dict[str, Variant], profile: DeviceProfile, margin: float = 0.0, alpha: float = 0.05,
+    y_val: Any = None,
+) -> tuple[str | None, str]:
+    """(name, reason) of `rank`: the variant validation chooses for the profile."""
+    c = rank(variants, profile, margin, alpha, y_val)
+    return c.name, c.reason
 
 
 def select(
-    variants: dict[str, Variant], blessings: dict[str, Blessing], profile: DeviceProfile
+    variants: dict[str, Variant], blessings: dict[str, Blessing], profile: DeviceProfile,
+    margin: float = 0.0, alpha: float = 0.05, y_val: Any = None,
 ) -> Selection:
-    """The validation-ranked best among the blessed; blessings are keyed like `variants`."""
-    candidate, _ = choose(variants, profile)
-    ok = sorted(
-        (_rank(n, v), n) for n, v in variants.items() if n in blessings and blessings[n].blessed
-    )
+    """The validation choice if blessed (else the cheapest blessed within the margin); blessings
+    are keyed like `variants`."""
+    choice = rank(variants, profile, margin, alpha, y_val)
+    candidate = choice.name
+    within = choice.verdicts or {}
+    ok = sorted((cost(n, v, profile), n) for n, v in variants.items()
+                if n in blessings and blessings[n].blessed and within.get(n) == "pass")
     if not ok:
         if candidate is not None and candidate in blessings:
             b = blessings[candidate]
             why = f"{candidate} (chosen on validation): {b.verdict}: {'; '.join(b.reasons)}"
+        elif candidate is None:
+            why = choice.reason
         else:
             why = "; ".join(f"{n}: {', '.join(b.reasons)}" for n, b in sorted(blessings.items()))
         return Selection(
             profile.name,
             None,
-            f"no variant fits profile {profile.name}: {why or 'no candidates'}",
+            f"nothing released for profile {profile.name}: {why or 'no candidates'}",
             candidates=len(blessings),
             candidate=candidate,
             val_accuracy=variants[candidate].val_accuracy if candidate else None,
@@ -110,8 +179,8 @@ def select(
     return Selection(
         profile.name,
         name,
-        f"best validation accuracy ({v.val_accuracy}) among {len(ok)} blessed; test {v.accuracy:.4f}, "
-        f"{v.bytes} bytes",
+        f"{choice.reason if name == candidate else name}; blessed ({len(ok)} blessed within the margin); "
+        f"test {v.accuracy:.4f}, {v.bytes} file bytes, {v.wire_bytes} wire bytes",
         accuracy=v.accuracy,
         bytes=v.bytes,
         candidates=len(blessings),
@@ -119,17 +188,23 @@ def select(
         candidate=candidate,
         val_accuracy=v.val_accuracy,
         outcome=blessings[name].verdict,
+        wire_bytes=v.wire_bytes,
     )
 
 
 def candidate_table(
-    variants: dict[str, Variant], blessings: dict[str, Blessing], profile: DeviceProfile
+    variants: dict[str, Variant], blessings: dict[str, Blessing], profile: DeviceProfile,
+    margin: float = 0.0, alpha: float = 0.05, y_val: Any = None,
 ) -> pd.DataFrame:
-    """One row per variant for this profile, best first; `selected` marks the choice.
+    """One row per variant for this profile: what it can run, then cheapest first; `selected`
+    marks the choice, `within_margin` the verdict against the best on validation.
 
     Test figures (accuracy, drop) appear for the selected variant only: the others were never
     scored on test for this profile."""
-    chosen = select(variants, blessings, profile).target
+    from components.blessing import constraint_reasons
+
+    chosen = select(variants, blessings, profile, margin, alpha, y_val).target
+    within = rank(variants, profile, margin, alpha, y_val).verdicts or {}
     rows = []
     for name, v in variants.items():
         b = blessings.get(name)
@@ -141,9 +216,13 @@ def candidate_table(
                 "blessed": bool(b and b.blessed),
                 "selected": name == chosen,
                 "val_accuracy": v.val_accuracy,
+                "within_margin": within.get(name, "does not fit" if constraint_reasons(v, profile)
+                                            else "no validation accuracy"),
                 "accuracy": v.accuracy if name == chosen else None,  # test: the chosen one only
                 "accuracy_drop": (b.metrics.get("accuracy_drop") if b else None) if name == chosen else None,
                 "bytes": v.bytes,
+                "wire_bytes": v.wire_bytes,
+                "weight_bytes": m.weight_bytes if m else None,
                 "gzip_bytes": v.gzip_bytes,
                 "host_latency_ms": m.host_latency_ms if m else None,
                 "estimated_latency_ms": m.estimated_latency_ms(profile) if m else None,
@@ -152,13 +231,11 @@ def candidate_table(
                 "reasons": "; ".join(b.reasons) if b else "not blessed for this profile",
             }
         )
-    from components.blessing import constraint_reasons
-
     table = pd.DataFrame(rows, columns=COLUMNS)
     unfit = {n: bool(constraint_reasons(v, profile)) for n, v in variants.items()}
-    order = sorted(  # by what the profile can run, then validation: no test figure orders the table
+    order = sorted(  # what the profile can run, then cost: no test figure orders the table
         range(len(rows)),
-        key=lambda i: (unfit[rows[i]["variant"]], _rank(rows[i]["variant"], variants[rows[i]["variant"]])),
+        key=lambda i: (unfit[rows[i]["variant"]], cost(rows[i]["variant"], variants[rows[i]["variant"]], profile)),
     )
     return table.iloc[order].reset_index(drop=True)
 
@@ -168,37 +245,26 @@ def plot_size_vs_accuracy(
     blessings: dict[str, Blessing],
     profile: DeviceProfile,
     path: Path | str,
+    margin: float = 0.0,
+    alpha: float = 0.05,
+    y_val: Any = None,
+    stable: tuple[str, int, float] | None = None,
 ) -> Path:
-    """Bytes (log) against accuracy; blessed filled, the rest hollow, the budget as a line."""
-    import matplotlib
+    """Wire bytes against validation accuracy for the variants this profile can run, the search's
+    Pareto front joined up (components.plots.size_vs_accuracy_png). `stable`: (label, wire bytes,
+    validation accuracy on this release's split) of what the cohort runs now, if anything."""
+    from components.plots import SizePoint, size_vs_accuracy_png
+    from components.search import profile_front
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    table = candidate_table(variants, blessings, profile)
-    table["val_accuracy"] = pd.to_numeric(table["val_accuracy"], errors="coerce")
-    table = table[table["val_accuracy"].notna()]  # a variant without a validation score is not placed
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    for blessed, marker in ((True, "o"), (False, "x")):
-        part = table[table.blessed == blessed]
-        ax.scatter(
-            part.bytes, part.val_accuracy, marker=marker, label="blessed" if blessed else "not blessed"
-        )
-    for _, row in table.iterrows():
-        label = row.variant + (" *" if row.selected else "")
-        ax.annotate(
-            label, (row.bytes, row.val_accuracy), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
-    ax.axvline(profile.max_model_bytes, linestyle="--", color="grey", label="size budget")
-    ax.set(
-        xscale="log",
-        xlabel="model bytes",
-        ylabel="validation accuracy",
-        title=f"{profile.name}: size vs accuracy",
-    )
-    ax.legend(fontsize=7)
+    table = candidate_table(variants, blessings, profile, margin, alpha, y_val)
+    runnable = table[table.within_margin != "does not fit"]
+    front = {p.name for p in profile_front(variants, profile)}
+    points = [SizePoint(r.variant, int(r.wire_bytes), float(r.val_accuracy) if pd.notna(r.val_accuracy) else math.nan,
+                        bool(r.blessed), bool(r.selected),
+                        False, r.within_margin == "pass", r.variant in front) for r in runnable.itertuples()]
+    if stable is not None:
+        points.append(SizePoint(stable[0], int(stable[1]), float(stable[2]), True, False, True, False, False))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    size_vs_accuracy_png(points, path, f"{profile.name}: wire bytes vs validation accuracy",
+                         budget=profile.max_model_bytes)
     return path

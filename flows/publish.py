@@ -91,7 +91,7 @@ def publish(
     from edgeops.channel import ensure_channel
     from flows.rollout import release_to_cohort
     from flows.serving import release_by_alias, takes_registered_version
-    from registry.bundles import publish_bundle
+    from registry.bundles import bundle_metadata, publish_bundle
     from registry.keys import load_or_create_cohort_key
     from registry.mlflow_models import set_bundle_id
 
@@ -118,6 +118,8 @@ def publish(
         ref = publish_bundle(repo, variants[chosen].path, spec, model_name=reg["model_name"],
                              model_version=reg["version"], target=target, encryption_key=enc_key)
         set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
+        meta = bundle_metadata(store, ref.bundle_id)  # the model file as stored: zstd (device.wire)
+        wire_bytes = int(meta.files[meta.model_file]["size"])
         # stable at once (first release, no rollout, or a retried publish: recorded in the rollout
         # history, aliases moved) or a canary at the first step; with the stable it replaces
         released = release_to_cohort(client, settings, catalog, cohort_name, reg, ref, rollout)
@@ -125,12 +127,14 @@ def publish(
         _save_reference(store, ref.bundle_id, variants[chosen].path, prepared, enc_key)
         out[cohort_name] = {"published": True, "role": role, "target": target, "variant": chosen,
                             "profile": cohort.profile, "why": choice.get("reason", ""),
-                            "bundle_id": ref.bundle_id, "registered": f"{reg['name']}/{reg['version']}"}
+                            "bundle_id": ref.bundle_id, "registered": f"{reg['name']}/{reg['version']}",
+                            "wire_bytes": wire_bytes, "file_bytes": variants[chosen].bytes}
     for c, stable in replaced.items():
         out[c]["replaces"] = stable
     log_batch(client, stage_run_id, tags={f"cohort.{c}": (f"{o['role']} {o['registered']}" if o["published"]
                                                           else f"not published: {o['reason']}")
-                                          for c, o in out.items()})
+                                          for c, o in out.items()},
+              metrics={f"wire_bytes.{c}": float(o["wire_bytes"]) for c, o in out.items() if "wire_bytes" in o})
     return out
 
 

@@ -43,8 +43,12 @@ def train_task(prepared: Any, params: Any, work: Path) -> Any:
 
 
 @task(name="compress", cache_policy=NO_CACHE)
-def compress_task(model: Any, prepared: Any, params: Any) -> Any:
-    return stages.compress(model, prepared, params)
+def compress_task(model: Any, prepared: Any, params: Any, teacher: Any = None, augment: Any = None) -> Any:
+    """Every compression fine-tune distils from `teacher` (the float parent when None or when the
+    teacher is no better on validation) on the training augmentation `augment`."""
+    from components.compression import compress
+
+    return compress(model, prepared, params, teacher=teacher, augment=augment)
 
 
 @task(name="convert", cache_policy=NO_CACHE, task_run_name="convert-{variant}")
@@ -137,7 +141,8 @@ def release_pipeline(
         parents = {"float": trained.model}
         if params.compress.methods:
             with child_run(client, experiment_id, run_id, "compress") as rid:
-                compressed = compress_task(trained.model, prepared, params.compress)
+                compressed = compress_task(trained.model, prepared, params.compress, trained.teacher_model,
+                                           params.train.augment)
                 release_logging.log_compression(client, rid, compressed)
             parents.update({m: c.model for m, c in compressed.items()})
         timings["compress"] = time.perf_counter() - t0

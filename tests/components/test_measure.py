@@ -52,3 +52,9 @@ def test_latency_and_estimate(digits, digits_model, tmp_path) -> None:  # noqa: 
         throughput_macs_per_s=1e6,
     )
     assert m.estimated_latency_ms(prof) == pytest.approx(_hand_macs() / 1e3)
+    assert "no calibration" in m.latency_basis(prof)
+    from components.profiles import LatencyCalibration
+
+    cal = prof.model_copy(update={"latency_calibration": LatencyCalibration(host_to_device=7.5, source="assumed")})
+    assert m.estimated_latency_ms(cal) == pytest.approx(7.5 * m.host_latency_ms)  # the host measurement, scaled
+    assert m.latency_basis(cal).startswith("estimate: host") and "x 7.5" in m.latency_basis(cal)

@@ -1,4 +1,5 @@
-"""Selection: validation accuracy first within budgets, then size; test labels never change the
+"""Selection: among variants within budgets, the cheapest (wire bytes, then latency) that is
+non-inferior to the best on validation within the margin (paired); test labels never change the
 choice; a clear report when nothing fits."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fixtures_models import digits, digits_model  # noqa: F401
 from components.blessing import bless
 from components.conversion import Variant, convert_and_verify
 from components.profiles import DeviceProfile
-from components.selection import candidate_table, choose, plot_size_vs_accuracy, select
+from components.selection import candidate_table, choose, plot_size_vs_accuracy, rank, select
 from edgeops.params import ConvertParams, EvaluateParams
 
 EVAL = EvaluateParams()
@@ -69,8 +70,9 @@ def test_poisoned_test_labels_leave_the_selection_unchanged(variants, digits, tm
     vs = {n: dataclasses.replace(v, val_accuracy=vals[n]) for n, v in variants.items()}
     catalog = DeviceCatalog(profiles={"p": _profile(), "q": _profile(targets=("tflite-int8",))}, cohorts={})
     y = np.asarray(digits.y_test)
-    clean = evaluate(vs, vs["tflite-f32"].float_accuracy, catalog, EVAL, {}, tmp_path / "a", y_test=y)
-    poisoned = evaluate(vs, vs["tflite-f32"].float_accuracy, catalog, EVAL, {}, tmp_path / "b",
+    tight = EvaluateParams(selection_margin=0.005)  # nothing cheaper is within it: the best is chosen
+    clean = evaluate(vs, vs["tflite-f32"].float_accuracy, catalog, tight, {}, tmp_path / "a", y_test=y)
+    poisoned = evaluate(vs, vs["tflite-f32"].float_accuracy, catalog, tight, {}, tmp_path / "b",
                         y_test=(y + 1) % 10)
     for p in ("p", "q"):
         assert clean["per_profile"][p]["candidate"] == poisoned["per_profile"][p]["candidate"]
@@ -84,12 +86,43 @@ def test_poisoned_test_labels_leave_the_selection_unchanged(variants, digits, tm
     assert poisoned["blessings"]["tflite-f16"]["p"]["metrics"]["accuracy_ci"][1] < 0.2
 
 
+def test_cheapest_within_the_paired_margin_of_the_best_on_validation(variants) -> None:
+    rng = np.random.default_rng(0)
+    y_val = rng.integers(0, 10, 400)
+    best = np.where(rng.random(400) < 0.95, y_val, (y_val + 1) % 10)  # 95% right
+
+    def with_val(v: Variant, pred: np.ndarray) -> Variant:
+        return dataclasses.replace(v, val_accuracy=float((pred == y_val).mean()), val_predictions=tuple(pred))
+
+    close = best.copy()
+    close[np.flatnonzero(best == y_val)[:2]] += 1  # the cheap variant loses 2 of 400 images
+    far = best.copy()
+    far[np.flatnonzero(best == y_val)[:20]] += 1  # loses 20 (5 points)
+    p = _profile()
+    vs = {"tflite-f32": with_val(variants["tflite-f32"], best), "tflite-int8": with_val(variants["tflite-int8"], close),
+          "tflite-f16": with_val(variants["tflite-f16"], far)}
+    assert vs["tflite-int8"].wire_bytes < vs["tflite-f16"].wire_bytes < vs["tflite-f32"].wire_bytes
+    c = rank(vs, p, margin=0.02, alpha=0.05, y_val=y_val)
+    assert c.best == "tflite-f32" and c.name == "tflite-int8"
+    assert c.verdicts == {"tflite-f32": "pass", "tflite-int8": "pass", "tflite-f16": "fail"}
+    assert "paired on validation" in c.reason and "2 losses on 400" in c.reason
+    assert choose(vs, p, margin=0.0, y_val=y_val)[0] == "tflite-f32"  # no margin: the best
+    # a cheap variant 5 points down is never chosen, however small
+    assert choose({k: vs[k] for k in ("tflite-f32", "tflite-f16")}, p, 0.02, 0.05, y_val)[0] == "tflite-f32"
+    # test figures (accuracy, test predictions) are never read
+    blind = {n: dataclasses.replace(v, accuracy=0.0, predictions=()) for n, v in vs.items()}
+    assert rank(blind, p, 0.02, 0.05, y_val) == c
+    table = candidate_table(vs, _bless_all(vs, p), p, 0.02, 0.05, y_val)
+    assert table.variant.tolist()[0] == "tflite-int8" and table.selected.tolist()[0]
+    assert {"wire_bytes", "weight_bytes", "within_margin"} <= set(table.columns)
+
+
 def test_budget_excludes_and_nothing_fits_reports(variants) -> None:
     f32 = variants["tflite-f32"].bytes
     p = _profile(max_model_bytes=f32 - 1)
     blessings = _bless_all(variants, p)
     choice = select(variants, blessings, p)
-    assert choice.target != "tflite-f32" and choice.blessed == 2
+    assert choice.target == "tflite-int8" and choice.blessed == 1  # no validation scores: the cheapest that fits
     none = _profile(max_model_bytes=100)
     empty = select(variants, _bless_all(variants, none), none)
     assert empty.target is None and empty.blessed == 0

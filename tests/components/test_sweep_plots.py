@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 
 from components.plots import (
+    SizePoint,
+    _spread,
     confusion_matrix,
     confusion_matrix_png,
     pareto,
     pareto_png,
     training_curves,
     training_curves_png,
+    size_vs_accuracy_png,
 )
 from components.sweep import SweepPoint, pareto_front, run_sweep, sweep_grid
 from edgeops.params import PipelineParams, SweepParams
@@ -79,3 +82,15 @@ def test_run_sweep_trains_each_point(tiny_folder: Path) -> None:
     by = {(p.alpha, p.rho): p for p in points}
     assert by[(0.25, 12)].params < by[(0.5, 12)].params
     assert by[(0.5, 8)].macs < by[(0.5, 12)].macs
+
+
+def test_size_vs_accuracy_labels_never_overlap_and_axes_follow_the_points(tmp_path: Path) -> None:
+    ys = [0.5, 0.5, 0.51, 0.52, 0.9, 0.99, 0.99]
+    spread = _spread(sorted(ys), 0.07, 0.0, 1.0)
+    assert all(b - a >= 0.07 - 1e-9 for a, b in zip(spread, spread[1:], strict=False))
+    assert 0.0 <= min(spread) and max(spread) <= 1.0
+    pts = [SizePoint(f"v{i}/tflite-int8", 10_000 + 1000 * i, 0.9 + 0.001 * i, i % 2 == 0, i == 3, False, i < 5, i in (0, 3))
+           for i in range(12)] + [SizePoint("current stable", 30_000, 0.905, True, False, True)]
+    png = size_vs_accuracy_png(pts, tmp_path / "p.png", "cortex-m", budget=10**7)
+    assert png[:8] == PNG and (tmp_path / "p.png").read_bytes() == png
+    assert size_vs_accuracy_png([], None, "nothing")[:8] == PNG
