@@ -14,9 +14,9 @@ from components.plots import (
     confusion_matrix_png,
     pareto,
     pareto_png,
+    size_vs_accuracy_png,
     training_curves,
     training_curves_png,
-    size_vs_accuracy_png,
 )
 from components.sweep import SweepPoint, pareto_front, run_sweep, sweep_grid
 from edgeops.params import PipelineParams, SweepParams
@@ -88,7 +88,7 @@ def test_size_vs_accuracy_labels_never_overlap_and_axes_follow_the_points(tmp_pa
     ys = [0.5, 0.5, 0.51, 0.52, 0.9, 0.99, 0.99]
     spread = _spread(sorted(ys), 0.07, 0.0, 1.0)
     assert all(b - a >= 0.07 - 1e-9 for a, b in zip(spread, spread[1:], strict=False))
-    assert 0.0 <= min(spread) and max(spread) <= 1.0
+    assert min(spread) >= 0.0 and max(spread) <= 1.0
     pts = [SizePoint(f"v{i}/tflite-int8", 10_000 + 1000 * i, 0.9 + 0.001 * i, i % 2 == 0, i == 3, False, i < 5, i in (0, 3))
            for i in range(12)] + [SizePoint("current stable", 30_000, 0.905, True, False, True)]
     png = size_vs_accuracy_png(pts, tmp_path / "p.png", "cortex-m", budget=10**7)
