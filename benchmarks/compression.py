@@ -15,8 +15,10 @@ Per model and seed: the float model, its structured-pruned child, tfmot's pruned
 PCQAT children, and the same chain on the structured child, each converted and VERIFIED by
 components.conversion (accuracy measured from the file in its runtime; int8 also in TFLite
 Micro), measured by components.measure (file, weight and wire bytes, MACs, host latency).
-Choices (best wire, Cortex-M) are made on VALIDATION accuracy within 1 point of the float file;
-test accuracy is reported for what was chosen. Means with 95% t-intervals across seeds.
+Choices are made on VALIDATION: best wire within 1 point of the float file's validation accuracy;
+Cortex-M by the pipeline's selection (cheapest non-inferior to the best, paired, params.yaml's
+evaluate.selection_margin); test accuracy is reported for what was chosen. Means with 95%
+t-intervals across seeds.
 """
 
 from __future__ import annotations
@@ -216,8 +218,13 @@ def variants_for(name: str, model, teacher, data: Arrays, args, seed: int, work:
     return out
 
 
-def figures(variants: dict, cortex_m) -> dict:
-    """The headline figures of one seed, chosen on validation, reported on test (from files)."""
+def figures(variants: dict, cortex_m, y_val=None, selection_margin: float = 0.02, alpha: float = 0.05) -> dict:
+    """The headline figures of one seed, chosen on validation, reported on test (from files).
+
+    Best wire: the fewest wire bytes among variants within MARGIN (1 point, point estimate) of the
+    float file's validation accuracy. Cortex-M: what the pipeline's selection picks for the profile
+    (components.selection: cheapest non-inferior to the best on validation, paired, params.yaml's
+    evaluate.selection_margin and alpha)."""
     from components.search import Point, choose_for_profile, pareto_front
 
     f32 = variants["float/tflite-f32"]
@@ -243,7 +250,7 @@ def figures(variants: dict, cortex_m) -> dict:
                      "micro_arena": v.measurement.micro_arena_bytes} for n, v in variants.items()},
     }
     if cortex_m is not None:
-        chosen, why = choose_for_profile(variants, cortex_m, MARGIN, reference=f32.val_accuracy)
+        chosen, why = choose_for_profile(variants, cortex_m, selection_margin, alpha, y_val)
         out["cortex_m_variant"], out["cortex_m_reason"] = chosen, why
         out["cortex_m_wire_ratio"] = f32.bytes / pts[chosen].wire_bytes if chosen else None
         out["cortex_m_drop_pts"] = 100 * (f_acc - variants[chosen].accuracy) if chosen else None
@@ -296,7 +303,11 @@ def main() -> None:
     large_epochs, n_per_class = args.large_epochs or large_epochs, args.per_class or n_per_class
     from components.profiles import load_devices
 
-    cortex_m = load_devices(Path(__file__).resolve().parents[1] / "devices.yaml").profile_for("mcu-line-a")
+    from edgeops.params import load_params
+
+    root = Path(__file__).resolve().parents[1]
+    cortex_m = load_devices(root / "devices.yaml").profile_for("mcu-line-a")
+    ev = load_params(root / "params.yaml").evaluate
     work = args.out or Path(tempfile.mkdtemp(prefix="edgeops-compression-"))
     per_model: dict[str, list[dict]] = {}
     t_all = time.perf_counter()
@@ -316,7 +327,8 @@ def main() -> None:
                               else (train_large(data, large_epochs, seed), None))
             print(f"[{name} s{seed}] trained in {time.perf_counter() - t0:.0f}s", flush=True)
             variants = variants_for(name, model, teacher, data, args, seed, work)
-            per_model.setdefault(name, []).append(figures(variants, cortex_m if name == "student" else None))
+            per_model.setdefault(name, []).append(figures(variants, cortex_m if name == "student" else None,
+                                                          np.asarray(data.y_val), ev.selection_margin, ev.alpha))
             print(f"[{name} s{seed}] done in {time.perf_counter() - t0:.0f}s", flush=True)
     report(per_model, args, seeds, time.perf_counter() - t_all)
 
@@ -334,9 +346,10 @@ def report(per_model: dict[str, list[dict]], args, seeds: int, seconds: float) -
             print(f"  {key:26s} {m:10.3f}  [{lo:.3f}, {hi:.3f}]")
         print("  best-wire variants: " + ", ".join(r["best_wire_variant"] for r in runs))
         last = runs[-1]["rows"]
-        print(f"  {'variant (last seed)':34s} {'val':>6s} {'test':>6s} {'bytes':>9s} {'wire':>9s} {'MACs':>10s} {'ms':>7s} {'arena':>8s} {'micro':>8s}")
+        print(f"  {'variant (last seed)':34s} {'val':>6s} {'test':>6s} {'bytes':>9s} {'weights':>9s} {'wire':>9s} "
+              f"{'MACs':>10s} {'ms':>7s} {'arena':>8s} {'micro':>8s}")
         for n, r in sorted(last.items(), key=lambda kv: kv[1]["wire"]):
-            print(f"  {n:34s} {r['val']:6.3f} {r['test']:6.3f} {r['bytes']:9d} {r['wire']:9d} {r['macs']:10d} "
+            print(f"  {n:34s} {r['val']:6.3f} {r['test']:6.3f} {r['bytes']:9d} {r['weight_bytes']:9d} {r['wire']:9d} {r['macs']:10d} "
                   f"{r['latency_ms']:7.3f} {r['arena']:8d} {r['micro_arena'] or '-':>8}")
         print("  Pareto front (val acc, wire bytes, latency), last seed: "
               + "; ".join(f"{p['name']} {p['val_accuracy']:.3f}/{p['wire_bytes']}/{p['latency_ms']:.2f}ms" for p in runs[-1]["pareto"]))
