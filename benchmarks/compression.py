@@ -302,7 +302,6 @@ def main() -> None:
     large_epochs, n_per_class, size = (2, 40, 64) if args.quick else (10, 200, 64)
     large_epochs, n_per_class = args.large_epochs or large_epochs, args.per_class or n_per_class
     from components.profiles import load_devices
-
     from edgeops.params import load_params
 
     root = Path(__file__).resolve().parents[1]
