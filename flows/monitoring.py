@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from edgeops.errors import MonitoringError
 from edgeops.settings import Settings
-from monitoring.ingest import IngestReport, ingest, known_versions
+from monitoring.ingest import IngestReport, known_versions
 from monitoring.jobs import WindowReport, run_window
 
 RETRAIN_TARGET = "flows.retrain:retrain"
@@ -33,6 +33,8 @@ RETRAIN_DEPLOYMENT = "retrain/retrain"
 RETRAIN_EVENT = "edgeops.retrain.requested"
 HARM_EVENT = "edgeops.window.harm"
 MONITOR_RESOURCE = "edgeops.monitor"
+SUITE_SAMPLE_ROWS = 1000  # rows of each ingestion run the Great Expectations suite reads
+MAX_WINDOW_ROWS = 20_000  # rows per window the row-based tests read (a uniform sample)
 
 
 @dataclass(frozen=True)
@@ -96,18 +98,67 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-@flow(name="ingest-telemetry", log_prints=True)
-def ingest_telemetry(known_cohorts: list[str] | None = None) -> IngestReport:
-    """Validate, quarantine, de-duplicate and compact every new raw telemetry batch."""
-    settings = Settings.from_env()
-    store = settings.store()
+def task_runner() -> Any:
+    """The task runner the monitoring flows use, from EDGEOPS_TASK_RUNNER: unset or `thread`
+    (Prefect's default, in-process threads), `dask` (a Dask LocalCluster started for the flow
+    run) or `dask:<scheduler address>` (an existing cluster, e.g. `dask:tcp://10.0.0.5:8786`).
+    Built when a flow is called, never at import time; docs/scale.md."""
+    import os
+
+    spec = os.environ.get("EDGEOPS_TASK_RUNNER", "").strip()
+    if spec in ("", "thread", "threads"):
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner()
+    kind, _, address = spec.partition(":")
+    if kind != "dask":
+        raise MonitoringError(f"unknown task runner {spec!r} (thread, dask or dask:<address>)",
+                              where="EDGEOPS_TASK_RUNNER")
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": 1, "processes": False,
+                                          "dashboard_address": None})
+
+
+@task(name="ingest-partition", cache_policy=NO_CACHE, task_run_name="ingest-{cohort}")
+def ingest_partition_task(
+    cohort: str, keys: list[str], known_cohorts: list[str] | None,
+    versions: list[str] | None, sample_rows: int,
+) -> tuple[IngestReport, Any]:
+    """One cohort's raw prefix: its own ledger partition, so cohorts run in parallel."""
+    from monitoring.ingest import ingest_partition
     from registry.enrolment import DeviceRegistry, enrolment_dir
 
+    settings = Settings.from_env()
     devices = DeviceRegistry(enrolment_dir(settings.keys_dir)).load()
-    rep = ingest(store, known_cohorts or _cohorts(settings), known_versions(store),
-                 devices=devices, params=settings.params().ingest)
+    return ingest_partition(settings.store(), cohort, keys, known_cohorts, versions,
+                            devices=devices, params=settings.params().ingest,
+                            sample_rows=sample_rows)
+
+
+@flow(name="ingest-telemetry", log_prints=True)
+def ingest_telemetry(known_cohorts: list[str] | None = None) -> IngestReport:
+    """Validate, quarantine, de-duplicate and store every new raw telemetry batch: one task
+    per cohort prefix (on Dask when EDGEOPS_TASK_RUNNER says so), the reviewer's Great
+    Expectations suite once on a sample of what they stored."""
+    from monitoring.ingest import combine, raw_partitions
+    from monitoring.telemetry_suite import TelemetrySuite
+
+    settings = Settings.from_env()
+    store = settings.store()
+    cohorts = known_cohorts or _cohorts(settings)
+    versions = known_versions(store)
+    sample = SUITE_SAMPLE_ROWS
+    futures = [ingest_partition_task.submit(c, keys, cohorts, versions, sample)
+               for c, keys in sorted(raw_partitions(store).items())]
+    parts = [f.result() for f in futures]
+    rep = combine([r for r, _ in parts], [t for _, t in parts],
+                  lambda: TelemetrySuite(cohorts, versions), sample)
     rows = [[k, v] for k, v in rep.as_dict().items() if not isinstance(v, tuple)]
     rows += [[f"quarantined {k}", r[:120]] for k, r in rep.quarantined]
+    rows += [["suite (sample) refused", f][:2] for f in rep.suite_failures]
     create_markdown_artifact(
         f"# Telemetry ingestion\n\n{_md_table(['count', 'value'], rows)}",
         key="telemetry-ingest",
@@ -116,6 +167,8 @@ def ingest_telemetry(known_cohorts: list[str] | None = None) -> IngestReport:
     print(
         f"ingested {rep.stored_rows} rows, {rep.quarantined_batches} batches quarantined, "
         f"{rep.duplicate_rows} duplicates; reconciles: {rep.reconciles}"
+        + (f"; the suite refused {len(rep.suite_failures)} expectation(s) on its sample"
+           if rep.suite_failures else "")
     )
     return rep
 
@@ -134,6 +187,7 @@ def drift_window_task(
 
 
 def _log_window(client: Any, experiment_id: str, parent: str, rep: WindowReport) -> str:
+    """One child run per judged window, named by cohort, model version and window."""
     from flows.tracking import child_run, log_artifact, log_batch
 
     tags = {
@@ -147,7 +201,7 @@ def _log_window(client: Any, experiment_id: str, parent: str, rep: WindowReport)
         "segments_flagged": "; ".join(str(f) for f in rep.segments)[:4000],
         "reasons": " | ".join(rep.reasons())[:4000],
     }
-    name = f"window {rep.scope} {rep.window_start:%Y-%m-%d %H:%M}"
+    name = f"{rep.cohort} v{rep.model_version} window {rep.window_start:%Y-%m-%d %H:%M}"
     with child_run(client, experiment_id, parent, name, tags={"edgeops.stage": "drift"}) as run_id:
         log_batch(client, run_id, metrics=rep.metrics(), tags=tags)
         for res in rep.results.values():
@@ -156,98 +210,171 @@ def _log_window(client: Any, experiment_id: str, parent: str, rep: WindowReport)
     return run_id
 
 
-def _bundle_windows(
-    part: Any, reference: Any, plans: list[Any], ctx: dict[str, Any]
-) -> list[WindowReport]:
-    """Judge the complete windows of one bundle; late-only windows come back as bare reports."""
-    settings, params, embeddings = ctx["settings"], ctx["params"], ctx["embeddings"]
-    cohort, version, bundle_id = ctx["cohort"], ctx["version"], ctx["bundle_id"]
+def verdict(rep: WindowReport) -> str:
+    if rep.harmful:
+        return "harmful"
+    return f"drifted ({', '.join(rep.drifted_kinds)})" if rep.drifted else "no harm, no drift"
+
+
+def render_reports(
+    reference: Any, current: Any, params: Any, rep: WindowReport, out_dir: Path, meta: dict[str, Any]
+) -> WindowReport:
+    """The Evidently HTML reports of one window, on demand (a drifted or harmful window, or
+    `edgeops monitor report`), titled with cohort, model version, window and verdict."""
+    from monitoring.drift import entitle
+
+    full = run_window(reference, current, params, report_dir=out_dir, **meta)
+    title = (f"{rep.cohort} · model {rep.model_version} · window "
+             f"{rep.window_start:%Y-%m-%d %H:%M} UTC · {verdict(rep)}")
+    for res in full.results.values():
+        if res.report_html is not None:
+            entitle(res.report_html, title)
+    return replace(rep, results={k: replace(v, report_html=full.results[k].report_html)
+                                 if k in full.results else v for k, v in rep.results.items()})
+
+
+def _references(store: Any, settings: Settings, scopes: list[Any]) -> dict[str, tuple[Any, float]]:
+    from monitoring.reference import load_reference, load_temperature
+
+    out = {}
+    for sp in scopes:
+        if sp.bundle_id in out:
+            continue
+        try:
+            out[sp.bundle_id] = (load_reference(store, sp.bundle_id, _cohort_keys(settings)),
+                                 load_temperature(store, sp.bundle_id))
+        except MonitoringError as exc:  # a bundle published before references existed
+            print(f"skipping {sp.scope}: {exc}")
+    return out
+
+
+def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport], int]:
+    """Plan one cohort's windows from statistics, sample the ones to judge, judge them as
+    tasks (in parallel on Dask), log and record them; the reports and the open rows."""
+    from monitoring.cohort_windows import (
+        plan_cohort,
+        sample_windows,
+        save_settled,
+        settle,
+        stats_dates,
+        window_moments,
+    )
+    from monitoring.segments import flag_segments_from_stats
+    from monitoring.windows import record
+
+    settings, store, params = ctx["settings"], ctx["store"], ctx["params"]
+    sigs = stats_dates(store, cohort)
+    before = ctx["settled"].get(cohort, {})
+    read = {d: sig for d, sig in sigs.items() if before.get(d) != sig}
+    if not read:
+        return [], 0
+    scopes, moments, _ = plan_cohort(store, cohort, ctx["hours"], ctx["clock"], lateness(settings),
+                                     ctx["ledger"], params.late_reopen_share, sorted(read))
+    refs = _references(store, settings, scopes)
+    least = max(params.min_samples, 2)
+    wanted: dict[tuple[str, str], set[Any]] = {}
+    for sp in scopes:
+        for p in sp.plans:
+            if sp.bundle_id in refs and p.status in ("judge", "rejudge") and p.total_rows >= least:
+                wanted.setdefault((sp.model_version, sp.bundle_id), set()).add(p.start)
+    samples = sample_windows(store, cohort, wanted, ctx["hours"], ctx["max_rows"])
     out: list[WindowReport] = []
-    for plan in plans:
-        start = plan.start.to_pydatetime()
-        if plan.status == "late":
-            out.append(WindowReport(cohort, version, bundle_id, start, plan.judged_rows,
-                                    trigger=params.trigger, late_rows=plan.late_rows, status="late"))
+    jobs, pending, unsettled = [], 0, set()
+    for sp in scopes:
+        if sp.bundle_id not in refs:
+            unsettled |= {p.start.strftime("%Y-%m-%d") for p in sp.plans}
             continue
-        if plan.status not in ("judge", "rejudge"):
-            continue
-        if len(plan.rows) < max(params.min_samples, 2):
-            out.append(WindowReport(cohort, version, bundle_id, start, len(plan.rows),
-                                    trigger=params.trigger))
-            continue
-        meta = {"cohort": cohort, "model_version": version, "bundle_id": bundle_id,
-                "window_start": start, "embeddings": embeddings,
-                "temperature": ctx["temperature"], "late_rows": plan.late_rows}
-        out_dir = settings.home / "reports" / cohort / version / f"{plan.start:%Y%m%dT%H%M}"
-        scope = f"{cohort}/{version}/{bundle_id[:12]}"
-        rep = drift_window_task(reference, plan.rows, params, scope, f"{plan.start:%Y%m%dT%H%M}",
-                                meta, out_dir)
+        reference, temperature = refs[sp.bundle_id]
+        pending += sum(p.total_rows for p in sp.plans if p.status == "open")
+        for plan in sp.plans:
+            start = plan.start.to_pydatetime()
+            head = (cohort, sp.model_version, sp.bundle_id, start)
+            if plan.status == "late":
+                out.append(WindowReport(*head, plan.judged_rows, trigger=params.trigger,
+                                        late_rows=plan.late_rows, status="late"))
+            elif plan.status in ("judge", "rejudge"):
+                rows = samples.get((sp.model_version, sp.bundle_id, plan.start))
+                if rows is None or plan.total_rows < least:
+                    out.append(WindowReport(*head, plan.total_rows, trigger=params.trigger))
+                    continue
+                meta = {"cohort": cohort, "model_version": sp.model_version,
+                        "bundle_id": sp.bundle_id, "window_start": start,
+                        "embeddings": ctx["embeddings"], "temperature": temperature,
+                        "late_rows": plan.late_rows}
+                fut = drift_window_task.submit(reference, rows, params, sp.scope,
+                                               f"{plan.start:%Y%m%dT%H%M}", meta, None)
+                jobs.append((sp, plan, reference, rows, meta, fut))
+    for sp, plan, reference, rows, meta, fut in jobs:
+        rep = fut.result()
+        flags = flag_segments_from_stats(
+            window_moments(moments, sp.model_version, sp.bundle_id, plan.start), params.segment_fdr)
+        rep = replace(rep, n_current=plan.total_rows, segments=tuple(flags) + tuple(
+            f for f in rep.segments if f.field != "device_id"))
+        out_dir = settings.home / "reports" / cohort / sp.model_version / f"{plan.start:%Y%m%dT%H%M}"
+        if ctx["render"] or rep.drifted or rep.harmful:
+            rep = render_reports(reference, rows, params, rep, out_dir, meta)
+            ctx["links"].append((f"{rep.scope} {plan.start:%H:%M}", f"{out_dir.as_uri()}/data_drift.html"))
         run_id = _log_window(ctx["client"], ctx["experiment_id"], ctx["parent"], rep)
-        ctx["links"].append((f"{rep.scope} {plan.start:%H:%M}", f"{out_dir.as_uri()}/data_drift.html"))
         out.append(rep)
         est = f"{rep.estimate.accuracy:.3f}" if rep.estimate else "-"
-        print(f"{rep.scope} {plan.start}: n={rep.n_current} est.acc={est} harmful={rep.harmful} "
-              f"drifted={rep.drifted_kinds} segments={len(rep.segments)} run {run_id}")
+        print(f"{rep.scope} {plan.start}: n={rep.n_current} (judged on {len(rows)}) est.acc={est} "
+              f"harmful={rep.harmful} drifted={rep.drifted_kinds} segments={len(rep.segments)} "
+              f"run {run_id}")
         if rep.harmful:
-            _emit(HARM_EVENT, cohort, {"scope": rep.scope, "window_start": start.isoformat(),
+            _emit(HARM_EVENT, cohort, {"scope": rep.scope, "window_start": rep.window_start.isoformat(),
                                        "reason": rep.harm.reason if rep.harm else ""})
-    return out
+    for sp in scopes:
+        if sp.bundle_id in refs:
+            record(store, sp.scope, list(sp.plans))
+    save_settled(store, cohort, settle(scopes, {d: s for d, s in read.items() if d not in unsettled},
+                                       before))
+    return sorted(out, key=lambda r: (r.window_start, r.scope)), pending
 
 
 @flow(name="detect-drift", log_prints=True)
 def detect_drift(
-    window_hours: float | None = None, embeddings: bool = True, now: datetime | None = None
+    window_hours: float | None = None, embeddings: bool = True, now: datetime | None = None,
+    render: bool = False,
 ) -> list[WindowReport]:
     """Every scope (cohort, model version, bundle): judge each window that the watermark has
     completed, once; count rows arriving after their window was judged (re-open above a share).
+    Reads only days whose statistics changed since they were settled, and of those only the
+    windows to judge (a bounded sample of rows each; counts and device segments from every row).
+    Evidently HTML only for drifted or harmful windows, or every judged one with `render`.
 
     `now`: the monitor's clock (default: the wall clock; a simulation passes its own time).
     """
     from flows.tracking import configure_mlflow, log_batch, start_run
-    from monitoring.reference import load_reference, load_temperature
-    from monitoring.table import inferences, read_table
-    from monitoring.windows import load_ledger, plan_windows, record, watermark
+    from monitoring.cohort_windows import load_settled, stats_cohorts
+    from monitoring.windows import load_ledger
 
     settings = Settings.from_env()
     store, params = settings.store(), settings.params().monitor
-    hours = window_hours or params.window_hours
     ledger, _ = load_ledger(store)
-    clock = now or datetime.now(UTC)
     client, experiment_id = configure_mlflow(settings)
     parent = start_run(client, experiment_id, "detect-drift", {"edgeops.stage": "monitor"})
     reports: list[WindowReport] = []
-    ctx: dict[str, Any] = {"settings": settings, "params": params, "embeddings": embeddings,
+    ctx: dict[str, Any] = {"settings": settings, "store": store, "params": params,
+                           "hours": window_hours or params.window_hours, "ledger": ledger,
+                           "clock": now or datetime.now(UTC), "embeddings": embeddings,
                            "client": client, "experiment_id": experiment_id, "parent": parent,
-                           "links": []}
+                           "links": [], "render": render, "max_rows": MAX_WINDOW_ROWS,
+                           "settled": load_settled(store)}
     pending = 0
     try:
-        from monitoring.table import list_partitions
-
-        for cohort in sorted({p["cohort"] for p in list_partitions(store)}):
-            rows = inferences(read_table(store, cohort=cohort))
-            if rows.empty:
-                continue
-            mark = watermark(rows, clock, lateness(settings))
-            for (version, bundle_id), part in rows.groupby(["model_version", "bundle_id"]):
-                version, bundle_id = str(version), str(bundle_id)
-                try:
-                    reference = load_reference(store, bundle_id, _cohort_keys(settings))
-                except MonitoringError as exc:  # a bundle published before references existed
-                    print(f"skipping {cohort}/{version}/{bundle_id}: {exc}")
-                    continue
-                scope = f"{cohort}/{version}/{bundle_id[:12]}"
-                plans = plan_windows(part.reset_index(drop=True), hours, mark,
-                                     ledger.get(scope, {}), params.late_reopen_share)
-                pending += sum(len(p.rows) for p in plans if p.status == "open")
-                ctx |= {"cohort": cohort, "version": version, "bundle_id": bundle_id,
-                        "temperature": load_temperature(store, bundle_id)}
-                reports += _bundle_windows(part, reference, plans, ctx)
-                record(store, scope, plans)
+        for cohort in stats_cohorts(store):
+            got, waiting = _judge_cohort(cohort, ctx)
+            reports += got
+            pending += waiting
         judged = [r for r in reports if r.status == "judged"]
         log_batch(client, parent, metrics={
             "windows": len(judged), "drifted_windows": sum(r.drifted for r in judged),
             "harmful_windows": sum(r.harmful for r in judged),
             "late_rows": sum(r.late_rows for r in reports), "pending_rows": pending})
+        if judged:
+            span = f"{judged[0].window_start:%Y-%m-%d %H:%M}..{judged[-1].window_start:%H:%M}"
+            client.set_tag(parent, "mlflow.runName",
+                           f"monitor {','.join(sorted({r.cohort for r in judged}))} {span}")
         client.set_terminated(parent, "FINISHED")
     except BaseException:
         client.set_terminated(parent, "FAILED")
@@ -271,18 +398,23 @@ def detect_drift(
 
 
 def _new_labels(store: Any, since: datetime | None) -> int:
-    """Labelled field rows (with the thumbnail a retrain learns from) since the last retrain."""
-    from monitoring.table import inferences, read_table
+    """Labelled field rows with the thumbnail a retrain learns from, in hours starting at or
+    after the last retrain (window statistics: only the days since are read)."""
+    import polars as pl
 
-    rows = inferences(read_table(store))
-    if rows.empty or "label" not in rows.columns:
-        return 0
-    mask = rows["label"].notna()
-    if "thumb" in rows.columns:
-        mask &= rows["thumb"].notna()
+    from monitoring.stats import read_stats
+
+    dates = None
     if since is not None:
-        mask &= rows["ts"] > since
-    return int(mask.sum())
+        first = since.date()
+        dates = [str(first + timedelta(days=d)) for d in range((datetime.now(UTC).date() - first).days + 2)]
+    m = read_stats(store, "moments", None, dates, columns=["slot", "cohort", "model_version",
+                                                           "bundle_id", "device_id", "labelled_frames"])
+    if m.is_empty():
+        return 0
+    if since is not None:
+        m = m.filter(pl.col("slot") >= int(since.timestamp() * 1000))
+    return int(m["labelled_frames"].sum())
 
 
 def request_retrain(
@@ -403,8 +535,9 @@ def monitor(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The scheduled loop: ingest, judge complete windows, maybe request a retrain."""
-    ingested = ingest_telemetry()
-    reports = detect_drift(embeddings=embeddings, now=now)
+    runner = task_runner()
+    ingested = ingest_telemetry.with_options(task_runner=runner)()
+    reports = detect_drift.with_options(task_runner=runner)(embeddings=embeddings, now=now)
     trigger = retrain_trigger(
         reports, retrain_kwargs=retrain_kwargs, clock=(lambda: now) if now else None
     )

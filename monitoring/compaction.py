@@ -80,15 +80,21 @@ def compact_stats_partition(store: ObjectStore, folder: str, files: list[str]) -
     return key
 
 
-def compact_before(store: ObjectStore, now: datetime, seen: SeenLedger | None = None) -> int:
-    """Compact every partition of days before `now`'s date that has more than one file; the
-    number of files merged away."""
+def compact_before(
+    store: ObjectStore, now: datetime, seen: SeenLedger | None = None, cohort: str | None = None
+) -> int:
+    """Compact every partition (of `cohort`, or all) of days before `now`'s date that has more
+    than one file; the number of files merged."""
     today = now.strftime("%Y-%m-%d")
     merged = 0
-    for folder, files in _groups(store.list(TABLE_PREFIX), today).items():
+
+    def mine(keys: list[str]) -> list[str]:
+        return keys if cohort is None else [k for k in keys if f"/cohort={cohort}/" in k]
+
+    for folder, files in _groups(mine(store.list(TABLE_PREFIX)), today).items():
         compact_table_partition(store, folder, files)
         merged += len(files)
-    for folder, files in _groups(store.list(STATS_PREFIX), today).items():
+    for folder, files in _groups(mine(store.list(STATS_PREFIX)), today).items():
         compact_stats_partition(store, folder, files)
         merged += len(files)
     if seen is not None:

@@ -114,6 +114,23 @@ def _save(snapshot: Any, html_path: Path | None) -> Path | None:
     return html_path
 
 
+def entitle(html_path: Path, title: str) -> None:
+    """Give a saved Evidently report a page title and a heading (cohort, model version, window,
+    verdict): Evidently 0.7's HTML carries neither, and a folder of them is unreadable. The
+    first <head> and <body> tags are the document's (the scripts come after them)."""
+    import html
+    import re
+
+    text = html_path.read_text(encoding="utf-8")
+    safe = html.escape(title)
+    text = re.sub(r"<head[^>]*>", lambda m: f"{m.group(0)}<title>{safe}</title>", text, count=1)
+    heading = f'<h1 style="font-family:sans-serif;margin:16px">{safe}</h1>'
+    text = re.sub(r"<body[^>]*>", lambda m: m.group(0) + heading, text, count=1)
+    tmp = html_path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(html_path)
+
+
 def _value_drifts(snapshot: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for m in snapshot.dict()["metrics"]:

@@ -20,7 +20,7 @@ import io
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -374,8 +374,21 @@ def _chunk(
             run.sample.append(stored.take(pa.array(np.sort(idx))))
 
 
-def ingest(
+def raw_partitions(store: ObjectStore) -> dict[str, list[str]]:
+    """Raw keys by the cohort of their prefix (`telemetry/raw/<cohort>/<device>/...`): the unit
+    of ingestion that shares no ledger object with another."""
+    out: dict[str, list[str]] = {}
+    for k in store.list(RAW_PREFIX):
+        if k.endswith(RAW_SUFFIXES):
+            rel = _rel(k)
+            out.setdefault(rel.split("/", 1)[0] if "/" in rel else "_", []).append(k)
+    return out
+
+
+def ingest_partition(
     store: ObjectStore,
+    cohort: str,
+    raw: list[str] | None = None,
     known_cohorts: list[str] | None = None,
     known_versions: list[str] | None = None,
     max_batches: int | None = None,
@@ -384,43 +397,38 @@ def ingest(
     params: IngestParams | None = None,
     now: datetime | None = None,
     chunk_batches: int = 2000,
-    suite_sample_rows: int = 1000,
+    sample_rows: int = 0,
     threads: int = 4,
-) -> IngestReport:
-    """Ingest every raw batch not yet handled (at most `max_batches`), columnar and incremental:
-    batches are verified one by one (their signatures), then validated, de-duplicated (an
-    anti-join against the partitioned ledger, monitoring.seen) and stored `chunk_batches` at a
-    time, with the window statistics of what was stored (monitoring.stats). The Great
-    Expectations suite runs once on a sample of the stored rows (`suite_sample_rows`, 0: never)
-    and reports; the vectorised checks above it decide. `devices`: the enrolment registry; a
-    batch from a device not in it is quarantined, so None quarantines everything."""
+) -> tuple[IngestReport, pa.Table | None]:
+    """Ingest the new raw batches under one cohort's prefix (`raw`: its keys, listed here when
+    None): the report and a bounded sample of the stored rows for the suite."""
     p = params or IngestParams()
     now = now or datetime.now(UTC)
     window = (
         int((now - timedelta(days=p.max_age_days)).timestamp() * 1000),
         int((now + timedelta(hours=p.max_future_hours)).timestamp() * 1000),
     )
-    seen = SeenLedger.load(store, p.max_ranges_per_device)
-    raw = [k for k in store.list(RAW_PREFIX) if k.endswith(RAW_SUFFIXES)]
+    if raw is None:
+        raw = raw_partitions(store).get(cohort, [])
+    seen = SeenLedger.load(store, cohort, p.max_ranges_per_device, devices)
     handled_before = pa.array(sorted(seen.handled), pa.string())
     is_old = pc.is_in(pa.array(raw, pa.string()), handled_before).to_numpy(zero_copy_only=False)
     new = sorted(k for k, old in zip(raw, is_old, strict=True) if not old)[:max_batches]
     run = _Run(store, int(now.timestamp() * 1000))
     ctx = {"devices": devices or {}, "params": p, "window": window, "cohorts": known_cohorts,
-           "versions": known_versions, "sample": suite_sample_rows, "threads": threads}
+           "versions": known_versions, "sample": sample_rows, "threads": threads}
     tag = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
     for c in range(0, len(new), chunk_batches):
         _chunk(run, new[c : c + chunk_batches], ctx, seen, f"{tag}-{c // chunk_batches:04d}")
     moments, sketches = merge(run.moments), merge(run.sketches)
     stats = write_stats(store, "moments", moments, tag) + write_stats(store, "sketches", sketches, tag)
-    suite = _sample_suite(run.sample, suite_sample_rows, known_cohorts, known_versions)
     ledger_rows = 0
     if run.handled or seen.dirty:  # after the table: a crash re-ingests, never loses
         ledger_rows = seen.save(store, run.handled, tag, now)
     expired = seen.expire(store, now, p.ledger_retention_days) if run.handled else 0
-    compacted = compact_before(store, now, seen) if run.handled else 0
+    compacted = compact_before(store, now, seen, cohort) if run.handled else 0
     handled = len(run.handled)
-    return IngestReport(
+    report = IngestReport(
         received_batches=handled,
         ingested_batches=handled - run.n["batches"],
         quarantined_batches=run.n["batches"],
@@ -437,18 +445,61 @@ def ingest(
         read_batches=run.n["read"],
         stats_parts=len(stats),
         compacted_files=compacted,
-        suite_rows=suite[0],
-        suite_failures=suite[1],
     )
+    return report, (pa.concat_tables(run.sample) if run.sample else None)
 
 
-def _sample_suite(
-    sample: list[pa.Table], rows: int, cohorts: list[str] | None, versions: list[str] | None
-) -> tuple[int, tuple[str, ...]]:
-    """The reviewer's Great Expectations suite on a bounded sample of what was stored."""
-    if not sample or rows <= 0:
-        return 0, ()
-    t = pa.concat_tables(sample)
+def combine(reports: list[IngestReport], samples: list[pa.Table | None],
+            suite: Callable[[], TelemetrySuite] | None, rows: int) -> IngestReport:
+    """One report from the partitions' reports; the Great Expectations suite (when given) on a
+    bounded sample of the rows they stored."""
+    total: dict[str, Any] = {}
+    for rep in reports:
+        for k, v in asdict(rep).items():
+            total[k] = total.get(k, () if isinstance(v, tuple) else 0) + v
+    out = IngestReport(**total) if reports else IngestReport(0, 0, 0, 0, 0, 0, 0, 0)
+    kept = [t for t in samples if t is not None and t.num_rows]
+    if suite is None or not kept or rows <= 0:
+        return out
+    t = pa.concat_tables(kept)
     t = t.take(pa.array(np.sort(np.random.default_rng(0).permutation(t.num_rows)[:rows])))
-    res = TelemetrySuite(cohorts, versions).validate(t.to_pandas())
-    return t.num_rows, res.failures
+    res = suite().validate(t.to_pandas())
+    return replace(out, suite_rows=t.num_rows, suite_failures=res.failures)
+
+
+def ingest(
+    store: ObjectStore,
+    known_cohorts: list[str] | None = None,
+    known_versions: list[str] | None = None,
+    max_batches: int | None = None,
+    *,
+    devices: Mapping[str, EnrolledDevice] | None = None,
+    params: IngestParams | None = None,
+    now: datetime | None = None,
+    chunk_batches: int = 2000,
+    suite_sample_rows: int = 1000,
+    threads: int = 4,
+) -> IngestReport:
+    """Ingest every raw batch not yet handled (at most `max_batches`), columnar and incremental,
+    one cohort prefix after the other (flows.monitoring runs them as parallel tasks): batches
+    are verified one by one (their signatures), then validated, de-duplicated (an anti-join
+    against the partitioned ledger, monitoring.seen) and stored `chunk_batches` at a time, with
+    the window statistics of what was stored (monitoring.stats). The Great Expectations suite
+    runs once on a sample of the stored rows (`suite_sample_rows`, 0: never) and reports; the
+    vectorised checks decide. `devices`: the enrolment registry; a batch from a device not in
+    it is quarantined, so None quarantines everything."""
+    now = now or datetime.now(UTC)
+    reports, samples = [], []
+    left = max_batches
+    for cohort, keys in sorted(raw_partitions(store).items()):
+        if left is not None and left <= 0:
+            break
+        rep, sample = ingest_partition(
+            store, cohort, keys, known_cohorts, known_versions, left, devices=devices,
+            params=params, now=now, chunk_batches=chunk_batches, sample_rows=suite_sample_rows,
+            threads=threads)
+        reports.append(rep)
+        samples.append(sample)
+        left = None if left is None else left - rep.received_batches - rep.deferred_batches
+    return combine(reports, samples, lambda: TelemetrySuite(known_cohorts, known_versions),
+                   suite_sample_rows)

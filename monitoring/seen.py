@@ -2,11 +2,15 @@
 (verified device, seq) were delivered (coalesced ranges in hash buckets), read and written per
 part so a run costs what its new data costs, not what history costs.
 
-- `telemetry/ledger/seqs/bucket=NN.parquet`: (device, lo, hi, last_seq, last_hash) rows, the
+The ledger is partitioned by the cohort of the raw prefix (`telemetry/raw/<cohort>/...`; a
+verified batch always lies under its own device's cohort), so ingestion tasks over cohorts never
+touch the same object:
+
+- `telemetry/ledger/cohort=C/seqs/bucket=NN.parquet`: (device, lo, hi, last_seq, last_hash) rows, the
   ranges of sequence numbers each device delivered (a healthy device is one range) and the hash
   of its newest inference frame (the frozen-camera count continues across runs). Each bucket is
   written by compare-and-swap: two ingestion runs never both win.
-- `telemetry/ledger/batches/date=D/part-R.parquet`: the raw keys run R handled on day D. Past
+- `telemetry/ledger/cohort=C/batches/date=D/part-R.parquet`: the raw keys run R handled on day D. Past
   `retention_days` the day's raw objects are deleted with its manifests, so the listing of
   `telemetry/raw/` stays bounded by retention, not by history.
 
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import io
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -31,8 +37,6 @@ from edgeops.errors import ConflictError, MonitoringError
 from monitoring.ledger import LEDGER_KEY, LEGACY_LEDGER_KEY, Ledger
 
 SEEN_PREFIX = "telemetry/ledger/"
-SEQS_PREFIX = f"{SEEN_PREFIX}seqs/"
-BATCHES_PREFIX = f"{SEEN_PREFIX}batches/"
 BUCKETS = 16
 _RANGES = {"device": pl.String, "lo": pl.Int64, "hi": pl.Int64, "last_seq": pl.Int64,
            "last_hash": pl.UInt64}
@@ -42,8 +46,12 @@ def bucket_of(device: str) -> int:
     return zlib.crc32(device.encode()) % BUCKETS
 
 
-def _bucket_key(b: int) -> str:
-    return f"{SEQS_PREFIX}bucket={b:02d}.parquet"
+def seqs_prefix(cohort: str) -> str:
+    return f"{SEEN_PREFIX}cohort={cohort}/seqs/"
+
+
+def batches_prefix(cohort: str) -> str:
+    return f"{SEEN_PREFIX}cohort={cohort}/batches/"
 
 
 def _read(store: ObjectStore, key: str) -> tuple[pl.DataFrame, str]:
@@ -81,6 +89,7 @@ def merge_ranges(ranges: pl.DataFrame, max_ranges: int) -> pl.DataFrame:
 @dataclass
 class SeenLedger:
     ranges: pl.DataFrame
+    cohort: str
     etags: dict[int, str | None] = field(default_factory=dict)
     handled: set[str] = field(default_factory=set)
     manifests: dict[str, list[str]] = field(default_factory=dict)  # date -> manifest keys
@@ -89,40 +98,47 @@ class SeenLedger:
     dirty: set[int] = field(default_factory=set)
 
     @classmethod
-    def load(cls, store: ObjectStore, max_ranges: int = 256) -> SeenLedger:
+    def load(
+        cls, store: ObjectStore, cohort: str, max_ranges: int = 256,
+        devices: Mapping[str, Any] | None = None,
+    ) -> SeenLedger:
+        """The ledger of one cohort's raw prefix; `devices` (the enrolment registry) says which
+        devices of a row-wise ledger belong here when it is migrated."""
         frames, etags = [], {}
-        for key in store.list(SEQS_PREFIX):
+        for key in store.list(seqs_prefix(cohort)):
             if not key.endswith(".parquet"):
                 continue
             df, etag = _read(store, key)
             frames.append(df.cast(_RANGES))  # type: ignore[arg-type]
             etags[int(key.rsplit("bucket=", 1)[1][:2])] = etag
-        led = cls(pl.concat(frames) if frames else pl.DataFrame(schema=_RANGES), etags,
+        led = cls(pl.concat(frames) if frames else pl.DataFrame(schema=_RANGES), cohort, etags,
                   max_ranges=max_ranges)
-        for key in store.list(BATCHES_PREFIX):
-            date = key[len(BATCHES_PREFIX):].split("/")[0].removeprefix("date=")
+        for key in store.list(batches_prefix(cohort)):
+            date = key[len(batches_prefix(cohort)):].split("/")[0].removeprefix("date=")
             led.manifests.setdefault(date, []).append(key)
             led.handled.update(pq.read_table(io.BytesIO(store.get(key)), columns=["key"])
                                .column("key").to_pylist())
         if not frames and not led.handled:
-            led._migrate(store)
+            led._migrate(store, devices)
         return led
 
-    def _migrate(self, store: ObjectStore) -> None:
+    def _migrate(self, store: ObjectStore, devices: Mapping[str, Any] | None) -> None:
         """The row-wise path's single Parquet (or JSON) ledger becomes buckets and a manifest."""
         if not (store.exists(LEDGER_KEY) or store.exists(LEGACY_LEDGER_KEY)):
             return
         old = Ledger.load(store, self.max_ranges)
-        rows = [(d, int(lo), int(hi)) for d, r in old.seqs.items() for lo, hi in r]
+        mine = {d for d, dev in (devices or {}).items() if getattr(dev, "cohort", None) == self.cohort}
+        rows = [(d, int(lo), int(hi)) for d, r in old.seqs.items() if d in mine for lo, hi in r]
         if rows:
             dev, lo, hi = zip(*rows, strict=True)
             self.ranges = pl.DataFrame(
                 {"device": dev, "lo": lo, "hi": hi, "last_seq": [-1] * len(dev),
                  "last_hash": [0] * len(dev)}, schema=_RANGES)
             self.dirty = {bucket_of(d) for d in dev}
-        self.handled = set(old.batches)
+        prefix = f"telemetry/raw/{self.cohort}/"
+        self._legacy_batches = {k: at for k, at in old.batches.items() if k.startswith(prefix)}
+        self.handled = set(self._legacy_batches)
         self.migrated = True
-        self._legacy_batches = dict(old.batches)
 
     def fresh(self, device: np.ndarray, seq: np.ndarray, batch: np.ndarray) -> np.ndarray:
         """Mask of rows not delivered before: not in the ledger's ranges (anti-join) and, within
@@ -180,11 +196,12 @@ class SeenLedger:
         for b in sorted(self.dirty):
             buf = io.BytesIO()
             buckets.filter(pl.col("b") == b).drop("b").write_parquet(buf, compression="zstd")
+            key = f"{seqs_prefix(self.cohort)}bucket={b:02d}.parquet"
             try:
-                self.etags[b] = store.put_if_match(_bucket_key(b), buf.getvalue(), self.etags.get(b))
+                self.etags[b] = store.put_if_match(key, buf.getvalue(), self.etags.get(b))
             except ConflictError as exc:
                 raise MonitoringError("another ingestion run changed the ledger; re-run",
-                                      where=_bucket_key(b)) from exc
+                                      where=key) from exc
         self.dirty.clear()
         legacy = getattr(self, "_legacy_batches", {})
         by_day: dict[str, dict[str, int]] = {}
@@ -195,7 +212,7 @@ class SeenLedger:
             buf = io.BytesIO()
             pl.DataFrame({"key": list(keys), "at_ms": list(keys.values())},
                          schema={"key": pl.String, "at_ms": pl.Int64}).write_parquet(buf)
-            mkey = f"{BATCHES_PREFIX}date={day}/part-{run}.parquet"
+            mkey = f"{batches_prefix(self.cohort)}date={day}/part-{run}.parquet"
             store.put(mkey, buf.getvalue())
             self.manifests.setdefault(day, []).append(mkey)
         self.handled |= set(handled)
@@ -226,7 +243,7 @@ class SeenLedger:
         merged = pl.concat(frames).unique("key", keep="first").sort("key")
         buf = io.BytesIO()
         merged.write_parquet(buf, compression="zstd")
-        mkey = f"{BATCHES_PREFIX}date={day}/part-compacted-{len(merged):08d}.parquet"
+        mkey = f"{batches_prefix(self.cohort)}date={day}/part-compacted-{len(merged):08d}.parquet"
         store.put(mkey, buf.getvalue())  # first the merged one: a crash leaves both, never none
         for k in parts:
             if k != mkey:

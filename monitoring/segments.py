@@ -150,3 +150,49 @@ def flag_segments(rows: pd.DataFrame, fdr: float = 0.05) -> list[SegmentFlag]:
     # (a subset of the discoveries, so the false discovery rate stays <= fdr)
     keep = benjamini_hochberg(np.array([f[3] for f in found]), fdr) & np.array(matters)
     return [SegmentFlag(*f) for f, k in zip(found, keep, strict=True) if k]
+
+
+def flag_segments_from_stats(moments: pd.DataFrame, fdr: float = 0.05) -> list[SegmentFlag]:
+    """`flag_segments` for devices from merged window statistics (monitoring.stats: one row per
+    device with `inferences`, `repeated`, `conf_sum`, `conf_sumsq`), so every row of the window
+    counts however many devices it has, with no row read. Repeated frames: a one-sided binomial
+    test of the device's share against the rest's; confidence: Welch's z on the means. The
+    prediction mix and latency need per-device histograms and stay with the row-based test."""
+    from scipy.stats import binom, norm
+
+    m = moments[moments["inferences"] >= _MIN_ROWS].reset_index(drop=True)
+    total_n = float(moments["inferences"].sum())
+    if len(m) < _MIN_VALUES:
+        return []
+    n = m["inferences"].to_numpy(np.float64)
+    r = m["repeated"].to_numpy(np.float64)
+    n_out = total_n - n
+    ok = n_out >= _MIN_ROWS
+    m, n, r, n_out = m[ok].reset_index(drop=True), n[ok], r[ok], n_out[ok]
+    if len(m) == 0:
+        return []
+    r_out = float(moments["repeated"].sum()) - r
+    p0 = (r_out + 0.5) / (n_out + 1.0)  # the rest's share, kept off 0 (a healthy fleet repeats none)
+    p_rep = binom.sf(r - 1, n, p0)
+    s, ss = m["conf_sum"].to_numpy(np.float64), m["conf_sumsq"].to_numpy(np.float64)
+    s_out, ss_out = float(moments["conf_sum"].sum()) - s, float(moments["conf_sumsq"].sum()) - ss
+    mean_in, mean_out = s / n, s_out / n_out
+    var_in = np.maximum(ss / n - mean_in**2, 0) * n / np.maximum(n - 1, 1)
+    var_out = np.maximum(ss_out / n_out - mean_out**2, 0) * n_out / np.maximum(n_out - 1, 1)
+    se = np.sqrt(var_in / n + var_out / n_out)
+    z = np.divide(mean_in - mean_out, se, out=np.zeros_like(se), where=se > 0)
+    p_conf = 2 * norm.sf(np.abs(z))
+    p_all = np.concatenate([p_rep, p_conf])
+    relevant = np.concatenate([r > 0, np.abs(mean_in - mean_out) >= _MIN_CONFIDENCE_GAP])
+    keep = benjamini_hochberg(p_all, fdr) & relevant
+    devices = m["device_id"].astype(str).to_numpy()
+    out = []
+    for i in np.flatnonzero(keep):
+        j = i % len(m)
+        if i < len(m):
+            detail = f"{r[j] / n[j]:.0%} repeated vs {r_out[j] / max(n_out[j], 1):.0%}"
+            out.append(SegmentFlag("device_id", devices[j], "repeated_frames", float(p_all[i]), detail))
+        else:
+            detail = f"mean {mean_in[j]:.3f} vs {mean_out[j]:.3f}"
+            out.append(SegmentFlag("device_id", devices[j], "confidence", float(p_all[i]), detail))
+    return out

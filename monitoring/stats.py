@@ -4,9 +4,11 @@ Slots are one hour (epoch-aligned, as monitoring.windows floors windows), so any
 hours is a sum of slots. Everything here merges by addition, so statistics of a window merged
 from many ingest runs (or partitions, or Dask workers) equal those of the window's rows at once:
 
-- per device segment (slot, cohort, model_version, bundle_id, device_id): rows, inferences,
-  labelled rows, sum and sum of squares of confidence, sum of latency, repeated frames (an
-  inference whose features equal the device's previous inference: a frozen camera);
+- per device segment (slot, cohort, model_version, bundle_id, device_id): rows, inferences
+  (with a prediction), labelled rows (and those with a thumbnail, what a retrain learns from),
+  the newest event time (merged by max), sum and sum of squares of confidence, sum of latency,
+  repeated frames (an inference whose features equal the device's previous inference: a
+  frozen camera);
 - per scope (slot, cohort, model_version, bundle_id): quantile sketches of every feature, the
   confidence and the latency, and the prediction histogram (metric `top1`, bucket = class).
 
@@ -35,7 +37,7 @@ _OFFSET = 2000  # buckets for |x| down to GAMMA**-2000 ~ 6e-18; smaller is bucke
 SCOPE = ("slot", "cohort", "model_version", "bundle_id")
 SEGMENT = (*SCOPE, "device_id")
 MOMENTS = ("rows", "inferences", "labelled", "conf_sum", "conf_sumsq", "latency_sum",
-           "latency_rows", "repeated")
+           "latency_rows", "repeated", "labelled_frames", "ts_max")  # ts_max merges by max, the rest by sum
 SKETCHED = (*FEATURE_COLUMNS, "confidence", "latency_ms")
 _MULT = np.random.default_rng(20261202).integers(1, 2**62, len(FEATURE_COLUMNS), dtype=np.uint64) | 1
 
@@ -89,17 +91,21 @@ def window_stats(
     t = t.with_columns(slot=(pl.col("ts").dt.epoch("ms") // SLOT_MS) * SLOT_MS)
     inf = _inference_frames(t, tails)
     lat_ok = pl.col("latency_ms").is_not_null() & pl.col("latency_ms").is_finite()
+    is_inf = (pl.col("event") == "inference") & pl.col("top1").is_not_null()
     rows = t.group_by(list(SEGMENT)).agg(
         rows=pl.len(),
+        inferences=is_inf.sum(),
+        ts_max=pl.col("ts").dt.epoch("ms").max(),
         labelled=pl.col("label").is_not_null().sum(),
+        labelled_frames=(pl.col("label").is_not_null() & pl.col("thumb").is_not_null()).sum(),
         conf_sum=pl.col("confidence").cast(pl.Float64).fill_null(0.0).sum(),
         conf_sumsq=(pl.col("confidence").cast(pl.Float64) ** 2).fill_null(0.0).sum(),
         latency_sum=pl.when(lat_ok).then(pl.col("latency_ms").cast(pl.Float64)).sum(),
         latency_rows=lat_ok.sum(),
     )
-    per_inf = inf.group_by(list(SEGMENT)).agg(inferences=pl.len(), repeated=pl.col("repeated").sum())
+    per_inf = inf.group_by(list(SEGMENT)).agg(repeated=pl.col("repeated").sum())
     moments = rows.join(per_inf, on=list(SEGMENT), how="left").with_columns(
-        pl.col("inferences").fill_null(0), pl.col("repeated").fill_null(0)
+        pl.col("repeated").fill_null(0)
     ).select(*SEGMENT, *[pl.col(m).cast(pl.Float64 if "sum" in m else pl.Int64) for m in MOMENTS])
     long = []
     for col in SKETCHED:
@@ -128,7 +134,9 @@ def merge(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
         return pl.DataFrame()
     df = pl.concat(parts, how="vertical_relaxed")
     keys = [c for c in df.columns if c in (*SEGMENT, "metric", "bucket")]
-    return _sorted(df.group_by(keys).agg(pl.all().sum()))
+    aggs = [pl.col(c).max() if c == "ts_max" else pl.col(c).sum()
+            for c in df.columns if c not in keys]
+    return _sorted(df.group_by(keys).agg(aggs))
 
 
 def stats_key(kind: str, date: str, cohort: str, run: str) -> str:
@@ -151,7 +159,8 @@ def write_stats(store: ObjectStore, kind: str, df: pl.DataFrame, run: str) -> li
 
 
 def read_stats(
-    store: ObjectStore, kind: str, cohort: str | None = None, dates: Iterable[str] | None = None
+    store: ObjectStore, kind: str, cohort: str | None = None, dates: Iterable[str] | None = None,
+    columns: list[str] | None = None,
 ) -> pl.DataFrame:
     """Merged statistics of the partitions asked for (only those partitions are read)."""
     want = set(dates) if dates is not None else None
@@ -162,7 +171,7 @@ def read_stats(
             continue
         if want is not None and fields.get("date") not in want:
             continue
-        parts.append(pl.read_parquet(io.BytesIO(store.get(key))))
+        parts.append(pl.read_parquet(io.BytesIO(store.get(key)), columns=columns))
     return merge(parts)
 
 

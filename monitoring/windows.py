@@ -13,7 +13,7 @@ lives in the store, so every row is judged in exactly one verdict or counted as 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -36,6 +36,7 @@ class WindowPlan:
     status: Status
     late_rows: int  # rows of this window counted as too late (so far, after this run)
     judged_rows: int  # rows in the verdict that stands after this run (0 while open)
+    total_rows: int = 0  # rows of the window seen so far (judged ones may be a sample of them)
 
 
 def watermark(rows: pd.DataFrame, now: datetime, lateness: timedelta) -> pd.Timestamp:
@@ -58,24 +59,38 @@ def plan_windows(
         return []
     length = pd.Timedelta(hours=hours)
     starts = rows["ts"].dt.floor(length)
+    parts = {start: part.reset_index(drop=True) for start, part in rows.groupby(starts, sort=True)}
+    plans = plan_counts({s: len(p) for s, p in parts.items()}, hours, mark, ledger, reopen_share)
+    return [replace(p, rows=parts[p.start]) for p in plans]
+
+
+def plan_counts(
+    counts: dict[pd.Timestamp, int],
+    hours: float,
+    mark: pd.Timestamp,
+    ledger: dict[str, dict[str, int]],
+    reopen_share: float,
+) -> list[WindowPlan]:
+    """`plan_windows` from the row count of each window (window statistics, no rows read);
+    the plans carry no rows (the caller reads a bounded sample for the windows it judges)."""
+    length = pd.Timedelta(hours=hours)
     out: list[WindowPlan] = []
-    for start, part in rows.groupby(starts, sort=True):
-        part = part.reset_index(drop=True)
-        end = start + length
+    none = pd.DataFrame()
+    for start in sorted(counts):
+        n, end = int(counts[start]), start + length
         seen = ledger.get(start.isoformat())
         if seen is None:
             status: Status = "judge" if end <= mark else "open"
-            judged = len(part) if status == "judge" else 0
-            out.append(WindowPlan(start, end, part, status, 0, judged))
+            out.append(WindowPlan(start, end, none, status, 0, n if status == "judge" else 0, n))
             continue
         judged, late = int(seen.get("judged", 0)), int(seen.get("late", 0))
-        new = len(part) - judged - late
+        new = n - judged - late
         if new <= 0:
-            out.append(WindowPlan(start, end, part, "done", late, judged))
+            out.append(WindowPlan(start, end, none, "done", late, judged, n))
         elif late + new > reopen_share * judged:
-            out.append(WindowPlan(start, end, part, "rejudge", 0, len(part)))
+            out.append(WindowPlan(start, end, none, "rejudge", 0, n, n))
         else:
-            out.append(WindowPlan(start, end, part, "late", late + new, judged))
+            out.append(WindowPlan(start, end, none, "late", late + new, judged, n))
     return out
 
 

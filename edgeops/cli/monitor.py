@@ -80,12 +80,16 @@ def drift_cmd(
         bool, typer.Option(help="Ask the retrain policy and launch a retrain if it says so.")
     ] = True,
     embeddings: Annotated[bool, typer.Option(help="Also run embedding drift on probs.")] = True,
+    render: Annotated[
+        bool, typer.Option(help="Evidently HTML for every judged window (default: drifted/harmful).")
+    ] = False,
     as_json: JSON = False,
 ) -> None:
     """Run the Evidently drift jobs on every scope and unjudged window (logged to MLflow)."""
-    from flows.monitoring import detect_drift, retrain_trigger
+    from flows.monitoring import detect_drift, retrain_trigger, task_runner
 
-    reports = detect_drift(window_hours=window_hours, embeddings=embeddings)
+    reports = detect_drift.with_options(task_runner=task_runner())(
+        window_hours=window_hours, embeddings=embeddings, render=render)
     trigger = retrain_trigger(reports) if retrain else None
     rows = [
         {
@@ -155,12 +159,19 @@ def run_cmd(
 ) -> None:
     """Ingest, judge every window that is due (estimated accuracy, harm, drift, segments), decide."""
     from edgeops.errors import EdgeOpsError
-    from flows.monitoring import detect_drift, ingest_telemetry, retrain_trigger, window_summary
+    from flows.monitoring import (
+        detect_drift,
+        ingest_telemetry,
+        retrain_trigger,
+        task_runner,
+        window_summary,
+    )
 
     try:
         clock = _parse_now(now)
-        ingest_telemetry()
-        reports = detect_drift(embeddings=embeddings, now=clock)
+        runner = task_runner()
+        ingest_telemetry.with_options(task_runner=runner)()
+        reports = detect_drift.with_options(task_runner=runner)(embeddings=embeddings, now=clock)
         trigger = (
             retrain_trigger(reports, clock=(lambda: clock) if clock else None) if retrain else None
         )
@@ -195,6 +206,60 @@ def run_cmd(
         if started and trigger is not None
         else "no retrain"
     )
+
+
+@monitor_app.command("report")
+def report_cmd(
+    cohort: Annotated[str, typer.Argument(help="Cohort.")],
+    window: Annotated[str, typer.Argument(help="Window start, ISO time (UTC), e.g. 2026-11-20T10:00.")],
+    model_version: Annotated[
+        str | None, typer.Option(help="Model version (default: every version in the window).")
+    ] = None,
+    window_hours: Annotated[float | None, typer.Option(help="Window length; default params.yaml.")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder (default <home>/reports/...).")] = None,
+) -> None:
+    """Render the Evidently HTML reports of one window on demand (titled with cohort, model
+    version, window and verdict); reads only that window's partitions."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from edgeops.errors import EdgeOpsError, MonitoringError
+    from flows.monitoring import render_reports
+    from monitoring.cohort_windows import sample_windows
+    from monitoring.jobs import run_window
+    from monitoring.reference import load_reference, load_temperature
+    from monitoring.stats import read_stats
+
+    settings = _settings()
+    store, params = settings.store(), settings.params().monitor
+    hours = window_hours or params.window_hours
+    try:
+        start = pd.Timestamp(_parse_now(window)).floor(pd.Timedelta(hours=hours))
+        m = read_stats(store, "moments", cohort, [start.strftime("%Y-%m-%d")]).to_pandas()
+        if m.empty:
+            raise MonitoringError("no telemetry statistics for this day", where=f"{cohort} {start}")
+        scopes = sorted({(str(v), str(b)) for v, b in zip(m["model_version"], m["bundle_id"], strict=True)
+                         if model_version is None or str(v) == model_version})
+        samples = sample_windows(store, cohort, {s: {start} for s in scopes}, hours, 20_000)
+        if not samples:
+            raise MonitoringError("no inference rows in this window", where=f"{cohort} {start}")
+        from flows.monitoring import _cohort_keys
+
+        for (version, bundle, _), rows in sorted(samples.items(), key=lambda kv: kv[0][:2]):
+            meta = {"cohort": cohort, "model_version": version, "bundle_id": bundle,
+                    "window_start": start.to_pydatetime(), "embeddings": False,
+                    "temperature": load_temperature(store, bundle)}
+            reference = load_reference(store, bundle, _cohort_keys(settings))
+            rep = run_window(reference, rows, params, **meta)
+            folder = Path(out) if out else settings.home / "reports" / cohort / version / f"{start:%Y%m%dT%H%M}"
+            rep = render_reports(reference, rows, params, rep, folder, meta)
+            for res in rep.results.values():
+                if res.report_html is not None:
+                    console.print(f"{res.kind}: {res.report_html}")
+    except EdgeOpsError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        raise typer.Exit(exc.exit_code) from None
 
 
 @monitor_app.command("status")

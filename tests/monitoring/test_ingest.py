@@ -6,7 +6,7 @@ import pandas as pd
 
 from device.store import open_store
 from monitoring.ingest import QUARANTINE_PREFIX, ingest
-from monitoring.seen import SEQS_PREFIX
+from monitoring.seen import SEEN_PREFIX
 from monitoring.table import list_partitions, read_table
 from tests.monitoring.conftest import enrolled, put_batch, telemetry_records
 
@@ -73,7 +73,7 @@ def _check(store) -> None:
         1,
     ) and third.reconciles
     assert len(read_table(store, model_version="2")) == 12
-    assert store.list(SEQS_PREFIX)  # the partitioned ledger's buckets
+    assert store.list(SEEN_PREFIX)  # the partitioned ledger
 
 
 def test_ingest_local_store(tmp_path, monkeypatch) -> None:

@@ -131,7 +131,7 @@ def test_a_second_run_reads_no_old_batch_and_compaction_keeps_every_row(stores) 
     parts = [k for k in a.list(TABLE_PREFIX) if k.endswith(".parquet")]
     assert len(parts) > 2
     moments_before = read_stats(a, "moments")
-    merged = compact_before(a, datetime(2026, 11, 22, 1, tzinfo=UTC), SeenLedger.load(a))
+    merged = compact_before(a, datetime(2026, 11, 22, 1, tzinfo=UTC), SeenLedger.load(a, "pi-fleet-eu"))
     assert merged >= len(parts)  # table parts, and the stats and manifests of the day
     assert len([k for k in a.list(TABLE_PREFIX) if k.endswith(".parquet")]) == 1
     rows = sum(pq.read_metadata(io.BytesIO(a.get(k))).num_rows for k in a.list(TABLE_PREFIX))

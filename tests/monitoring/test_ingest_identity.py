@@ -16,7 +16,7 @@ from device.telemetry import records_to_table
 from edgeops.params import IngestParams
 from monitoring.ingest import QUARANTINE_PREFIX, ingest
 from monitoring.ledger import Ledger
-from monitoring.seen import SEQS_PREFIX, SeenLedger
+from monitoring.seen import SEEN_PREFIX, SeenLedger
 from monitoring.table import read_table
 from tests.monitoring.conftest import device_key, enrolled, put_batch, telemetry_records
 
@@ -150,9 +150,9 @@ def test_ledger_stays_bounded_and_compacts(store) -> None:
         put_batch(store, telemetry_records("dev-l", range(i * 10, i * 10 + 10)))
     put_batch(store, telemetry_records("dev-l", range(100, 103)))  # a gap
     _ingest(store)
-    led = SeenLedger.load(store)
+    led = SeenLedger.load(store, "pi-fleet-eu")
     assert _ranges(led, "dev-l") == [[0, 49], [100, 102]] and len(led.handled) == 6
-    assert store.list(SEQS_PREFIX) and not store.exists("telemetry/ledger.json")
+    assert store.list(SEEN_PREFIX) and not store.exists("telemetry/ledger.json")
     # many gaps from one device fold into at most max_ranges ranges
     small = Ledger(max_ranges=3)
     for s in range(0, 40, 2):
@@ -168,7 +168,7 @@ def test_ledger_stays_bounded_and_compacts(store) -> None:
     )
     assert later.compacted_batches == 6 and later.stored_rows == 2
     assert len(store.list("telemetry/raw/pi-fleet-eu/dev-l/")) == 1
-    assert _ranges(SeenLedger.load(store), "dev-l") == [[0, 49], [100, 104]]
+    assert _ranges(SeenLedger.load(store, "pi-fleet-eu"), "dev-l") == [[0, 49], [100, 104]]
 
 
 def test_a_batch_under_another_devices_prefix_and_the_legacy_ledger(store) -> None:
@@ -188,7 +188,7 @@ def test_a_batch_under_another_devices_prefix_and_the_legacy_ledger(store) -> No
     rep = _ingest(store)
     assert (rep.stored_rows, rep.duplicate_rows) == (3, 5)
     assert "stored under pi-fleet-eu/victim/" in dict(rep.quarantined)[moved]
-    assert _ranges(SeenLedger.load(store), "dev-j") == [[0, 7]]
+    assert _ranges(SeenLedger.load(store, "pi-fleet-eu"), "dev-j") == [[0, 7]]
 
 
 def test_known_versions_from_the_channel_targets(store) -> None:
