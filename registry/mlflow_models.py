@@ -265,7 +265,8 @@ def register_unverified(
     def save(out: Path, tmp: Path) -> None:
         shutil.copytree(path, out / Path(path).name)
 
-    model_uri = _log_model_dir(client, run_id, ARTIFACT_NAME, {"target": target}, target, save, str(path))
+    model_uri = _log_model_dir(client, run_id, name, {"target": target, "model_name": model_name}, target, save,
+                               str(path))
     tags = {**lineage.tags(), "target": target, "verified": "false", "status": status, "blessed": "false",
             "releasable": "false", **(extra_tags or {})}
     try:
@@ -314,7 +315,9 @@ def register_variant(
     if existing is not None:
         return existing
     log = LOGGERS.get(target, log_tflite_model)
-    model_uri = log(client, run_id, model_path, spec, input_example, tags={"target": target})
+    # named like its registered model (model, method, target), not 14 LoggedModels all "model"
+    model_uri = log(client, run_id, model_path, spec, input_example, name=name,
+                    tags={"target": target, "model_name": model_name})
     tags = {
         **lineage.tags(),
         "target": target,

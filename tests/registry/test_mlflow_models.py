@@ -56,6 +56,8 @@ def test_register_loads_as_pyfunc_with_lineage(mlflow_client, experiment_run, ti
         and tags["blessed"] == "true"
     )
     assert tags["bundle_id"] == "b" * 64 and tags["parent_model"] == "models:/m-parent"
+    logged = mlflow_client.get_logged_model(mv.source.rsplit("/", 1)[-1])  # source: models:/<id>
+    assert logged.name == "digits-tflite-f32" and logged.tags["model_name"] == "digits"  # not "model"
     model = mlflow.pyfunc.load_model(f"models:/{mv.name}/{mv.version}")
     got = model.predict(x[:16])
     assert got.shape == (16, 10)
