@@ -29,6 +29,8 @@ def _gather(x01: np.ndarray | UnitImages, y: np.ndarray):
         order = np.argsort(idx, kind="stable")
         rows = np.empty((len(idx), *x01.shape[1:]), np.float32)
         rows[order] = x01[idx[order]]
+        if isinstance(x01, UnitImages):
+            x01.release()  # an epoch touches every row: keep only this batch resident
         return rows, y[idx].astype(np.int64)
 
     return gather
@@ -66,7 +68,10 @@ def split_batches(
 def chunks(x01: np.ndarray | UnitImages, spec: PreprocessingSpec, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
     """The model inputs of a split, `rows` at a time (the device's numpy normalisation)."""
     for i in range(0, len(x01), rows):
-        yield normalize(x01[i : i + rows], spec)
+        x = normalize(x01[i : i + rows], spec)
+        if isinstance(x01, UnitImages):
+            x01.release()
+        yield x
 
 
 def predict_split(model: keras.Model, x01: np.ndarray | UnitImages, spec: PreprocessingSpec) -> np.ndarray:

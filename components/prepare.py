@@ -37,10 +37,12 @@ from components.splits import (
 from device.preprocessing import LUMA, PreprocessingSpec, to_unit
 from edgeops.errors import DataError
 from edgeops.params import PrepareParams
+from edgeops.progress import report
 
 __all__ = ["SPLITS", "PreparedData", "UnitImages", "prepare", "channel_statistics"]
 
 FEEDBACK_PREFIX = "fb-"  # monitoring/feedback.py names merged thumbnails fb-<device>-<seq>.png
+REPORT_EVERY = 1000  # images between progress reports
 MANIFEST_COLUMNS = ["path", "label", "split", "index", "sha256", "height", "width", "channels", "group"]
 Alloc = Callable[[str, tuple[int, ...]], "np.ndarray | NpyRows"]
 
@@ -248,15 +250,19 @@ def _prepare_into(
             thumbs[i] = d.thumb
         if progress is not None:
             progress(i + 1, n)
+        if (i + 1) % REPORT_EVERY == 0 or i + 1 == n:
+            report("prepare", "decoding", done=i + 1, total=n)
         rows.append({"path": path.relative_to(scan.root).as_posix(), "label": label, "sha256": digests[i],
                      "pixels": d.pixel_hash, "height": d.shape[0], "width": d.shape[1], "channels": d.shape[2]})
     manifest = pd.DataFrame(rows)
     channels = params.channels or (1 if (manifest["channels"] == 1).all() else 3)
     if previous is not None:
         check_previous(previous, manifest, previous_where)
+    report("prepare", "assigning splits")
     links = feedback_sources(thumbs, _Luma(x_all), params.near_duplicate_rms) if thumbs else []
     manifest = assign(manifest, sigs, params, previous, where=str(scan.root), links=links)
 
+    report("prepare", "writing splits and statistics")
     split = manifest["split"].to_numpy()
     all_grey = bool((manifest["channels"] == 1).all())
     pixels, hist = _write_splits(x_all, split, channels, all_grey, alloc)

@@ -13,6 +13,7 @@ this format (one `arrays.npz` of float32) still load.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -65,6 +66,17 @@ class UnitImages(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __repr__(self) -> str:
         return f"UnitImages({self.raw.shape}, uint8 -> float32 [0, 1])"
+
+    def release(self) -> None:
+        """Drop the pages this process has read from a memory-mapped split from its resident set.
+
+        They stay in the kernel's page cache (a later read maps them back without disk I/O); a
+        reader that streams through a split calls this per chunk, so its resident memory stays
+        a chunk, not the file. In-memory arrays: nothing to do.
+        """
+        handle = getattr(self.raw, "_mmap", None)  # numpy.memmap keeps its mmap.mmap here
+        if handle is not None and not handle.closed:
+            handle.madvise(mmap.MADV_DONTNEED)
 
     def astype(self, dtype: Any, copy: bool = True) -> np.ndarray:
         return np.asarray(self, dtype=dtype)
@@ -138,6 +150,8 @@ class PreparedData:
                 for i in range(0, len(x), CHUNK):
                     raw = x.raw[i : i + CHUNK] if isinstance(x, UnitImages) else as_uint8(x[i : i + CHUNK])
                     out[i : i + CHUNK] = raw
+                    if isinstance(x, UnitImages):
+                        x.release()
                 out.flush()
                 del out
                 np.save(tmp / f"y_{s}.npy", np.asarray(y, np.int64))

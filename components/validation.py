@@ -70,6 +70,7 @@ def _moments(x: np.ndarray | UnitImages, channels: int) -> _Moments:
             rows = np.asarray(x.raw[i : i + CHUNK])
             for c in range(channels):
                 hist[c] += np.bincount(rows[..., c].ravel(), minlength=256)
+            x.release()  # resident memory stays one chunk, not the mapped file
         mean, std = channel_statistics(hist) if len(x) else ((0.0,) * channels,) * 2
         seen = [np.flatnonzero(h) for h in hist]
         low = np.array([f[0] / 255.0 if len(f) else 0.0 for f in seen])
