@@ -27,7 +27,7 @@ def simulate_fleet(
     from device.scenarios import make_scenario
     from edgeops.channel import channel_repository
     from edgeops.settings import Settings
-    from flows.serving import run_server_cohort
+    from flows.serving import run_host_cohort, run_server_cohort
     from flows.web_cohort import run_browser_cohort
     from registry.enrolment import simulator_enroller
 
@@ -57,6 +57,11 @@ def simulate_fleet(
         skipped[c] = run_browser_cohort(settings, c, pool.x01, pool.labels, scenario=field, params=params,
                                         start=start, state_dir=Path(state_dir) if state_dir else None)
         print(f"fleet: cohort {c}: {skipped[c]}")
+    for c in [c for c in skipped if catalog.profile_for(c).runs_on == "agent"]:  # hosts (OpenVINO)
+        line = run_host_cohort(settings, c, pool.x01, pool.labels, scenario=field, params=params)
+        if line is not None:
+            skipped[c] = line
+            print(f"fleet: cohort {c}: {line}")
     for c in [c for c in skipped if catalog.profile_for(c).runs_on == "server"]:
         skipped[c] = run_server_cohort(settings, c, pool.x01, pool.labels, scenario=field, params=params,
                                        start=start)  # HTTP requests to the model server

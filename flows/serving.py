@@ -243,3 +243,36 @@ def run_server_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scen
     split = f", canary at {share:g}% of requests" if share else ""
     return (f"{name} in MLflow's scoring server behind the share router{split}: {arms} field frames in "
             f"{-(-n // batch)} HTTP requests, {int(scored.sum())} scored; request log in the store")
+
+
+def run_host_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scenario: Any = None,
+                    params: Any = None) -> str | None:
+    """A cohort of hosts that load the registered version themselves (an OpenVINO IR): the version
+    behind `<cohort>-stable` loaded through its registry entry in its own runtime (OpenVINO on CPU)
+    and run on field frames drawn through the scenario. None when nothing is released to it."""
+    import mlflow
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    from device.preprocessing import normalize
+    from flows.web_cohort import _frames
+    from registry.mlflow_models import cohort_alias
+    from registry.serving import cohort_model
+
+    params = params or settings.params().fleet
+    client = settings.mlflow_client()
+    name = cohort_model(client, cohort)
+    if name is None:
+        return None
+    mv = client.get_model_version_by_alias(name, cohort_alias(cohort, "stable"))
+    try:
+        model = mlflow.pyfunc.load_model(model_location(client, name, mv.version))
+        spec = model.unwrap_python_model().spec
+    except (MlflowException, OSError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return f"cohort {cohort}: {name} v{mv.version} cannot be loaded here: {first}"
+    n = max(1, min(1000, round(params.inferences_per_hour * params.hours * params.devices_per_cohort)))
+    images, y, _ = _frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
+    top1 = np.asarray(model.predict(normalize(images.astype(np.float32) / 255, spec))).argmax(axis=1)
+    return (f"{name} v{mv.version} (@{cohort_alias(cohort, 'stable')}) loaded from the registry in its own "
+            f"runtime ({mv.tags.get('target', '?')}): top-1 {np.mean(top1 == y):.1%} on {n} field frames")

@@ -101,3 +101,58 @@ def _fleet_run(settings: Any, tmp_path: Path) -> None:
     shutil.rmtree(urlparse(model_location(client, name, versions[0])).path)
     line = run_server_cohort(settings, COHORT, field, labels, params=params)
     assert line.startswith(f"cohort {COHORT}: ") and "\n" not in line, line
+
+
+@pytest.mark.slow
+def test_a_host_cohort_runs_its_registered_openvino_ir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """intel-vision-line's hosts load the registered IR themselves: the fleet run loads the version
+    behind `intel-vision-line-stable` from the registry in OpenVINO and runs field frames."""
+    import mlflow
+    from sklearn.datasets import load_digits
+
+    import components  # noqa: F401  (legacy Keras before tensorflow)
+    from components.convert.openvino import to_openvino
+    from components.keras import keras, tf
+    from device.preprocessing import PreprocessingSpec, normalize
+    from edgeops.settings import Settings
+    from flows.serving import run_host_cohort
+    from registry.mlflow_models import Lineage, register_variant, set_cohort_alias
+
+    for key, value in {"EDGEOPS_HOME": tmp_path / "home", "EDGEOPS_DEVICES": REPO / "devices.yaml",
+                       "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"}.items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings.from_env()
+    client = settings.mlflow_client()
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    try:
+        run = client.create_run(client.create_experiment("t", (tmp_path / "a").as_uri())).info.run_id
+        d = load_digits()
+        x01 = (d.images / 16.0).astype(np.float32)[..., None]
+        spec = PreprocessingSpec(8, 8, 1, (float(x01.mean()),), (float(x01.std()),), tuple("0123456789"))
+        tf.random.set_seed(0)
+        model = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+        model.fit(normalize(x01[:1200], spec), d.target[:1200], epochs=5, verbose=0)
+        ir = to_openvino(model, tmp_path / "ir")
+        params = settings.params().fleet.model_copy(update={"devices_per_cohort": 2, "hours": 1.0,
+                                                            "inferences_per_hour": 30, "step_minutes": 30.0})
+        field, labels = x01[1200:1500], d.target[1200:1500]
+        assert run_host_cohort(settings, "intel-vision-line", field, labels, params=params) is None  # nothing yet
+        mv = register_variant(client, run, ir, spec, normalize(x01[:2], spec), model_name="digits",
+                              target="openvino", lineage=Lineage("data", "c", "release-1", "models:/m"))
+        set_cohort_alias(client, "digits-openvino", "intel-vision-line", "stable", mv.version)
+        line = run_host_cohort(settings, "intel-vision-line", field, labels, params=params)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    from flows.web_cohort import _frames
+
+    images, y, _ = _frames(field, labels, None, 60, 1.0, 30.0, params.seed)
+    expected = (model.predict(normalize(images.astype(np.float32) / 255, spec), verbose=0).argmax(1) == y).mean()
+    head = "digits-openvino v1 (@intel-vision-line-stable) loaded from the registry in its own runtime (openvino): top-1 "
+    assert line.startswith(head) and line.endswith("% on 60 field frames"), line
+    got = float(line[len(head):].split("%")[0]) / 100
+    assert abs(got - expected) <= 1 / 60 + 1e-9  # OpenVINO's f32 agrees with Keras (a near tie may flip one)
