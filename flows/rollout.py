@@ -74,6 +74,8 @@ def release_to_cohort(client: MlflowClient, settings: Settings, catalog: DeviceC
         try:
             state = manager.publish_stable(cohort, reg, registered["model_name"], ref, actor=actor)
         except RolloutError as exc:
+            if current is not None and current.stable is not None and current.stable.bundle_id == ref.bundle_id:
+                return {"role": "stable", "replaces": None}  # already its stable; a rollout runs beside
             return {"role": f"not made stable ({exc})", "replaces": None}
         prev = state.previous_stable_version
         return {"role": "stable", "replaces": prev.to_dict() if prev else None}
