@@ -80,6 +80,10 @@ def test_poisoned_test_labels_leave_the_selection_unchanged(variants, digits, tm
         b = pd.read_csv(tmp_path / "b" / f"candidates-{p}.csv")
         assert a["variant"].tolist() == b["variant"].tolist()
     assert clean["per_profile"]["p"]["candidate"] == "tflite-f16"
+    front = pd.read_csv(tmp_path / "a" / "pareto-q.csv")  # the search's front, per profile, for MLflow
+    assert front["name"].tolist() == clean["per_profile"]["q"]["pareto"] == ["tflite-int8"]
+    assert list(front.columns) == ["name", "val_accuracy", "wire_bytes", "estimated_latency_ms"]
+    assert (tmp_path / "a" / "size_vs_accuracy-p.png").read_bytes()[:4] == b"\x89PNG"
     assert clean["per_profile"]["q"]["candidate"] == "tflite-int8"
     # the labels do change the one thing test is for: the chosen variant's verdict and its score
     assert clean["per_profile"]["p"]["target"] == "tflite-f16"
