@@ -249,16 +249,16 @@ def plot_size_vs_accuracy(
     alpha: float = 0.05,
     y_val: Any = None,
     stable: tuple[str, int, float] | None = None,
+    front: set[str] | frozenset[str] = frozenset(),
 ) -> Path:
     """Wire bytes against validation accuracy for the variants this profile can run, the search's
-    Pareto front joined up (components.plots.size_vs_accuracy_png). `stable`: (label, wire bytes,
-    validation accuracy on this release's split) of what the cohort runs now, if anything."""
+    Pareto front (`front`: names, components.search.profile_front) joined up
+    (components.plots.size_vs_accuracy_png). `stable`: (label, wire bytes, validation accuracy on
+    this release's split) of what the cohort runs now, if anything."""
     from components.plots import SizePoint, size_vs_accuracy_png
-    from components.search import profile_front
 
     table = candidate_table(variants, blessings, profile, margin, alpha, y_val)
     runnable = table[table.within_margin != "does not fit"]
-    front = {p.name for p in profile_front(variants, profile)}
     points = [SizePoint(r.variant, int(r.wire_bytes), float(r.val_accuracy) if pd.notna(r.val_accuracy) else math.nan,
                         bool(r.blessed), bool(r.selected),
                         False, r.within_margin == "pass", r.variant in front) for r in runnable.itertuples()]

@@ -127,13 +127,13 @@ def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: Devic
         per_profile[name] = select(variants, candidates, profile, margin, alpha, y_val).to_dict()
         table = candidate_table(variants, candidates, profile, margin, alpha, y_val)
         table.to_csv(out_dir / f"candidates-{name}.csv", index=False)
-        front = pd.DataFrame([p.__dict__ for p in profile_front(variants, profile)],
-                             columns=["name", "val_accuracy", "wire_bytes", "latency_ms"])
+        points = profile_front(variants, profile)
+        front = pd.DataFrame([p.__dict__ for p in points], columns=["name", "val_accuracy", "wire_bytes", "latency_ms"])
         front.rename(columns={"latency_ms": "estimated_latency_ms"}).to_csv(out_dir / f"pareto-{name}.csv",
                                                                           index=False)
         per_profile[name]["pareto"] = front["name"].tolist()
         plot_size_vs_accuracy(variants, candidates, profile, out_dir / f"size_vs_accuracy-{name}.png",
-                              margin, alpha, y_val, (stable_points or {}).get(name))
+                              margin, alpha, y_val, (stable_points or {}).get(name), {p.name for p in points})
     result = {"blessings": {t: {p: b.to_dict() for p, b in bs.items()} for t, bs in blessings.items()},
               "per_profile": per_profile}
     (out_dir / "selection.json").write_text(json.dumps(result, indent=2, default=str))
