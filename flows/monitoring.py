@@ -300,7 +300,7 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
                 meta = {"cohort": cohort, "model_version": sp.model_version,
                         "bundle_id": sp.bundle_id, "window_start": start,
                         "embeddings": ctx["embeddings"], "temperature": temperature,
-                        "late_rows": plan.late_rows}
+                        "late_rows": plan.late_rows, "row_segments": False}
                 fut = drift_window_task.submit(reference, rows, params, sp.scope,
                                                f"{plan.start:%Y%m%dT%H%M}", meta, None)
                 jobs.append((sp, plan, reference, rows, meta, fut))
@@ -308,8 +308,7 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
         rep = fut.result()
         flags = flag_segments_from_stats(
             window_moments(moments, sp.model_version, sp.bundle_id, plan.start), params.segment_fdr)
-        rep = replace(rep, n_current=plan.total_rows, segments=tuple(flags) + tuple(
-            f for f in rep.segments if f.field != "device_id"))
+        rep = replace(rep, n_current=plan.total_rows, segments=tuple(flags))
         out_dir = settings.home / "reports" / cohort / sp.model_version / f"{plan.start:%Y%m%dT%H%M}"
         if ctx["render"] or rep.drifted or rep.harmful:
             rep = render_reports(reference, rows, params, rep, out_dir, meta)

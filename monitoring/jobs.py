@@ -124,8 +124,11 @@ def run_window(
     embeddings: bool = True,
     temperature: float = 1.0,
     late_rows: int = 0,
+    row_segments: bool = True,
 ) -> WindowReport:
-    """Harm, segments and every drift job on one window; HTML reports under `report_dir`."""
+    """Harm, segments and every drift job on one window; HTML reports under `report_dir`.
+    `row_segments=False`: no per-device tests on these rows (the caller tests devices on the
+    window's statistics, monitoring.segments.flag_segments_from_stats, when they are a sample)."""
     enough_labels = labelled_pair(reference, current, params) is not None
     k = 3 if enough_labels else 1
     deciding = params.model_copy(update={"stattest_threshold": params.stattest_threshold / k})
@@ -151,7 +154,8 @@ def run_window(
     est, ref_est, lab, verdict = judge_harm(reference, current, params, temperature)
     return WindowReport(
         cohort, model_version, bundle_id, window_start, len(current), results, est, ref_est, lab,
-        verdict, tuple(flag_segments(current, params.segment_fdr)), params.trigger, late_rows,
+        verdict, tuple(flag_segments(current, params.segment_fdr)) if row_segments else (),
+        params.trigger, late_rows,
     )
 
 
