@@ -9,7 +9,10 @@ row, one `column: value` line per cell), as `psql`'s expanded display does.
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -73,3 +76,24 @@ def make_console(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else PIPE_WIDTH
     return WholeNamesConsole(stderr=stderr, width=width, soft_wrap=False)
+
+
+@contextmanager
+def native_stderr_silenced(keep_if_verbose: bool = False) -> Iterator[None]:
+    """Send what native (C/C++) code writes straight to file descriptor 2 to /dev/null for a moment.
+
+    For libraries that log around Python's logging: TensorFlow's import (absl's CUDA probe) and
+    TFLite Micro's allocation reports. Python exceptions still propagate and are printed after
+    the descriptor is restored. With `keep_if_verbose`, `edgeops --verbose` keeps everything."""
+    if keep_if_verbose and os.environ.get("EDGEOPS_VERBOSE") == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -4,13 +4,9 @@ Prefect from printing a traceback for the project's own (expected) errors."""
 from __future__ import annotations
 
 import logging
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from edgeops.console import make_console
+from edgeops.console import make_console, native_stderr_silenced
 from edgeops.errors import EdgeOpsError
 
 if TYPE_CHECKING:
@@ -51,29 +47,7 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-@contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what C++ libraries write straight to file descriptor 2 to /dev/null for a moment.
-
-    TensorFlow 2.21's import prints "Could not find cuda drivers" twice through absl's C++ log
-    before TF_CPP_MIN_LOG_LEVEL applies (tensorflow/tensorflow#100442, open). Python's own
-    exceptions still propagate and are printed after the descriptor is restored; `--verbose`
-    keeps everything."""
-    if os.environ.get("EDGEOPS_VERBOSE") == "1":
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def preload_tensorflow() -> None:
     """Import TensorFlow now, quietly (a command that trains or converts calls this first)."""
-    with native_stderr_silenced():
-        import tensorflow  # noqa: F401
+    with native_stderr_silenced(keep_if_verbose=True):
+        import tensorflow  # noqa: F401  # absl's CUDA probe ignores TF_CPP_MIN_LOG_LEVEL (tensorflow#100442)
