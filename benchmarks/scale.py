@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--cohorts", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--days", type=int, default=2, help="days ingested one after the other")
     ap.add_argument("--old-max", type=int, default=1000)
     ap.add_argument("--json")
     ap.add_argument("--prepare", action="store_true")
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.seeds):
             for path in ("new", "old") if n <= args.old_max else ("new",):
                 with tempfile.TemporaryDirectory(prefix=f"edgeops-scale-{n}-") as tmp:
-                    for day in (1, 2):
+                    for day in range(1, args.days + 1):
                         t = time.perf_counter()
                         generate(Path(tmp), n, args.cohorts, day, args.records, seed)
                         gen = time.perf_counter() - t
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"ingest={run['ingest_s']:7.1f}s monitor={run['monitor_s']:6.1f}s "
                               f"peak={run['peak_rss_mb']:7.0f} MB windows={run['windows']} "
                               f"(generated in {gen:.0f}s)", flush=True)
+                        if args.json:  # after every phase: a long run that is stopped keeps its figures
+                            Path(args.json).write_text(json.dumps({"runs": runs}, indent=2))
     print("\n| path | devices | day | rows | ingest s | monitor s | total s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|")
     keys = sorted({(r["path"], r["devices"], r["day"]) for r in runs}, key=lambda k: (k[1], k[0], k[2]))
