@@ -209,6 +209,13 @@ def estimate_harm(
     cbpe_win = cbpe(list(current["probs"]), temperature, groups)
     ref_est = cbpe(list(reference["probs"]), temperature)
     lab_ref, lab_cur = _labelled(reference), _labelled(current)
+    if len(lab_ref) >= 2:
+        # the temperature was fitted on these very rows, so their mean confidence knows the
+        # variant's accuracy no better than their labels do: the reference carries the sampling
+        # error of its measured accuracy (else a small validation split that happens to read
+        # high makes every mild shift look harmful)
+        ref_se = measured_accuracy(lab_ref["top1"], lab_ref["label"]).se
+        ref_est = replace(ref_est, se=max(ref_est.se, ref_se))
     enough = min(len(lab_ref), len(lab_cur)) >= params.harm_min_labels
     if not enough:
         return (
