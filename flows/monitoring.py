@@ -310,7 +310,7 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
             window_moments(moments, sp.model_version, sp.bundle_id, plan.start), params.segment_fdr)
         rep = replace(rep, n_current=plan.total_rows, segments=tuple(flags))
         out_dir = settings.home / "reports" / cohort / sp.model_version / f"{plan.start:%Y%m%dT%H%M}"
-        if ctx["render"] or rep.drifted or rep.harmful:
+        if ctx["render"] or (ctx["render"] is None and (rep.drifted or rep.harmful)):
             rep = render_reports(reference, rows, params, rep, out_dir, meta)
             ctx["links"].append((f"{rep.scope} {plan.start:%H:%M}", f"{out_dir.as_uri()}/data_drift.html"))
         run_id = _log_window(ctx["client"], ctx["experiment_id"], ctx["parent"], rep)
@@ -333,13 +333,14 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
 @flow(name="detect-drift", log_prints=True)
 def detect_drift(
     window_hours: float | None = None, embeddings: bool = True, now: datetime | None = None,
-    render: bool = False,
+    render: bool | None = None,
 ) -> list[WindowReport]:
     """Every scope (cohort, model version, bundle): judge each window that the watermark has
     completed, once; count rows arriving after their window was judged (re-open above a share).
     Reads only days whose statistics changed since they were settled, and of those only the
     windows to judge (a bounded sample of rows each; counts and device segments from every row).
-    Evidently HTML only for drifted or harmful windows, or every judged one with `render`.
+    Evidently HTML (`render`): None, for drifted or harmful windows; True, for every judged
+    window; False, for none (the verdicts are the same either way).
 
     `now`: the monitor's clock (default: the wall clock; a simulation passes its own time).
     """

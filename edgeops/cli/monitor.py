@@ -81,8 +81,10 @@ def drift_cmd(
     ] = True,
     embeddings: Annotated[bool, typer.Option(help="Also run embedding drift on probs.")] = True,
     render: Annotated[
-        bool, typer.Option(help="Evidently HTML for every judged window (default: drifted/harmful).")
-    ] = False,
+        bool | None,
+        typer.Option("--render/--no-render",
+                     help="Evidently HTML for every judged window / none (default: drifted or harmful ones)."),
+    ] = None,
     as_json: JSON = False,
 ) -> None:
     """Run the Evidently drift jobs on every scope and unjudged window (logged to MLflow)."""

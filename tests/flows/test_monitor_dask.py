@@ -38,7 +38,8 @@ def _decide() -> list[tuple]:
     runner = task_runner()
     rep = ingest_telemetry.with_options(task_runner=runner)(known_cohorts=["pi-fleet-eu"])
     assert rep.reconciles and rep.stored_rows == 720
-    reports = detect_drift.with_options(task_runner=task_runner())(embeddings=False, now=NOW)
+    reports = detect_drift.with_options(task_runner=task_runner())(embeddings=False, now=NOW,
+                                                                    render=False)
     trig = retrain_trigger(reports, retrain_fn=lambda **kw: "ok", clock=lambda: NOW)
     windows = [(r.scope, r.window_start, r.n_current, r.drifted_kinds, r.harmful,
                 round(r.estimate.accuracy, 9) if r.estimate else None,
@@ -47,6 +48,7 @@ def _decide() -> list[tuple]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two monitor passes with Prefect's ephemeral API on 2 shared cores
 def test_monitor_on_a_local_dask_cluster_decides_as_in_process(tmp_path, monkeypatch) -> None:
     from distributed import LocalCluster
 
@@ -60,8 +62,9 @@ def test_monitor_on_a_local_dask_cluster_decides_as_in_process(tmp_path, monkeyp
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         monkeypatch.setenv("EDGEOPS_TASK_RUNNER", f"dask:{cluster.scheduler_address}")
         monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "dask"))
-        from flows.monitoring import task_runner
         from prefect_dask import DaskTaskRunner
+
+        from flows.monitoring import task_runner
 
         assert isinstance(task_runner(), DaskTaskRunner)
         on_dask = _decide()
