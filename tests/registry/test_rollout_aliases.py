@@ -118,3 +118,40 @@ def test_publishing_a_stable_is_refused_while_a_rollout_runs(
         mgr.publish_stable(COHORT, RegisteredVersion(PRUNED, v3), "digits-prune", ref3, actor="pipeline")
     assert mgr.channel(COHORT).stable == ref1 and mgr.channel(COHORT).candidate == ref2
     expect(mlflow_client, (FLOAT, v1), (FLOAT, v2))
+
+
+def test_publish_path_records_the_first_stable_then_starts_a_canary(
+    local_repo, mlflow_client, experiment_run, tiny_tflite, bad_tflite, catalog, tmp_path, monkeypatch
+) -> None:
+    """What flows.publish calls per cohort (flows.rollout.release_to_cohort): the first release is
+    the stable, recorded in the history with its alias; a retry changes nothing; the next release
+    of another registered model is a canary and names the stable it replaces for the report."""
+    import yaml
+
+    from edgeops.settings import Settings
+    from flows.rollout import release_to_cohort
+
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(yaml.safe_dump(catalog.model_dump(
+        exclude={"profiles": {"__all__": {"name"}}, "cohorts": {"__all__": {"name"}}})))
+    for k, v in {"EDGEOPS_HOME": str(tmp_path / "home"), "EDGEOPS_STORE_URL": local_repo.store.url,
+                 "EDGEOPS_KEYS_DIR": str(tmp_path / "keys"), "EDGEOPS_DEVICES": str(devices),
+                 "MLFLOW_TRACKING_URI": mlflow_client.tracking_uri}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    settings = Settings.from_env()
+    path, spec, x = tiny_tflite
+    v1, ref1 = release(mlflow_client, experiment_run, local_repo, path, spec, x)
+    reg1 = {"name": FLOAT, "version": v1, "model_name": "digits", "target": "tflite-f32"}
+    assert release_to_cohort(mlflow_client, settings, catalog, COHORT, reg1, ref1, True) == {
+        "role": "stable", "replaces": None}
+    assert release_to_cohort(mlflow_client, settings, catalog, COHORT, reg1, ref1, True)["role"] == "stable"
+    mgr = RolloutManager(local_repo, catalog, mlflow_client)
+    assert [t.action for t in mgr.state(COHORT).history] == ["publish"]  # the retry changed nothing
+    expect(mlflow_client, (FLOAT, v1), None)
+    p1, pref1 = release(mlflow_client, experiment_run, local_repo, bad_tflite, spec, x, model_name="digits-prune")
+    reg2 = {"name": PRUNED, "version": p1, "model_name": "digits-prune", "target": "tflite-f32"}
+    out = release_to_cohort(mlflow_client, settings, catalog, COHORT, reg2, pref1, True)
+    assert out == {"role": "canary", "replaces": {"registered_model": FLOAT, "version": v1}}
+    assert mgr.channel(COHORT).candidate == pref1 and mgr.channel(COHORT).stable == ref1
+    expect(mlflow_client, (FLOAT, v1), (PRUNED, p1))
