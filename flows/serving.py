@@ -42,7 +42,10 @@ def release_by_alias(client: MlflowClient, cohort: str, registered: dict[str, An
     name, version = registered["name"], str(registered["version"])
     aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
     stable = aliases.get(cohort_alias(cohort, "stable"))
-    base = {"published": True, "target": registered["target"], "registered": f"{name}/{version}"}
+    # `replaces`: the stable it is judged against and would replace (flows.report's paired row)
+    replaces = {"registered_model": name, "version": stable} if stable and stable != version else None
+    base = {"published": True, "target": registered["target"], "registered": f"{name}/{version}",
+            "replaces": replaces}
     if stable is None or stable == version or not rollout:
         set_cohort_alias(client, name, cohort, "stable", version)
         return {**base, "role": "stable", "serves": f"models:/{name}@{cohort_alias(cohort, 'stable')}"}

@@ -130,6 +130,7 @@ def test_release_by_alias_and_stale_steps(versions, tmp_path) -> None:
     reg = {"name": NAME, "version": "2", "target": "savedmodel"}
     out = release_by_alias(client, COHORT, reg, rollout=True, now=T0)
     assert out["role"] == "canary (1% of requests)"  # the default plan's first step
+    assert out["replaces"] == {"registered_model": NAME, "version": "1"}  # the report's paired row
     assert release_by_alias(client, COHORT, reg, rollout=True, now=T0)["role"] == out["role"]  # retried: same
     r = read_share_rollout(client, NAME, COHORT)
     advance_share(client, r, T0, "test", "step")
