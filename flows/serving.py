@@ -197,7 +197,7 @@ def run_server_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scen
     from mlflow.exceptions import MlflowException
 
     from device.preprocessing import normalize
-    from flows.web_cohort import _frames
+    from flows.web_cohort import field_frames
     from registry.mlflow_models import cohort_alias
     from registry.serving import RequestLog, ServingError, cohort_model, serve_cohort
 
@@ -214,7 +214,7 @@ def run_server_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scen
         return f"cohort {cohort}: {name} v{stable.version} cannot be loaded: {first}"
     clients = params.devices_per_cohort
     n = max(batch, min(1000, round(params.inferences_per_hour * params.hours * clients)))
-    images, y, at = _frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
+    images, y, at = field_frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
     x = normalize(images.astype(np.float32) / 255, spec)
     scored = np.random.default_rng(params.seed + 2).random(n) < params.label_rate
     t0 = (start or datetime.now(UTC)).replace(microsecond=0)
@@ -258,7 +258,7 @@ def run_host_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scenar
     from mlflow.exceptions import MlflowException
 
     from device.preprocessing import normalize
-    from flows.web_cohort import _frames
+    from flows.web_cohort import field_frames
     from registry.mlflow_models import cohort_alias
     from registry.serving import cohort_model
 
@@ -275,7 +275,7 @@ def run_host_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, scenar
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         return f"cohort {cohort}: {name} v{mv.version} cannot be loaded here: {first}"
     n = max(1, min(1000, round(params.inferences_per_hour * params.hours * params.devices_per_cohort)))
-    images, y, _ = _frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
+    images, y, _ = field_frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
     top1 = np.asarray(model.predict(normalize(images.astype(np.float32) / 255, spec))).argmax(axis=1)
     return (f"{name} v{mv.version} (@{cohort_alias(cohort, 'stable')}) loaded from the registry in its own "
             f"runtime ({mv.tags.get('target', '?')}): top-1 {np.mean(top1 == y):.1%} on {n} field frames")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _frames(x01: Any, labels: Any, scenario: Any, n: int, hours: float, step_minutes: float, seed: int
+def field_frames(x01: Any, labels: Any, scenario: Any, n: int, hours: float, step_minutes: float, seed: int
             ) -> tuple[Any, Any, list[float]]:
     """n field frames spread over the simulated hours, each drawn as the scenario shapes the field
     at its time: (uint8 frames, true labels, hours since start)."""
@@ -71,7 +71,7 @@ def run_browser_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, sce
     # what the agents sample and upload: inferences per hour x hours x sample rate, per device
     n = max(len(devices), min(2000, round(params.inferences_per_hour * params.hours * params.sample_rate
                                            * len(devices))))
-    images, y, at = _frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
+    images, y, at = field_frames(x01, labels, scenario, n, params.hours, params.step_minutes, params.seed)
     mine = {dev: list(range(d, n, len(devices))) for d, dev in enumerate(devices)}
     runs_on: dict[str, list[str]] = {}  # bundle id -> the browsers that run it (stable, or canary bucket)
     refs = {}

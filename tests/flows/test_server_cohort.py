@@ -148,9 +148,9 @@ def test_a_host_cohort_runs_its_registered_openvino_ir(tmp_path: Path, monkeypat
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
-    from flows.web_cohort import _frames
+    from flows.web_cohort import field_frames
 
-    images, y, _ = _frames(field, labels, None, 60, 1.0, 30.0, params.seed)
+    images, y, _ = field_frames(field, labels, None, 60, 1.0, 30.0, params.seed)
     expected = (model.predict(normalize(images.astype(np.float32) / 255, spec), verbose=0).argmax(1) == y).mean()
     head = "digits-openvino v1 (@intel-vision-line-stable) loaded from the registry in its own runtime (openvino): top-1 "
     assert line.startswith(head) and line.endswith("% on 60 field frames"), line

@@ -26,7 +26,7 @@ def test_browser_cohort_runs_its_published_page(tmp_path: Path, monkeypatch: pyt
     from device.scenarios import make_scenario
     from edgeops.channel import ensure_channel
     from edgeops.settings import Settings
-    from flows.web_cohort import _frames, run_browser_cohort
+    from flows.web_cohort import field_frames, run_browser_cohort
     from monitoring.ingest import ingest
     from monitoring.table import read_table
     from registry.bundles import publish_bundle
@@ -66,7 +66,7 @@ def test_browser_cohort_runs_its_published_page(tmp_path: Path, monkeypatch: pyt
     line = run_browser_cohort(settings, "web-users", field, labels, scenario=scenario, params=params,
                               start=start, state_dir=state)
     # the same 80 frames the page saw (the draw is seeded): the page agrees with the float model
-    images, y, at = _frames(field, labels, make_scenario("rotate_darken", onset_hours=0.5), 80, 1.0, 20.0,
+    images, y, at = field_frames(field, labels, make_scenario("rotate_darken", onset_hours=0.5), 80, 1.0, 20.0,
                             params.seed)
     expected = (model.predict(normalize(images.astype(np.float32) / 255, spec), verbose=0).argmax(1) == y).mean()
     assert line.startswith("the bundle's page (v3 on 2 browsers) in headless Chromium"), line
