@@ -164,9 +164,6 @@ def _transition(name: str, doc: str) -> None:
 
 
 _transition("start", "Start a planned rollout at its first step.")
-_transition("pause", "Hold the rollout at its current percentage.")
-_transition("resume", "Resume a paused rollout (the step's dwell restarts).")
-_transition("rollback", "Repoint the cohort to the previous stable at once (re-runnable: repairs).")
 
 
 @release_app.command("advance")
@@ -184,11 +181,16 @@ def advance_cmd(
     from flows.rollout import advance_checked
 
     state, _ = _run(
-        lambda: advance_checked(
-            _manager(registry=False), cohort, actor=_actor(actor), reason=reason, force=force
+        lambda: advance_checked(  # with the registry: completion moves the stable alias
+            _manager(), cohort, actor=_actor(actor), reason=reason, force=force
         )
     )
     _show_state(state, as_json, f"advance on {cohort}: {state.status}")
+
+
+_transition("pause", "Hold the rollout at its current percentage.")
+_transition("resume", "Resume a paused rollout (the step's dwell restarts).")
+_transition("rollback", "Repoint the cohort to the previous stable at once (re-runnable: repairs).")
 
 
 @release_app.command("status")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,12 @@ def test_advance_is_refused_while_gates_are_unmet(env) -> None:
     last = json.loads(r.invoke(release_app, ["history", "pi-fleet-eu", "--json"]).output)[-1]
     assert last["action"] == "advance" and last["reason"].startswith("forced: hotfix for a crash")
     assert "canary telemetry 0 of 50" in last["reason"]
+    out = r.invoke(release_app, ["advance", "pi-fleet-eu", "--force", "-r", "promote now", "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["status"] == "completed"
+    from mlflow import MlflowClient
+
+    aliases = MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_registered_model("digits-tflite-f32").aliases
+    assert str(aliases["pi-fleet-eu-stable"]) == v2 and "pi-fleet-eu-canary" not in aliases  # mirrored
 
 
 def test_candidates_and_one_controller_pass(env) -> None:
