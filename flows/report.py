@@ -70,10 +70,11 @@ def release_markdown(result: dict[str, Any]) -> str:
         reg = result["registered"].get(target, {})
         lines.append(f"| {target} | {_pct(v['accuracy'])} | {v['bytes']} | "
                      f"{reg.get('name', '-')} {reg.get('version', '')} |")
-    lines += ["", "| cohort | profile | role | variant | why |", "|---|---|---|---|---|"]
+    lines += ["", "| cohort | profile | role | variant | replaces | why |", "|---|---|---|---|---|---|"]
     for cohort, p in result["published"].items():
         lines.append(f"| {cohort} | {p.get('profile', '')} | {p.get('role', 'not published')} | "
-                     f"{p.get('variant', p.get('target', '-'))} | {p.get('why', p.get('reason', ''))} |")
+                     f"{p.get('variant', p.get('target', '-'))} | {_replaced(p) if p.get('published') else '-'} | "
+                     f"{p.get('why', p.get('reason', ''))} |")
     return "\n".join(lines)
 
 

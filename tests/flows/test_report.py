@@ -12,7 +12,7 @@ from components.conversion import Variant
 from components.measure import Measurement
 from components.profiles import DeviceProfile
 from edgeops.params import EvaluateParams
-from flows.report import release_headline, release_report, version_notes
+from flows.report import release_headline, release_markdown, release_report, version_notes
 from registry.data_versions import DataVersion
 
 Y = np.arange(1000) % 10
@@ -69,6 +69,8 @@ def test_report_names_what_each_release_replaces_with_both_scores() -> None:
     assert f"| {EvaluateParams().max_regression_vs_stable:g} | pass (p=" in row
     assert "coral-line | not published: no variant compiled for the Edge TPU" in text
     assert "Trigger: retrain: harm in pi-fleet-eu" in text and "coreml: runs on macOS only" in text
+    result = {**_result(), "variants": {}, "registered": {}}
+    assert "| pi-fleet-eu | pi | canary | tflite-f32 | digits-prune-tflite-f32 v2 |" in release_markdown(result)
 
 
 def test_headline_lists_shipped_and_held_cohorts() -> None:
