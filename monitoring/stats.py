@@ -107,22 +107,23 @@ def window_stats(
     moments = rows.join(per_inf, on=list(SEGMENT), how="left").with_columns(
         pl.col("repeated").fill_null(0)
     ).select(*SEGMENT, *[pl.col(m).cast(pl.Float64 if "sum" in m else pl.Int64) for m in MOMENTS])
-    long = []
-    for col in SKETCHED:
-        v = t.select(*SCOPE, pl.col(col).cast(pl.Float64).alias("v")).filter(
-            pl.col("v").is_not_null() & pl.col("v").is_finite())
-        long.append(v.with_columns(metric=pl.lit(col), bucket=pl.Series(
-            bucket(v.get_column("v").to_numpy()), dtype=pl.Int32)).drop("v"))
+    # one long table (metric, value) for every sketched column, bucketed in numpy, one group-by
+    long = t.select(*SCOPE, *[pl.col(c).cast(pl.Float64) for c in SKETCHED]).unpivot(
+        index=list(SCOPE), on=list(SKETCHED), variable_name="metric", value_name="v"
+    ).filter(pl.col("v").is_not_null() & pl.col("v").is_finite())
+    long = long.with_columns(bucket=pl.Series(bucket(long.get_column("v").to_numpy()),
+                                              dtype=pl.Int32)).drop("v")
     pred = t.filter(pl.col("top1").is_not_null()).select(
         *SCOPE, metric=pl.lit("top1"), bucket=pl.col("top1").cast(pl.Int32))
-    sketches = pl.concat([*long, pred]).group_by([*SCOPE, "metric", "bucket"]).agg(
+    sketches = pl.concat([long, pred]).group_by([*SCOPE, "metric", "bucket"]).agg(
         count=pl.len().cast(pl.Int64))
     new_tails = inf.group_by("device_id").agg(
         last_seq=pl.col("seq").max(), last_hash=pl.col("_h").sort_by("seq").last())
-    return _sorted(moments), _sorted(sketches), new_tails
+    return moments, sketches, new_tails
 
 
-def _sorted(df: pl.DataFrame) -> pl.DataFrame:
+def canonical(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows in key order (statistics are sets of rows: order carries nothing; for comparing)."""
     keys = [c for c in (*SEGMENT, "metric", "bucket") if c in df.columns]
     return df.sort(keys)
 
@@ -136,7 +137,7 @@ def merge(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
     keys = [c for c in df.columns if c in (*SEGMENT, "metric", "bucket")]
     aggs = [pl.col(c).max() if c == "ts_max" else pl.col(c).sum()
             for c in df.columns if c not in keys]
-    return _sorted(df.group_by(keys).agg(aggs))
+    return df.group_by(keys).agg(aggs)
 
 
 def stats_key(kind: str, date: str, cohort: str, run: str) -> str:
