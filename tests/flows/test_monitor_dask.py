@@ -53,7 +53,7 @@ def test_monitor_on_a_local_dask_cluster_decides_as_in_process(tmp_path, monkeyp
     from distributed import LocalCluster
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600")  # shared cores
     monkeypatch.delenv("EDGEOPS_TASK_RUNNER", raising=False)
     monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "in-process"))
     local = _decide()
