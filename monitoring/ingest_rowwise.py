@@ -1,7 +1,7 @@
 """The row-wise ingestion path of issue 12 (one Parquet ledger rewritten per run, every raw key
 listed, the Great Expectations suite over every stored row). Kept as the reference the columnar
 path (monitoring.ingest) is tested against, row for row, and benchmarked beside
-(benchmarks/scale.py); `edgeops monitor ingest --row-wise` runs it.
+(benchmarks/scale.py).
 """
 
 from __future__ import annotations
