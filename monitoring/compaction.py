@@ -29,10 +29,12 @@ COMPACTED = "part-compacted-"
 
 
 def _groups(keys: list[str], before: str) -> dict[str, list[str]]:
-    """Partition directory -> its Parquet files, for directories of days before `before`."""
+    """Partition directory -> its small (not yet compacted) Parquet files, for directories of
+    days before `before`. A compacted file is never rewritten: late rows for an old day make
+    one more compacted file beside it, so they cost what they are, not what the day is."""
     out: dict[str, list[str]] = {}
     for key in keys:
-        if not key.endswith(".parquet"):
+        if not key.endswith(".parquet") or key.rpartition("/")[2].startswith(COMPACTED):
             continue
         folder, _, _ = key.rpartition("/")
         day = next((p[5:] for p in folder.split("/") if p.startswith("date=")), None)
