@@ -1,9 +1,11 @@
 """Rollouts from the release side: publishing to a cohort (stable at once, or a canary first),
 and the gate-aware checks a release manager's commands run (`edgeops release status/advance`).
 
-The gate evidence is the controller's own (flows.controller.store_gate_source and
-registry.controller.decide, plus monitoring.canary_evidence), so what `release status` shows and
-what `release advance` refuses are what the controller would decide at that moment.
+The gate evidence is computed as the controller computes it (monitoring.gates over the step's
+telemetry with the rollout's percentage and salt, monitoring.canary_evidence for accuracy, then
+registry.controller.decide and apply_evidence), so what `release status` shows and what
+`release advance` refuses are what the controller would decide at that moment. Nothing here
+imports Prefect: the CLI's read-only commands stay quick and quiet.
 """
 
 from __future__ import annotations
@@ -173,19 +175,17 @@ def _estimate(est: Any) -> dict[str, Any] | None:
 
 def gate_report(manager: RolloutManager, state: RolloutState, now: datetime | None = None) -> GateReport | None:
     """The controller's view of a running or paused rollout's current step (None otherwise)."""
-    from flows.controller import store_gate_source
     from monitoring.canary_evidence import apply_evidence
     from registry.controller import Decision, decide
 
     if state.plan is None or state.status not in ("running", "paused"):
         return None
     now = now or manager.clock()
-    source = store_gate_source(manager)
-    gate = source(state, now)
+    gate = step_gate(manager, state, now)
     # a paused rollout is judged as if it ran, so its page shows what resuming would face
     judged = state if state.status == "running" else _as_running(state)
     decision = decide(judged, gate, now)
-    evidence = source.evidence(state, now) if state.previous_stable is not None else None  # type: ignore[attr-defined]
+    evidence = step_evidence(manager, state, now)
     if evidence is not None:
         decision = apply_evidence(decision, evidence)
     if state.status == "paused":
@@ -193,6 +193,38 @@ def gate_report(manager: RolloutManager, state: RolloutState, now: datetime | No
     return GateReport(state.cohort, state.status, state.percentage,
                       (now - state.step_started()).total_seconds(), state.plan.min_dwell_s, state.plan.min_count,
                       gate.canary if gate else None, gate.stable if gate else None, evidence, decision)
+
+
+def step_gate(manager: RolloutManager, state: RolloutState, now: datetime) -> Any:
+    """Canary vs stable over the current step's telemetry [step start, now), only canary members
+    counting for the canary (as flows.controller's store gate source reads it)."""
+    import json
+
+    import pandas as pd
+
+    from monitoring.gates import gate_from_store
+    from registry.bundles import bundle_file
+    from registry.rollouts import rollout_salt
+
+    if state.plan is None or state.previous_stable is None:
+        return None
+    classes = len(json.loads(bundle_file(manager.store, state.plan.candidate.bundle_id, "labels.json")))
+    return gate_from_store(manager.store, state.cohort, state.plan.candidate.bundle_id,
+                           state.previous_stable.bundle_id, pd.Timestamp(state.step_started()), pd.Timestamp(now),
+                           n_classes=classes, percentage=state.percentage, salt=rollout_salt(state))
+
+
+def step_evidence(manager: RolloutManager, state: RolloutState, now: datetime) -> CanaryEvidence | None:
+    """Canary vs stable accuracy over the current step (estimated, or measured with enough
+    labels), with an interval on the difference."""
+    import pandas as pd
+
+    from monitoring.canary_evidence import evidence_from_store
+
+    if state.plan is None or state.previous_stable is None:
+        return None
+    return evidence_from_store(manager.store, state.cohort, state.plan.candidate.bundle_id,
+                               state.previous_stable.bundle_id, pd.Timestamp(state.step_started()), pd.Timestamp(now))
 
 
 def _as_running(state: RolloutState) -> RolloutState:
