@@ -21,10 +21,10 @@ def _fill(store) -> None:
     save_reference(store, "b1", synthetic_frame(600, rng))
     for d in range(3):
         for hour in range(2):
-            feats = rng.normal(size=(120, 33)) + (1.5 if hour else 0.0)  # the 2nd hour shifts
+            feats = rng.normal(size=(60, 33)) + (1.5 if hour else 0.0)  # the 2nd hour shifts
             if d == 2 and hour:
                 feats[40:] = feats[40]  # and one camera freezes
-            recs = telemetry_records(f"dev-{d}", range(hour * 1000, hour * 1000 + 120),
+            recs = telemetry_records(f"dev-{d}", range(hour * 1000, hour * 1000 + 60),
                                      start=(T0 + timedelta(hours=hour)).isoformat(),
                                      rng=rng, features=feats, bundle_id="b1")
             put_batch(store, recs)
@@ -37,7 +37,7 @@ def _decide() -> list[tuple]:
     _fill(Settings.from_env().store())
     runner = task_runner()
     rep = ingest_telemetry.with_options(task_runner=runner)(known_cohorts=["pi-fleet-eu"])
-    assert rep.reconciles and rep.stored_rows == 720
+    assert rep.reconciles and rep.stored_rows == 360
     reports = detect_drift.with_options(task_runner=task_runner())(embeddings=False, now=NOW,
                                                                     render=False)
     trig = retrain_trigger(reports, retrain_fn=lambda **kw: "ok", clock=lambda: NOW)
@@ -70,6 +70,6 @@ def test_monitor_on_a_local_dask_cluster_decides_as_in_process(tmp_path, monkeyp
         on_dask = _decide()
     assert on_dask == local
     judged = [w for w in local if len(w) == 7]
-    assert [w[2] for w in judged] == [360, 360]
+    assert [w[2] for w in judged] == [180, 180]  # one window per hour, 60 rows a device
     assert not judged[0][3] and "data" in judged[1][3]  # the shifted hour drifts
     assert any("dev-2: repeated_frames" in f for f in judged[1][6])  # the frozen camera

@@ -106,7 +106,8 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
             assert not arts
         assert run.info.run_name.startswith("pi-fleet-eu v1 window 2026-11-20")  # not a hash
     page = next((settings.home / "reports").rglob("data_drift.html")).read_text()
-    assert "<title>pi-fleet-eu · model 1 · window 2026-11-20" in page and "drifted (data" in page
+    assert "<title>pi-fleet-eu · model 1 · window 2026-11-20" in page
+    assert "· harmful</title>" in page or "· drifted (data" in page  # the window's verdict
 
     # one more hour through `edgeops monitor run --json`: one window, the keys
     import json
