@@ -27,59 +27,19 @@ GateSource = Callable[["RolloutState", datetime], GateResult | None]
 
 
 def store_gate_source(manager: RolloutManager, n_classes: int | None = None) -> GateSource:
-    """Canary vs stable from the telemetry table, over [step start, now)."""
+    """Canary vs stable from the telemetry table, over [step start, now): the same gate and
+    accuracy evidence `edgeops release status` shows (flows.rollout.step_gate, step_evidence),
+    only canary members counting for the canary."""
+    from flows.rollout import step_evidence, step_gate
 
     def source(state: RolloutState, now: datetime) -> GateResult | None:
-        import pandas as pd
-
-        from monitoring.gates import gate_from_store
-        from registry.rollouts import rollout_salt
-
-        if state.plan is None or state.previous_stable is None:
-            return None
-        classes = n_classes or _n_labels(manager, state.plan.candidate.bundle_id)
-        return gate_from_store(
-            manager.store,
-            state.cohort,
-            state.plan.candidate.bundle_id,
-            state.previous_stable.bundle_id,
-            pd.Timestamp(state.step_started()),
-            pd.Timestamp(now),
-            n_classes=classes,
-            percentage=state.percentage,  # only canary members count for the canary
-            salt=rollout_salt(state),
-        )
+        return step_gate(manager, state, now, n_classes=n_classes)
 
     def evidence(state: RolloutState, now: datetime) -> Any:
-        """Canary vs stable accuracy (estimated, or measured with enough labels), with an interval."""
-        import pandas as pd
-
-        from monitoring.canary_evidence import evidence_from_store
-        from registry.rollouts import rollout_salt
-
-        if state.plan is None or state.previous_stable is None:
-            return None
-        return evidence_from_store(
-            manager.store,
-            state.cohort,
-            state.plan.candidate.bundle_id,
-            state.previous_stable.bundle_id,
-            pd.Timestamp(state.step_started()),
-            pd.Timestamp(now),
-            percentage=state.percentage,  # the arms the gates use (monitoring.gates.canary_arms)
-            salt=rollout_salt(state),
-        )
+        return step_evidence(manager, state, now)
 
     source.evidence = evidence  # type: ignore[attr-defined]  # control_one asks it too
     return source
-
-
-def _n_labels(manager: RolloutManager, bundle_id: str) -> int:
-    import json
-
-    from registry.bundles import bundle_file
-
-    return len(json.loads(bundle_file(manager.store, bundle_id, "labels.json")))
 
 
 def decision_markdown(state: RolloutState, decision: Decision, applied: str) -> str:

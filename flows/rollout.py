@@ -195,7 +195,7 @@ def gate_report(manager: RolloutManager, state: RolloutState, now: datetime | No
                       gate.canary if gate else None, gate.stable if gate else None, evidence, decision)
 
 
-def step_gate(manager: RolloutManager, state: RolloutState, now: datetime) -> Any:
+def step_gate(manager: RolloutManager, state: RolloutState, now: datetime, n_classes: int | None = None) -> Any:
     """Canary vs stable over the current step's telemetry [step start, now), only canary members
     counting for the canary (as flows.controller's store gate source reads it)."""
     import json
@@ -208,7 +208,7 @@ def step_gate(manager: RolloutManager, state: RolloutState, now: datetime) -> An
 
     if state.plan is None or state.previous_stable is None:
         return None
-    classes = len(json.loads(bundle_file(manager.store, state.plan.candidate.bundle_id, "labels.json")))
+    classes = n_classes or len(json.loads(bundle_file(manager.store, state.plan.candidate.bundle_id, "labels.json")))
     return gate_from_store(manager.store, state.cohort, state.plan.candidate.bundle_id,
                            state.previous_stable.bundle_id, pd.Timestamp(state.step_started()), pd.Timestamp(now),
                            n_classes=classes, percentage=state.percentage, salt=rollout_salt(state))
@@ -220,11 +220,13 @@ def step_evidence(manager: RolloutManager, state: RolloutState, now: datetime) -
     import pandas as pd
 
     from monitoring.canary_evidence import evidence_from_store
+    from registry.rollouts import rollout_salt
 
     if state.plan is None or state.previous_stable is None:
         return None
     return evidence_from_store(manager.store, state.cohort, state.plan.candidate.bundle_id,
-                               state.previous_stable.bundle_id, pd.Timestamp(state.step_started()), pd.Timestamp(now))
+                               state.previous_stable.bundle_id, pd.Timestamp(state.step_started()), pd.Timestamp(now),
+                               percentage=state.percentage, salt=rollout_salt(state))  # the gates' arms
 
 
 def _as_running(state: RolloutState) -> RolloutState:
