@@ -107,16 +107,21 @@ def window_stats(
     moments = rows.join(per_inf, on=list(SEGMENT), how="left").with_columns(
         pl.col("repeated").fill_null(0)
     ).select(*SEGMENT, *[pl.col(m).cast(pl.Float64 if "sum" in m else pl.Int64) for m in MOMENTS])
-    # one long table (metric, value) for every sketched column, bucketed in numpy, one group-by
-    long = t.select(*SCOPE, *[pl.col(c).cast(pl.Float64) for c in SKETCHED]).unpivot(
-        index=list(SCOPE), on=list(SKETCHED), variable_name="metric", value_name="v"
-    ).filter(pl.col("v").is_not_null() & pl.col("v").is_finite())
-    long = long.with_columns(bucket=pl.Series(bucket(long.get_column("v").to_numpy()),
-                                              dtype=pl.Int32)).drop("v")
-    pred = t.filter(pl.col("top1").is_not_null()).select(
-        *SCOPE, metric=pl.lit("top1"), bucket=pl.col("top1").cast(pl.Int32))
-    sketches = pl.concat([long, pred]).group_by([*SCOPE, "metric", "bucket"]).agg(
-        count=pl.len().cast(pl.Int64))
+    # per column: buckets counted with numpy against a small scope id (a long table of every
+    # value with its scope strings was the largest allocation of an ingestion run)
+    scopes = t.select(SCOPE).unique(maintain_order=True).with_row_index("sid")
+    sid = t.select(SCOPE).join(scopes, on=list(SCOPE), how="left", maintain_order="left")[
+        "sid"].to_numpy().astype(np.int64)
+    parts = []
+    for col in (*SKETCHED, "top1"):
+        v = t.get_column(col).cast(pl.Float64).to_numpy()
+        ok = np.isfinite(v)
+        b = bucket(v[ok]) if col != "top1" else v[ok].astype(np.int32)
+        keys, counts = np.unique(sid[ok] * 16384 + (b.astype(np.int64) + 8192), return_counts=True)
+        parts.append(pl.DataFrame({"sid": (keys // 16384).astype(np.uint32), "metric": [col] * len(keys),
+                                   "bucket": (keys % 16384 - 8192).astype(np.int32),
+                                   "count": counts.astype(np.int64)}))
+    sketches = pl.concat(parts).join(scopes, on="sid").select(*SCOPE, "metric", "bucket", "count")
     new_tails = inf.group_by("device_id").agg(
         last_seq=pl.col("seq").max(), last_hash=pl.col("_h").sort_by("seq").last())
     return moments, sketches, new_tails
