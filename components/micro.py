@@ -9,13 +9,12 @@ interpreter (`tflite-micro` Python package), and blessing for a TFLite Micro pro
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from edgeops.console import native_stderr_silenced
 
 ALIGN = 16  # TFLM aligns arena allocations to 16 bytes: coarser bisection gains nothing
 
@@ -35,19 +34,6 @@ class MicroCheck:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """TFLM reports each failed allocation on fd 2; bisection expects half of them to fail."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _interpreter(model: bytes, arena: int) -> Any:
     from tflite_micro.python.tflite_micro import runtime
 
@@ -56,7 +42,7 @@ def _interpreter(model: bytes, arena: int) -> Any:
 
 def _works(model: bytes, arena: int) -> bool:
     try:
-        with _quiet_stderr():
+        with native_stderr_silenced():  # TFLM reports each failed allocation on fd 2
             interp = _interpreter(model, arena)
             d = interp.get_input_details(0)
             interp.set_input(np.zeros(d["shape"], d["dtype"]), 0)
@@ -69,7 +55,7 @@ def _works(model: bytes, arena: int) -> bool:
 def load_error(model: bytes, arena: int = 1 << 26) -> str | None:
     """None when TFLite Micro can build the graph with a generous arena; else its complaint."""
     try:
-        with _quiet_stderr():
+        with native_stderr_silenced():  # TFLM reports each failed allocation on fd 2
             _interpreter(model, arena)
     except (RuntimeError, ValueError, TypeError) as exc:  # unknown op, bad flatbuffer
         return f"TFLite Micro refused the model: {exc or type(exc).__name__}"

@@ -20,6 +20,7 @@ import pandas as pd
 
 from components.prepare import SPLITS, PreparedData, channel_statistics
 from components.prepared import CHUNK, UnitImages
+from components.validation_summary import ExpectationOutcome, observed_text, summary_html
 from edgeops.errors import DataError, ValidationFailed
 from edgeops.params import PrepareParams
 
@@ -197,6 +198,7 @@ def _clear_previous_docs(docs: Path) -> None:
     for sub in ("validations", "expectations", "static"):
         shutil.rmtree(docs / sub, ignore_errors=True)
     (docs / "index.html").unlink(missing_ok=True)
+    (docs / "summary.html").unlink(missing_ok=True)
 
 
 def validate_prepared(
@@ -223,6 +225,7 @@ def validate_prepared(
         ctx.add_data_docs_site("edgeops", {"class_name": "SiteBuilder", "store_backend": backend})
     source = ctx.data_sources.add_pandas("prepared")
     failures: list[str] = []
+    outcomes: list[ExpectationOutcome] = []
     evaluated = 0
     for name, expectations in _suites(prepared, params).items():
         suite = ctx.suites.add(gx.ExpectationSuite(name=f"prepared_{name}", expectations=expectations))
@@ -236,6 +239,9 @@ def validate_prepared(
         for vr in run.run_results.values():
             for er in vr.results:
                 evaluated += 1
+                outcomes.append(ExpectationOutcome(
+                    name, er.expectation_config.type, dict(er.expectation_config.kwargs), bool(er.success),
+                    observed_text(er.result or {})))
                 if not er.success:
                     failures.append(_describe(name, er))
     counts = frames["class_counts"].set_index("label")
@@ -249,5 +255,11 @@ def validate_prepared(
         "imbalance": float(counts["ratio_to_smallest"].max()),
         "duplicate_contents": int(prepared.manifest["sha256"].duplicated().sum()),
     }
+    if docs is not None:  # beside GE's Data Docs, a page that renders offline
+        figures = {k: v for k, v in stats.items() if k not in ("per_class",)}
+        page = summary_html(f"Validation of the prepared data ({stats['images']} images)", outcomes, figures)
+        tmp = docs / "summary.html.tmp"
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(docs / "summary.html")
     html = docs / "index.html" if docs and (docs / "index.html").exists() else None
     return ValidationResult(not failures, failures, stats, html)

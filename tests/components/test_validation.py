@@ -23,6 +23,8 @@ def test_good_data_passes_and_writes_data_docs(tiny_folder: Path, tmp_path: Path
     assert result.statistics["per_class"] == {"bars_h": 20, "bars_v": 20, "diag": 20}
     assert result.statistics["skipped_files"] == 1
     assert result.report_html == tmp_path / "docs" / "index.html"
+    summary = (tmp_path / "docs" / "summary.html").read_text()
+    assert "PASSED all" in summary and "<script" not in summary  # the offline page beside Data Docs
     assert "prepared_manifest" in result.report_html.read_text() or any(
         (tmp_path / "docs" / "validations").rglob("*.html")
     )
