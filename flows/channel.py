@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import flow
 
-from edgeops.channel import OFFLINE_ENV, channel_repository, ensure_channel
+from registry.channel_access import OFFLINE_ENV, channel_repository, ensure_channel
 
 __all__ = ["OFFLINE_ENV", "channel_refresh", "channel_repository", "ensure_channel"]
 

@@ -184,8 +184,8 @@ def _server_artifact(cohort: str, d: dict[str, Any]) -> None:
 
 
 def manager_from_settings() -> RolloutManager:
-    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from registry.channel_access import channel_repository
     from registry.rollouts import RolloutManager
 
     settings = Settings.from_env()

@@ -25,10 +25,10 @@ def simulate_fleet(
     (never its train, validation or test images)."""
     from device.fleet import field_pool, simulate
     from device.scenarios import make_scenario
-    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
     from flows.serving import run_host_cohort, run_server_cohort
     from flows.web_cohort import run_browser_cohort
+    from registry.channel_access import channel_repository
     from registry.enrolment import simulator_enroller
 
     settings = Settings.from_env()

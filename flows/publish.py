@@ -88,10 +88,10 @@ def publish(
     rollout: bool,
 ) -> dict[str, dict[str, Any]]:
     """Per cohort: sign and upload the chosen variant's bundle, then stable or canary."""
-    from edgeops.channel import ensure_channel
     from flows.rollout import release_to_cohort
     from flows.serving import release_by_alias, takes_registered_version
     from registry.bundles import bundle_metadata, publish_bundle
+    from registry.channel_access import ensure_channel
     from registry.keys import load_or_create_cohort_key
     from registry.mlflow_models import set_bundle_id
 

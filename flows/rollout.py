@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def rollout_manager(settings: Settings, catalog: DeviceCatalog | None = None,
                     client: MlflowClient | None = None) -> Any:
-    from edgeops.channel import channel_repository
+    from registry.channel_access import channel_repository
     from registry.rollouts import RolloutManager
 
     return RolloutManager(channel_repository(settings), catalog or settings.devices(),

@@ -51,8 +51,8 @@ def _stables(settings: Settings, cohorts: list[str], x01: Any, y: Any) -> list[t
 
     from device.preprocessing import PreprocessingSpec, normalize
     from device.runtime import open_runner
-    from edgeops.channel import channel_repository
     from registry.bundles import bundle_metadata, read_bundle
+    from registry.channel_access import channel_repository
     from registry.channels import read_channel
     from registry.keys import load_or_create_cohort_key
 

@@ -53,9 +53,9 @@ def run_browser_cohort(settings: Any, cohort: str, x01: Any, labels: Any, *, sce
     from device.preprocessing import PreprocessingSpec
     from device.protocol import choose
     from device.sampling import SamplingPolicy
-    from edgeops.channel import channel_repository
     from edgeops.errors import EdgeOpsError, IntegrityError
     from registry.bundles import read_bundle
+    from registry.channel_access import channel_repository
     from registry.channels import read_channel
     from registry.enrolment import simulator_enroller
 

@@ -54,7 +54,7 @@ class FleetView:
 def load_view(settings: Any) -> FleetView:
     """Cohorts, rollout summaries, history and monitor windows, as `edgeops release status`,
     `history` and `cohorts list` read them (no key is needed, none is created)."""
-    from edgeops.channel import channel_repository
+    from registry.channel_access import channel_repository
     from registry.rollouts import RolloutManager
 
     mgr = RolloutManager(channel_repository(settings), settings.devices(), None, keys_dir=settings.keys_dir)

@@ -186,8 +186,8 @@ def _simulate(
 ) -> None:
     from device.fleet import field_pool, simulate
     from device.scenarios import make_scenario
-    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from registry.channel_access import channel_repository
     from registry.enrolment import simulator_enroller
 
     settings = Settings.from_env()

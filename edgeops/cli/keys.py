@@ -32,8 +32,8 @@ def _parse_counts(items: list[str], what: str) -> dict[str, int]:
 
 
 def _repo():  # type: ignore[no-untyped-def]
-    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from registry.channel_access import channel_repository
 
     return channel_repository(Settings.from_env())
 

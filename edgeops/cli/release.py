@@ -55,8 +55,8 @@ def _manager(registry: bool = True) -> RolloutManager:
     """The channel as this machine's keystore trusts it; keys are never created here, and a
     command that must sign without the key fails with one line. Read-only commands skip the
     MLflow client (opening SQLite runs its migrations)."""
-    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from registry.channel_access import channel_repository
     from registry.rollouts import RolloutManager
 
     settings = Settings.from_env()

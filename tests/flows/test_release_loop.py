@@ -86,8 +86,8 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
 
     # The channel went over the S3 wire protocol: a device verifies it with tuf.ngclient from the
     # exported root, and a byte changed in the cohort's signed role is refused.
-    from edgeops.channel import channel_repository
     from edgeops.settings import Settings
+    from registry.channel_access import channel_repository
 
     store = Settings.from_env().store()
     root = channel_repository(Settings.from_env()).export_root()

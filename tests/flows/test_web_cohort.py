@@ -24,12 +24,12 @@ def test_browser_cohort_runs_its_published_page(tmp_path: Path, monkeypatch: pyt
     from components.web_target import BrowserError, find_chromium
     from device.preprocessing import PreprocessingSpec, normalize
     from device.scenarios import make_scenario
-    from edgeops.channel import ensure_channel
     from edgeops.settings import Settings
     from flows.web_cohort import field_frames, run_browser_cohort
     from monitoring.ingest import ingest
     from monitoring.table import read_table
     from registry.bundles import publish_bundle
+    from registry.channel_access import ensure_channel
     from registry.channels import set_stable
     from registry.enrolment import DeviceRegistry, enrolment_dir
 
