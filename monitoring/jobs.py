@@ -12,7 +12,7 @@ judged on every window and flagged with false-discovery control (monitoring.segm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +28,11 @@ from monitoring.drift import (
     labelled_pair,
     prediction_drift,
 )
-from monitoring.performance import AccuracyEstimate, HarmVerdict, cbpe, harm, measured_accuracy
+from monitoring.performance import (
+    AccuracyEstimate,
+    HarmVerdict,
+    estimate_harm,
+)
 from monitoring.segments import SegmentFlag, flag_segments
 
 DECIDING = ("data", "label", "concept")
@@ -162,25 +166,6 @@ def run_window(
 def judge_harm(
     reference: pd.DataFrame, current: pd.DataFrame, params: MonitorParams, temperature: float
 ) -> tuple[AccuracyEstimate, AccuracyEstimate, AccuracyEstimate | None, HarmVerdict]:
-    """CBPE on the window and the reference; measured accuracy decides when labels suffice."""
-    groups = current["device_id"].to_numpy() if "device_id" in current.columns else None
-    est = cbpe(list(current["probs"]), temperature, groups)
-    ref_est = cbpe(list(reference["probs"]), temperature)
-    pair = labelled_pair(reference, current, params.model_copy(update={"min_labels": params.harm_min_labels}))
-    # with labels both signals vote, each at half the level (Bonferroni): harm is still
-    # declared with probability <= harm_alpha when the accuracy did not drop
-    alpha = params.harm_alpha / (2 if pair is not None else 1)
-    verdict = harm(ref_est, est, params.harm_margin, alpha)
-    lab = None
-    if pair is not None:
-        ref_l, cur_l = pair
-        cur_groups = cur_l["device_id"].to_numpy() if "device_id" in cur_l.columns else None
-        lab = measured_accuracy(cur_l["top1"], cur_l["label"], cur_groups)
-        ref_lab = measured_accuracy(ref_l["top1"], ref_l["label"])
-        measured = harm(ref_lab, lab, params.harm_margin, alpha)
-        # either signal may show harm: labels see confidently-wrong shifts that the estimate
-        # misses; the estimate has the power that a few dozen labels lack
-        first, second = (measured, verdict) if measured.harmful or not verdict.harmful else (
-            verdict, measured)
-        verdict = replace(first, reason=f"{first.reason}; {second.reason}")
-    return est, ref_est, lab, verdict
+    """The window's prediction-powered estimate (CBPE rectified by its labels) and the harm
+    verdict from two votes at half the level each (monitoring.performance.estimate_harm)."""
+    return estimate_harm(reference, current, params, temperature)

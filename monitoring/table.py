@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from device.store import ObjectStore
+from monitoring.feedback import join_labels
 from monitoring.ingest import TABLE_PREFIX
 
 
@@ -49,7 +50,8 @@ def read_table(
         tables.append(pq.read_table(io.BytesIO(store.get(key))))
     if not tables:
         return pd.DataFrame()
-    df = pa.concat_tables(tables).to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
+    df = pa.concat_tables(tables, promote_options="default").to_pandas(  # older batches lack inference_id
+        types_mapper={pa.int32(): pd.Int32Dtype()}.get)
     df = (
         df.drop_duplicates(["device_id", "seq"])
         .sort_values(["ts", "device_id", "seq"])
@@ -64,9 +66,11 @@ def read_table(
 
 
 def inferences(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows drift looks at: inferences with features and outputs."""
+    """The rows drift looks at: inferences with features and outputs, late labels joined onto
+    their inference (monitoring.feedback.join_labels)."""
     if df.empty:
         return df
+    df, _ = join_labels(df)
     return df[(df["event"] == "inference") & df["top1"].notna()].reset_index(drop=True)
 
 
