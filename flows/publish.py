@@ -117,7 +117,7 @@ def publish(
         spec = _calibrated_spec(variants[chosen].path, prepared)  # temperature ships in the bundle
         ref = publish_bundle(repo, variants[chosen].path, spec, model_name=reg["model_name"],
                              model_version=reg["version"], target=target, encryption_key=enc_key)
-        set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id)
+        set_bundle_id(client, reg["name"], reg["version"], ref.bundle_id, cohort_name)
         meta = bundle_metadata(store, ref.bundle_id)  # the model file as stored: zstd (device.wire)
         wire_bytes = int(meta.files[meta.model_file]["size"])
         # stable at once (first release, no rollout, or a retried publish: recorded in the rollout

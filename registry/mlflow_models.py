@@ -394,8 +394,14 @@ def set_version_tags(
         )
 
 
-def set_bundle_id(client: MlflowClient, name: str, version: str | int, bundle_id: str) -> None:
+def set_bundle_id(client: MlflowClient, name: str, version: str | int, bundle_id: str,
+                  cohort: str | None = None) -> None:
+    """The bundle a version shipped in. One version can ship in a bundle per cohort (sealed with
+    each cohort's key, or with its own calibration): `bundle_id.<cohort>` names each, and
+    `bundle_id` the latest."""
     client.set_model_version_tag(name, str(version), "bundle_id", bundle_id)
+    if cohort is not None:
+        client.set_model_version_tag(name, str(version), f"bundle_id.{cohort}", bundle_id)
 
 
 def set_release_notes(client: MlflowClient, name: str, version: str | int, notes: str) -> None:

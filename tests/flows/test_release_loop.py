@@ -77,7 +77,7 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
         assert outcome["role"] == "stable"
         name = f"digits-{outcome['target']}"
         if "bundle_id" in outcome:  # server and OpenVINO cohorts take the registered version by alias
-            assert client.get_model_version(name, "1").tags["bundle_id"] == outcome["bundle_id"]
+            assert client.get_model_version(name, "1").tags[f"bundle_id.{cohort}"] == outcome["bundle_id"]
         aliases = {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
         assert aliases[f"{cohort}-stable"] == "1"
     mlflow.set_registry_uri(loop_env["MLFLOW_TRACKING_URI"])
