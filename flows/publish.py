@@ -168,32 +168,6 @@ def evidence_tags(variant: Variant, blessings: dict[str, Any]) -> dict[str, str]
     return {"accuracy_ci": _test_interval(variant), "evidence": line[:4000]}
 
 
-def release_notes(key: str, variant: Variant, data_version: DataVersion, blessings: dict[str, Any],
-                  previous_data: str | None) -> str:
-    """The model version description a reviewer reads in the MLflow UI: every accuracy with its
-    95% interval, every verdict with its paired test."""
-    from flows.selection import verdict_line
-
-    val = f"validation accuracy {variant.val_accuracy:.4f}; " if variant.val_accuracy is not None else ""
-    lines = [f"Release notes for {key} ({variant.target}).", "",
-             f"Data version {data_version.md5} ({data_version.nfiles} files)"
-             + (f"; previous version trained on {previous_data}." if previous_data and previous_data != data_version.md5
-                else "; same data as the previous version." if previous_data else "; first release."),
-             f"{val}test accuracy {_test_interval(variant)}, {variant.accuracy - variant.float_accuracy:+.4f} "
-             f"against its float parent ({variant.float_accuracy:.4f}); top-1 agreement {variant.agreement:.4f}; "
-             f"{variant.bytes} bytes ({variant.gzip_bytes} gzipped).", "",
-             "Per device profile (chosen on validation, judged once on test; one-sided paired non-inferiority):"]
-    for profile, b in sorted(blessings.items()):
-        if b.get("outcome") == "not chosen":
-            lines.append(f"- {profile}: not chosen ({'; '.join(b['reasons'])})")
-            continue
-        verdict = "blessed" if b["blessed"] else "not blessed: " + "; ".join(b["reasons"])
-        base = b["metrics"].get("baseline_accuracy")
-        against = f"current stable {base:.4f}" if isinstance(base, float) else "no stable yet"
-        lines.append(f"- {profile}: {verdict} ({against}). {verdict_line(b)}")
-    return "\n".join(lines)
-
-
 def variant_model_name(model_name: str, variant: str) -> str:
     """`digits` for the float model's variants, `digits-prune` for a compressed parent's."""
     from flows.stages import variant_method

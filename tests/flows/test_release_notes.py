@@ -1,4 +1,5 @@
-"""Release notes and registry tags carry every accuracy with its interval and every verdict's test."""
+"""Registry tags carry every accuracy with its interval and every verdict's test (the version
+description itself: flows.report.version_notes, tests/flows/test_report.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from components.conversion import Variant
 from components.measure import Measurement
 from components.profiles import DeviceProfile
 from edgeops.params import EvaluateParams
-from flows.publish import evidence_tags, release_notes
-from registry.data_versions import DataVersion
+from flows.publish import evidence_tags
 
 
 def _variant(pred: np.ndarray, parent: np.ndarray, y: np.ndarray) -> Variant:
@@ -24,7 +24,7 @@ def _variant(pred: np.ndarray, parent: np.ndarray, y: np.ndarray) -> Variant:
                    measurement=Measurement("tflite-f32", 1000, 900, 800, 200, 10_000, 0.1, 0.2, 5, 4096, "test"))
 
 
-def test_notes_and_tags_show_intervals_and_paired_tests() -> None:
+def test_tags_show_intervals_and_paired_tests() -> None:
     y = np.arange(400) % 10
     parent = y.copy()
     parent[:12] = (y[:12] + 1) % 10  # 97% accurate
@@ -34,11 +34,6 @@ def test_notes_and_tags_show_intervals_and_paired_tests() -> None:
     b = bless(v, profile, v.float_accuracy, None, EvaluateParams(), Paired(y, parent)).to_dict()
     blessings = {"pi": b, "mcu": {"blessed": False, "reasons": ["not chosen: x ranks first on validation"],
                                   "metrics": {}, "outcome": "not chosen"}}
-    notes = release_notes("tflite-f32", v, DataVersion("d", "abc.dir", 400, 1), blessings, None)
-    assert "test accuracy 0.9700 (95% CI 0.9483-0.9828, 388/400 test images)" in notes
-    assert "validation accuracy 0.9500" in notes
-    assert "- pi: blessed (no stable yet). pass; test accuracy 0.9700 (95% CI" in notes
-    assert "vs float parent: pass (+0.0000, margin 0.02, p=" in notes and "- mcu: not chosen" in notes
     tags = evidence_tags(v, blessings)
     assert tags["accuracy_ci"].startswith("0.9700 (95% CI 0.9483-0.9828")
     assert tags["evidence"].startswith("pi: pass; test accuracy") and "mcu" not in tags["evidence"]
