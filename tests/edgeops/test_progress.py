@@ -24,7 +24,7 @@ def test_sub_steps_are_shown_and_finished_tasks_leave_one_line() -> None:
             "Finished in state Completed()", extra={"task_run_name": "train"})
         assert "train" not in display._running
     assert "done train in" in out.getvalue()
-    assert not logging.getLogger(PREFECT_TASK_LOGGER).handlers  # detached on exit
+    assert display not in logging.getLogger(PREFECT_TASK_LOGGER).handlers  # detached on exit
 
 
 def test_a_failed_task_is_marked() -> None:

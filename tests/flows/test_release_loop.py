@@ -72,7 +72,7 @@ def test_release_fleet_drift_retrain_on_s3(tmp_path: Path, loop_env: dict[str, s
                         "inference-servers"}, first["published"]  # every device class (docs/targets.md)
     for cohort, outcome in first["published"].items():
         if not outcome["published"]:  # e.g. Coral without an Edge TPU compiler here: one readable reason
-            assert outcome["reason"].startswith("no variant fits profile") and "\n" not in outcome["reason"]
+            assert "no variant fits profile" in outcome["reason"] and "\n" not in outcome["reason"]
             continue
         assert outcome["role"] == "stable"
         name = f"digits-{outcome['target']}"

@@ -95,7 +95,7 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
     exp = client.get_experiment_by_name(settings.experiment_name)
     runs = client.search_runs([exp.experiment_id], "tags.`edgeops.stage` = 'drift'")
-    assert len(runs) == 3
+    assert len(runs) == 3, sorted((r.info.run_name, r.data.tags.get("mlflow.parentRunId", "")[:6]) for r in runs)
     drifted = sorted(r.data.metrics["data_drifted"] for r in runs)
     assert drifted == [0.0, 1.0, 1.0]
     for run in runs:  # Evidently HTML only where a window drifted, titled with its verdict
