@@ -81,3 +81,19 @@ def pytest_configure(config: pytest.Config) -> None:
     home = Path(tempfile.mkdtemp(prefix="edgeops-test-prefect-"))
     os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_per_test() -> Iterator[None]:
+    """`mlflow.set_tracking_uri` writes MLFLOW_TRACKING_URI into os.environ (MLflow 3, for
+    subprocesses): without this, the next test's Settings.from_env would read the previous
+    test's tracking store and its searches would find that test's runs."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if saved is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
