@@ -10,6 +10,7 @@ BIN := $(VENV)/bin
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
 # The console shows Prefect's warnings and up; flow runs still log at INFO to the Prefect API/UI.
 export PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL ?= WARNING
 
@@ -34,7 +35,7 @@ browser:
 	@test -f web/node_modules/onnxruntime-web/dist/ort.wasm.min.js || (cd web && npm ci --no-audit --no-fund)
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n 2 --dist load --maxschedchunk 1
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -2,7 +2,8 @@
 
 Prefect reads its settings when it is first imported, so two defaults are put in the environment
 here, before any flow module imports prefect: no analytics calls (there is no internet), and
-time for the ephemeral API to start on a loaded 2-core machine. The CLI also points PREFECT_HOME
+time for the ephemeral API to start on a loaded 2-core machine. MLflow's usage telemetry (on by
+default in MLflow 3) is off for the same reason: a release pipeline does not phone home. The CLI also points PREFECT_HOME
 under EDGEOPS_HOME before it runs a flow (see edgeops.cli.main). Variables a user sets win.
 
 Third-party log noise (absl, TensorFlow's Python loggers, import-time warnings) is cut here too,
@@ -16,6 +17,7 @@ import os
 PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 for _key, _value in PREFECT_DEFAULTS.items():

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import socket
@@ -78,8 +79,18 @@ def pytest_configure(config: pytest.Config) -> None:
     test module imports prefect (it reads its settings on import)."""
     import tempfile
 
-    home = Path(tempfile.mkdtemp(prefix="edgeops-test-prefect-"))
-    os.environ.setdefault("PREFECT_HOME", str(home))
+    # Each pytest-xdist worker gets its own (they inherit the controller's environment, and two
+    # ephemeral Prefect servers on one SQLite file would lock each other out); a PREFECT_HOME the
+    # user set is kept.
+    if os.environ.get("PREFECT_HOME") in (None, os.environ.get("EDGEOPS_TEST_PREFECT_HOME")):
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        home = Path(tempfile.mkdtemp(prefix=f"edgeops-test-prefect-{worker}-"))
+        os.environ["PREFECT_HOME"] = os.environ["EDGEOPS_TEST_PREFECT_HOME"] = str(home)
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        # Two workers on two cores: one TensorFlow/OpenMP thread each (the servers and workers
+        # the tests start inherit it), instead of each spinning a pool as wide as the machine.
+        for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+            os.environ.setdefault(var, "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
@@ -97,3 +108,28 @@ def _mlflow_uris_per_test() -> Iterator[None]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     if saved is not None:
         os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+# Scheduling only (never correctness): `make test` runs two pytest-xdist workers that take tests
+# one at a time from the head of the list, so the longest go first and the short ones fill in
+# around them. Measured on 2 cores; a stale entry only costs time.
+LONGEST_FIRST = (
+    "tests/flows/test_release_loop.py",
+    "tests/integration/test_prefect_server.py",
+    "tests/flows/test_server_cohort.py",
+    "tests/integration/test_prefect_schedules.py",
+    "tests/integration/test_mlflow_server.py",
+    "tests/components/test_structured_pruning.py",
+    "tests/registry/test_serving.py",
+    "tests/components/test_training.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        if path in LONGEST_FIRST:
+            return LONGEST_FIRST.index(path)
+        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: within a rank, the collection order (fixture reuse) is kept

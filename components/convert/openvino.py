@@ -7,6 +7,7 @@ otherwise picks bf16 by itself, which is a different model than the one we verif
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from edgeops.errors import ConversionError
 
 
 def _ov():  # noqa: ANN202 - the module
+    _no_telemetry()
     try:
         import openvino
     except ImportError as exc:
@@ -24,6 +26,17 @@ def _ov():  # noqa: ANN202 - the module
             "openvino", "the openvino package is not installed (openvino==2026.4.1)"
         ) from exc
     return openvino
+
+
+def _no_telemetry() -> None:
+    """Importing OpenVINO's converter sends usage telemetry to Google Analytics unless the user
+    opted out or CI=true (openvino_telemetry assumes consent when no consent file exists). Its
+    sender forks a process from our multi-threaded one, and that child can hang for good on a lock
+    held at the fork (seen here: a release stuck in getaddrinfo). No release phones home: with
+    `openvino_telemetry` marked unimportable, every ovc module falls back to OpenVINO's own no-op
+    stub (its `except ImportError` path). There is no setting or variable for this."""
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import raises ImportError
 
 
 def to_openvino(model: keras.Model, out_dir: Path) -> Path:

@@ -117,6 +117,7 @@ def _embedded_prefect_home() -> None:
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet; no notice
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow 3 sends usage events by default
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         home = settings().ensure_home() / "prefect"
         home.mkdir(exist_ok=True)
