@@ -260,6 +260,7 @@ def convert_and_verify(
     sample = model_inputs(prepared.x_test[:1], prepared.spec)
     parity_inputs = model_inputs(prepared.x_test[:MICRO_PARITY_IMAGES], prepared.spec)
     measured = measure_artifact(
-        target, path, (size, gz), sample, runs=params.latency_runs, model=model, parity_inputs=parity_inputs
+        target, path, (size, gz), sample, runs=params.latency_runs, model=model, parity_inputs=parity_inputs,
+        min_agreement=params.min_agreement,
     )
     return dataclasses.replace(variant, measurement=measured)

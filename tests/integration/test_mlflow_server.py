@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scale_stack import MlflowServer
+from scale_stack import MlflowServer, two_cohort_catalog
 
 TINY = {
     "prepare": {"max_images": 300},
@@ -45,6 +45,7 @@ def test_release_on_mlflow_server_postgres_s3(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("EDGEOPS_HOME", str(tmp_path / "edgeops"))
+    monkeypatch.setenv("EDGEOPS_DEVICES", str(two_cohort_catalog(tmp_path / "devices.yaml")))
     data = tmp_path / "digits"
     write_example_digits(data)
     LOG_CALLS.reset()

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from scale_stack import REPO, PrefectStack
+from scale_stack import REPO, PrefectStack, two_cohort_catalog
 
 from edgeops.cli.ops import deploy
 from edgeops.services import log_tail
@@ -66,6 +66,7 @@ def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, t
         started = run_deployment(
             RETRAIN_DEPLOYMENT,
             parameters={"data_dir": str(data), "reason": reason, "merge_feedback": True, "overrides": TINY},
+            job_variables={"env": {"EDGEOPS_DEVICES": str(two_cohort_catalog(tmp_path / "devices.yaml"))}},
             timeout=0,
         )
         assert started.work_pool_name == "edgeops-process"
