@@ -2,8 +2,11 @@
 
 Three phases (the TFX rewriter's, with the last one done): validate the input model; convert;
 validate the output by loading the artifact in the runtime a device uses (LiteRT, onnxruntime,
-TF Serving's signature) and running the test split against the float model. Any failure raises
-ConversionError(target, reason). Safe to call from several threads on different out_dirs.
+TF Serving's signature) and running it against the float model. The pass/fail gate (top-1
+agreement >= convert.min_agreement, and the TFLite Micro parity inputs) rests on the VALIDATION
+split; test-split accuracy and agreement are recorded as reports only. A prepared object without
+validation images falls back to test and says so (`Variant.gate_split`, the error text). Any
+failure raises ConversionError(target, reason). Safe to call from several threads on different out_dirs.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ TARGETS = (
     "openvino",
 )
 _SUFFIX = {"onnx": ".onnx", "savedmodel": ""}
-MICRO_PARITY_IMAGES = 200  # int8 files also run in TFLite Micro on these test images (near-ties flip 1-2)
+MICRO_PARITY_IMAGES = 200  # int8 files also run in TFLite Micro on these gate-split images (near-ties flip 1-2)
 
 
 class PreparedLike(Protocol):
@@ -72,6 +75,11 @@ class Variant:
     predictions: tuple[int, ...] = ()  # this artifact's top-1 per test image, in test order
     float_predictions: tuple[int, ...] = ()  # its parent Keras model's top-1 on the same images
     val_predictions: tuple[int, ...] = ()  # top-1 per validation image: paired choices (selection)
+    # The agreement gate (and TFLite Micro parity) ran on this split: "validation", or "test" where
+    # the prepared data had no validation images (and for variants.json written before the gate moved).
+    gate_split: str = "test"
+    gate_agreement: float | None = None  # top-1 agreement with the float model on the gate split
+    gate_n: int = 0  # images the gate saw
 
     @property
     def wire_bytes(self) -> int:
@@ -200,6 +208,15 @@ def _ops(runner: Any) -> list[Any]:
     return runner.ops() if hasattr(runner, "ops") else []
 
 
+def gate_split(prepared: PreparedLike) -> tuple[str, np.ndarray, np.ndarray]:
+    """(split name, x, y) the conversion gate decides on: validation; test only where the
+    prepared object has no validation images (the name says so)."""
+    x_val = getattr(prepared, "x_val", None)
+    if x_val is not None and len(x_val):
+        return "validation", x_val, np.asarray(prepared.y_val)
+    return "test", prepared.x_test, np.asarray(prepared.y_test)
+
+
 def convert_and_verify(
     model: keras.Model,
     target: str,
@@ -215,24 +232,28 @@ def convert_and_verify(
     out_dir.mkdir(parents=True, exist_ok=True)
     reference = validate_input(model, target, prepared)
     path, runner = _convert(model, target, prepared, params, out_dir)
-    probs = runner.predict(model_inputs(prepared.x_test, prepared.spec))
-    par = parity(probs, reference, np.asarray(prepared.y_test))
-    if par.agreement < params.min_agreement:
+    split, x_gate, y_gate = gate_split(prepared)
+    gate_inputs = model_inputs(x_gate, prepared.spec)
+    gate_probs = runner.predict(gate_inputs)
+    gate_reference = reference if split == "test" else keras_probs(model, gate_inputs)
+    gate = parity(gate_probs, gate_reference, y_gate)
+    if gate.agreement < params.min_agreement:
         raise ConversionError(
             target,
-            f"top-1 agreement {par.agreement:.4f} < {params.min_agreement} with the float model "
-            f"(max abs diff {par.max_abs_diff:.4f}, {par.n} test images)",
+            f"top-1 agreement {gate.agreement:.4f} < {params.min_agreement} with the float model "
+            f"(max abs diff {gate.max_abs_diff:.4f}, on {gate.n} {split} images)",
         )
+    # Reports only: the test split scores, it never decides.
+    probs = gate_probs if split == "test" else runner.predict(model_inputs(prepared.x_test, prepared.spec))
+    par = parity(probs, reference, np.asarray(prepared.y_test))
     size, gz = artifact_sizes(path)
     dtypes, ops = runner.tensor_dtypes(), _ops(runner)
     if profile is not None and (reasons := profile_violations(target, dtypes, ops, size, profile)):
         raise ConversionError(target, "; ".join(reasons))
     float_acc = float((reference.argmax(axis=1) == np.asarray(prepared.y_test)).mean())
-    x_val = getattr(prepared, "x_val", None)
     val_acc, val_pred = None, np.zeros(0, np.int64)
-    if x_val is not None and len(x_val):
-        val_pred = runner.predict(model_inputs(x_val, prepared.spec)).argmax(axis=1)
-        val_acc = float((val_pred == np.asarray(prepared.y_val)).mean())
+    if split == "validation":
+        val_pred, val_acc = gate_probs.argmax(axis=1), gate.accuracy
     names = sorted({op["op"] if isinstance(op, dict) else op for op in ops})
     variant = Variant(
         target=target,
@@ -252,15 +273,17 @@ def convert_and_verify(
         predictions=tuple(int(i) for i in probs.argmax(axis=1)),
         float_predictions=tuple(int(i) for i in reference.argmax(axis=1)),
         val_predictions=tuple(int(i) for i in val_pred),
+        gate_split=split,
+        gate_agreement=gate.agreement,
+        gate_n=gate.n,
     )
     if not measure:
         return variant
     from components.measure import measure_artifact
 
-    sample = model_inputs(prepared.x_test[:1], prepared.spec)
-    parity_inputs = model_inputs(prepared.x_test[:MICRO_PARITY_IMAGES], prepared.spec)
+    sample = gate_inputs[:1]
     measured = measure_artifact(
-        target, path, (size, gz), sample, runs=params.latency_runs, model=model, parity_inputs=parity_inputs,
-        min_agreement=params.min_agreement,
+        target, path, (size, gz), sample, runs=params.latency_runs, model=model,
+        parity_inputs=gate_inputs[:MICRO_PARITY_IMAGES], min_agreement=params.min_agreement, parity_split=split,
     )
     return dataclasses.replace(variant, measurement=measured)

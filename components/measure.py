@@ -53,6 +53,7 @@ class Measurement:
     micro_agreement: float | None = None
     micro_reason: str = ""
     micro_min_agreement: float = 0.99  # the conversion's own parity gate (convert.min_agreement)
+    micro_parity_split: str = ""  # the split micro_agreement was measured on ("validation"; "" if unrecorded)
     wire_bytes: int | None = None  # the model file as a device downloads it (device.wire, zstd)
 
     def estimated_latency_ms(self, profile: DeviceProfile) -> float:
@@ -87,7 +88,8 @@ class Measurement:
         if self.micro_arena_bytes is None:
             return [f"not run in TFLite Micro ({self.micro_reason or 'no check recorded'})"]
         if self.micro_agreement is not None and self.micro_agreement < min_agreement:
-            return [f"TFLite Micro top-1 agreement with LiteRT {self.micro_agreement:.4f} < {min_agreement}"]
+            on = f" on {self.micro_parity_split} images" if self.micro_parity_split else ""
+            return [f"TFLite Micro top-1 agreement with LiteRT {self.micro_agreement:.4f} < {min_agreement}{on}"]
         return []
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,10 +273,13 @@ def measure_artifact(
     model: keras.Model | None = None,
     parity_inputs: np.ndarray | None = None,
     min_agreement: float = 0.99,
+    parity_split: str = "",
 ) -> Measurement:
     """Measure one verified artifact (`sizes`: its bytes and gzip bytes); `model` (its Keras
     source) is needed for non-TFLite targets. An int8 file with `parity_inputs` is also run in
-    TFLite Micro (components.micro), held to `min_agreement` with LiteRT. Wire bytes: the file as registry.bundles publishes it."""
+    TFLite Micro (components.micro), held to `min_agreement` with LiteRT; `parity_split` names the
+    split those inputs came from (the conversion gate's: validation). Wire bytes: the file as
+    registry.bundles publishes it."""
     from device.wire import wire_size
 
     path = Path(path)
@@ -285,6 +290,7 @@ def measure_artifact(
         if target == "tflite-int8" and parity_inputs is not None and len(parity_inputs):
             costs |= micro_costs(data, parity_inputs, costs["arena_bytes"])
             costs["micro_min_agreement"] = min_agreement
+            costs["micro_parity_split"] = parity_split
     elif model is not None:
         costs = keras_costs(model)
         if path.is_file():  # ONNX: one file, compressed on the wire like any bundle's model

@@ -123,3 +123,54 @@ def test_per_tensor_int8_is_smaller(digits, digits_model, tmp_path) -> None:  # 
         digits_model, "tflite-int8", digits, per_tensor, tmp_path / "pt", measure=False
     )
     assert pt.bytes < pc.bytes and pt.input_dtype == "int8" and "float32" not in pt.tensor_dtypes
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithVal:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    spec: object
+
+
+def test_agreement_gate_decides_on_validation_not_test(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    """One calibration sample: int8 flips some test images. Put only agreeing images in one split
+    and the flipped ones in the other: the gate follows validation, whatever test says."""
+    starved = ConvertParams(min_agreement=0.0, representative_samples=1)
+    probe = convert_and_verify(digits_model, "tflite-int8", digits, starved, tmp_path / "probe", measure=False)
+    assert probe.gate_split == "test" and probe.gate_n == len(digits.y_test)  # no x_val: falls back, says so
+    flipped = np.asarray(probe.predictions) != np.asarray(probe.float_predictions)
+    assert 0 < flipped.sum() < len(flipped)
+    x, y = digits.x_test, digits.y_test
+    strict = starved.model_copy(update={"min_agreement": 1.0})
+
+    # validation agrees everywhere, test does not: the conversion passes and reports test as it is
+    clean_val = _WithVal(digits.x_train, digits.y_train, x[~flipped], y[~flipped], x, y, digits.spec)
+    v = convert_and_verify(digits_model, "tflite-int8", clean_val, strict, tmp_path / "a", measure=False)
+    assert (v.gate_split, v.gate_n, v.gate_agreement) == ("validation", int((~flipped).sum()), 1.0)
+    assert v.agreement < 1.0 and v.n_test == len(y)
+    assert len(v.val_predictions) == v.gate_n and v.val_accuracy is not None
+    assert type(v).from_dict(v.to_dict()) == v
+
+    # test agrees everywhere, validation does not: the conversion fails, naming the split and count
+    dirty_val = _WithVal(digits.x_train, digits.y_train, x, y, x[~flipped], y[~flipped], digits.spec)
+    with pytest.raises(ConversionError, match=rf"< 1.0 .*on {len(y)} validation images"):
+        convert_and_verify(digits_model, "tflite-int8", dirty_val, strict, tmp_path / "b", measure=False)
+
+
+def test_micro_parity_runs_on_the_gate_split_and_old_records_load(digits, digits_model, tmp_path) -> None:  # noqa: F811
+    x, y = digits.x_test, digits.y_test
+    with_val = _WithVal(digits.x_train, digits.y_train, x[:40], y[:40], x, y, digits.spec)
+    v = convert_and_verify(digits_model, "tflite-int8", with_val, PARAMS, tmp_path)
+    m = v.measurement
+    assert m.micro_parity_split == "validation" and m.micro_agreement is not None
+    # variants.json written before the gate moved: no gate fields, no micro_parity_split
+    old = v.to_dict()
+    for k in ("gate_split", "gate_agreement", "gate_n"):
+        old.pop(k)
+    old["measurement"].pop("micro_parity_split")
+    back = type(v).from_dict(old)
+    assert (back.gate_split, back.gate_agreement, back.measurement.micro_parity_split) == ("test", None, "")
