@@ -8,6 +8,8 @@ reading a row. Only the windows to judge are then read, streamed from their part
 bottom-k sample per window (the `max_rows` rows with the smallest hash of (device, seq): uniform,
 reproducible, and the same whichever files the rows sit in). Row-based tests (drift, CBPE) run on
 that sample; counts and per-device segment tests use every row through the statistics.
+Labels that arrive later as `label` events (any later partition of the cohort) are joined
+onto the sampled inference they name, so the window's label-corrected accuracy sees them.
 """
 
 from __future__ import annotations
@@ -153,7 +155,9 @@ def sample_windows(
     max_rows: int,
 ) -> dict[tuple[str, str, pd.Timestamp], pd.DataFrame]:
     """Inference rows of the wanted windows ((model_version, bundle_id) -> starts), at most
-    `max_rows` per window by bottom-k on a hash of (device, seq); duplicates dropped."""
+    `max_rows` per window by bottom-k on a hash of (device, seq); duplicates dropped. Labels
+    that arrived later as `label` events are joined onto their sampled inference
+    (`_late_labels`)."""
     if not wanted:
         return {}
     length_ms = int(hours * 3_600_000)
@@ -180,12 +184,70 @@ def sample_windows(
     if keep is None:
         return out
     keep = keep.unique(["device_id", "seq"], keep="first")
+    keep = _late_labels(store, keep, _label_keys(store, cohort, min(dates), {v for v, _ in wanted}))
     for (v, b, s), part in keep.group_by(["model_version", "bundle_id", "start"]):
         part = part.sort(["ts", "device_id", "seq"]).drop("start", "_k")
         pdf = part.to_arrow().to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
         pdf["probs"] = [None if p is None else p.astype("float32") for p in pdf["probs"]]
         out[(str(v), str(b), pd.Timestamp(int(s), unit="ms", tz="UTC"))] = pdf
     return out
+
+
+_LABEL_COLUMNS = ("device_id", "inference_id", "label", "ts", "seq")
+
+
+def _label_keys(store: ObjectStore, cohort: str, first: str, versions: set[str]) -> list[str]:
+    """Table files that may hold late labels of windows from date `first` on: this cohort and
+    these model versions (a label event carries its inference's model), that date or later."""
+    out = []
+    for key in store.list(TABLE_PREFIX):
+        part = dict(p.split("=", 1) for p in key.split("/") if "=" in p)
+        if (key.endswith(".parquet") and part.get("cohort") == cohort
+                and part.get("date", "") >= first and part.get("model_version") in versions):
+            out.append(key)
+    return sorted(out)
+
+
+def _late_labels(store: ObjectStore, keep: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Labels of `label` events (in any later partition) written onto the sampled inference they
+    name by (device_id, inference_id), as monitoring.feedback.join_labels does for whole
+    tables: the last event (by ts, then seq) wins over the row's own label. Events are streamed
+    in narrow column batches and only those of a sampled inference kept (at most one per
+    sampled row), so a label of an unsampled inference is never counted and no event becomes
+    a row: the inference's window decides where its label counts."""
+    if "inference_id" not in keep.columns:
+        return keep
+    sampled = (keep.filter(pl.col("inference_id").is_not_null())
+               .select("device_id", pl.col("inference_id").cast(pl.Int64)).unique())
+    if sampled.is_empty():
+        return keep
+    found: pl.DataFrame | None = None
+    for key in keys:
+        pf = pq.ParquetFile(io.BytesIO(store.get(key)))
+        if not {*_LABEL_COLUMNS, "event"} <= set(pf.schema_arrow.names):
+            continue  # an older agent's rows: no inference_id, so no label events
+        for batch in pf.iter_batches(batch_size=262_144, columns=["event", *_LABEL_COLUMNS]):
+            df = pl.from_arrow(pa.Table.from_batches([batch]))
+            assert isinstance(df, pl.DataFrame)
+            df = (df.filter((pl.col("event") == "label") & pl.col("inference_id").is_not_null()
+                            & pl.col("label").is_not_null())
+                  .select(pl.col("device_id"), pl.col("inference_id").cast(pl.Int64),
+                          pl.col("label").cast(pl.Int32), "ts", "seq")
+                  .join(sampled, on=["device_id", "inference_id"], how="semi"))
+            if df.is_empty():
+                continue
+            found = df if found is None else pl.concat([found, df], how="vertical_relaxed")
+            found = (found.sort(["ts", "seq"])
+                     .unique(["device_id", "inference_id"], keep="last", maintain_order=True))
+    if found is None:
+        return keep
+    late = found.select("device_id", "inference_id", _late=pl.col("label"))
+    dtype = keep.schema["label"]
+    return (keep.with_columns(_iid=pl.col("inference_id").cast(pl.Int64))
+            .join(late, left_on=["device_id", "_iid"], right_on=["device_id", "inference_id"],
+                  how="left")
+            .with_columns(label=pl.coalesce("_late", "label").cast(dtype))
+            .drop("_iid", "_late"))
 
 
 def _bottom_k(df: pl.DataFrame, k: int) -> pl.DataFrame:
