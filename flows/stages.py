@@ -126,6 +126,28 @@ def convert(model: Any, target: str, prepared: PreparedData, params: ConvertPara
     return convert_and_verify(model, target, prepared, params, out)
 
 
+def accuracy_intervals(variant: Variant) -> tuple[dict[str, float | int], str]:
+    """The variant's recorded accuracies with 95% Wilson intervals (components.evidence): test
+    (reported, `n_test` images) and validation (its validation predictions). Returns metrics for
+    DVC (value, low, high, n per split) and one line for the console; a split without a recorded
+    count is left out, never given an interval it does not have."""
+    import math
+
+    from components.evidence import Estimate, wilson
+
+    n_val = len(variant.val_predictions) or (variant.gate_n if variant.gate_split == "validation" else 0)
+    metrics: dict[str, float | int] = {}
+    parts = []
+    for key, word, value, n in (("accuracy", "test", variant.accuracy, variant.n_test),
+                                ("val_accuracy", "validation", variant.val_accuracy, n_val)):
+        if value is None or math.isnan(value) or n <= 0:
+            continue
+        low, high = wilson(round(value * n), n)
+        metrics |= {key: value, f"{key}_low": low, f"{key}_high": high, f"n_{word}": n}
+        parts.append(f"{word} {Estimate(value, low, high, n)}")
+    return metrics, "; ".join(parts)
+
+
 def write_json(path: Path, payload: Any) -> Path:
     """Metrics files for DVC (`metrics:` entries), written via a temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)

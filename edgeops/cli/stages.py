@@ -103,8 +103,11 @@ def stage_convert(
     for target in stages.targets_for(p, load_devices(devices)):
         variant = stages.convert(keras_model, target, data, p, out)
         report[target] = variant.to_dict()
-        console.print(f"{target}: accuracy {variant.accuracy:.4f}, {variant.bytes} bytes, "
-                      f"agreement {variant.agreement:.4f}")
+        _, accuracies = stages.accuracy_intervals(variant)
+        console.print(f"{target}: {accuracies}; {variant.bytes} bytes; top-1 agreement with the float model "
+                      f"{variant.gate_agreement if variant.gate_agreement is not None else variant.agreement:.4f} "
+                      f"on {variant.gate_n or variant.n_test} {variant.gate_split} images (the gate), "
+                      f"{variant.agreement:.4f} on test")
     stages.write_json(out / "variants.json", report)
     stages.write_json(metrics, {t: {k: v[k] for k in ("accuracy", "bytes", "gzip_bytes", "agreement")}
                                 for t, v in report.items()})
@@ -124,6 +127,33 @@ def stage_evaluate(
 
     catalog = load_devices(devices)
     selection = evaluate_variants(variants / "variants.json", catalog, _params(params).evaluate, out)
+    lines = with_accuracy_intervals(selection, variants / "variants.json")
     stages.write_json(metrics, selection)
     for profile, choice in selection.items():
         console.print(f"{profile}: {choice.get('target') or 'NO RELEASE'} {choice.get('reason', '')}")
+        if lines.get(profile):
+            console.print(f"  {lines[profile]}")
+
+
+def with_accuracy_intervals(selection: dict[str, dict], variants_json: Path) -> dict[str, str]:
+    """Give each profile's chosen (else validation's candidate) variant its accuracies with 95%
+    intervals, in place (`accuracy_low`, `accuracy_high`, `n_test`, `val_accuracy_*`, `n_validation`);
+    returns one console line per profile that has such a variant."""
+    import json
+
+    from components.conversion import Variant
+    from flows import stages
+
+    variants = {n: Variant.from_dict(d) for n, d in json.loads(Path(variants_json).read_text()).items()}
+    lines = {}
+    for profile, choice in selection.items():
+        name = choice.get("target") or choice.get("candidate")
+        if name not in variants:
+            continue
+        metrics, line = stages.accuracy_intervals(variants[name])
+        if not choice.get("target"):  # nothing released: `accuracy` stays None, validation's candidate only
+            metrics = {k: v for k, v in metrics.items() if k.startswith(("val_", "n_validation"))}
+        choice.update(metrics)
+        if line:
+            lines[profile] = f"{name}: {line}"
+    return lines
