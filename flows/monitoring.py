@@ -314,6 +314,7 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
             rep = render_reports(reference, rows, params, rep, out_dir, meta)
             ctx["links"].append((f"{rep.scope} {plan.start:%H:%M}", f"{out_dir.as_uri()}/data_drift.html"))
         run_id = _log_window(ctx["client"], ctx["experiment_id"], ctx["parent"], rep)
+        rep = replace(rep, run_id=run_id)
         out.append(rep)
         est = f"{rep.estimate.accuracy:.3f}" if rep.estimate else "-"
         print(f"{rep.scope} {plan.start}: n={rep.n_current} (judged on {len(rows)}) est.acc={est} "
@@ -437,6 +438,14 @@ def request_retrain(
     return "in-process", retrain_fn(reason=reason, **retrain_kwargs)
 
 
+def cause_runs(judged: list[WindowReport]) -> list[str]:
+    """The MLflow runs (one per window, `edgeops.stage=drift`) of the windows whose signal the
+    policy acted on in this pass (harmful, or drifted under `monitor.trigger: drift`), in time
+    order: what the release run of the retrain links back to. Windows of a streak judged in an
+    earlier pass are not among them (their runs carry the same cohort and model version tags)."""
+    return list(dict.fromkeys(r.run_id for r in judged if r.deciding and r.run_id))
+
+
 def _decision(rep: WindowReport, fired: bool) -> str:
     return "retrain" if fired else "hold" if rep.deciding else "none"
 
@@ -494,9 +503,10 @@ def retrain_trigger(
     reason = f"{signal}: " + " | ".join(fire)
     guard = open_incident(guard, now(), reason[:300], harmed)
     save_guard(store, guard, etag)  # before the run: a concurrent monitor cannot start a second
-    print(f"retraining: {reason}")
+    causes = cause_runs(judged)
+    print(f"retraining: {reason}" + (f" (drift runs {', '.join(causes)})" if causes else ""))
     how, result = request_retrain(settings, reason[:500], sorted(harmed), retrain_fn,
-                                  retrain_kwargs or {})
+                                  {**(retrain_kwargs or {}), "cause_runs": causes})
     return TriggerReport(tuple(decisions), True, how, reason, result, tuple(alerts))
 
 

@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import publish, release_logging, stages
 from flows.links import link_in_prefect, mlflow_model_version_url, mlflow_run_url, mlflow_ui_base
-from flows.report import release_headline, release_markdown, release_report
+from flows.report import cause_run_entries, release_headline, release_markdown, release_report
 from flows.selection import bless_and_select
 from flows.tracking import child_run, configure_mlflow, flatten, log_artifact, log_batch, start_run
 from flows.unverified import register_unverified_targets
@@ -92,8 +92,12 @@ def release_pipeline(
     trigger: str = "manual",
     rollout: bool = True,
     overrides: dict[str, Any] | None = None,
+    cause_runs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the whole release once and return a JSON-able summary.
+
+    `cause_runs`: the MLflow runs of the monitoring windows that started it (a retrain), tagged
+    `edgeops.cause_runs` on the release run and linked from its report.
 
     The first release of a model makes each cohort's chosen variant its stable bundle; later
     releases start a staged rollout (canary) instead, never going straight to 100%.
@@ -112,7 +116,8 @@ def release_pipeline(
     run_id = start_run(
         client, experiment_id, f"release-{name}-{data_version.short}",
         {"edgeops.kind": "release", "edgeops.trigger": trigger, "edgeops.model_name": name,
-         "edgeops.data_version": data_version.md5, "edgeops.git_commit": git_commit},
+         "edgeops.data_version": data_version.md5, "edgeops.git_commit": git_commit,
+         **({"edgeops.cause_runs": ",".join(cause_runs)[:5000]} if cause_runs else {})},
     )
     mlflow_ui = mlflow_ui_base(settings.mlflow_tracking_uri, settings.mlflow_ui_url)
     link_in_prefect(f"mlflow-run-{name}", mlflow_run_url(mlflow_ui, experiment_id, run_id),
@@ -213,6 +218,8 @@ def release_pipeline(
             "unverified": unverified,
             "published": published,
             "timings": timings,
+            "mlflow_ui": mlflow_ui,
+            "cause_runs": cause_run_entries(client, cause_runs or [], experiment_id),
         }
         report = release_report(result, trigger)
         (work / "release_report.md").write_text(report)

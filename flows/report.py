@@ -64,8 +64,8 @@ def print_release(console: Console, result: dict[str, Any]) -> None:
 
 def release_markdown(result: dict[str, Any]) -> str:
     lines = [f"# Release {result['model_name']}", "", f"data version `{result['data_version']}`, "
-             f"MLflow run `{result['run_id']}`", "", "| target | accuracy | bytes | registered |",
-             "|---|---|---|---|"]
+             f"MLflow run `{result['run_id']}`"] + cause_lines(result)
+    lines += ["", "| target | accuracy | bytes | registered |", "|---|---|---|---|"]
     for target, v in result["variants"].items():
         reg = result["registered"].get(target, {})
         lines.append(f"| {target} | {_pct(v['accuracy'])} | {v['bytes']} | "
@@ -84,9 +84,11 @@ def release_report(result: dict[str, Any], trigger: str) -> str:
     f = result["float"]
     lines = [f"# Release {result['model_name']}", "",
              f"Trigger: {trigger}. Data version `{result['data_version']}`. Float model: test accuracy "
-             f"{_pct(f['test_accuracy'])}, {f['params']} parameters.", "", "## What shipped where", "",
-             "| cohort | outcome | registered model | version | target | bundle | replaces |",
-             "|---|---|---|---|---|---|---|"]
+             f"{_pct(f['test_accuracy'])}, {f['params']} parameters."]
+    lines += cause_lines(result)
+    lines += ["", "## What shipped where", "",
+              "| cohort | outcome | registered model | version | target | bundle | replaces |",
+              "|---|---|---|---|---|---|---|"]
     for cohort, p in sorted(result["published"].items()):
         if not p.get("published"):
             lines.append(f"| {cohort} | not published: {p.get('reason', '')} | | | | | |")
@@ -114,6 +116,42 @@ def release_report(result: dict[str, Any], trigger: str) -> str:
     if failures:
         lines += ["", "## Conversions that failed", ""] + [f"- {t}: {r}" for t, r in sorted(failures.items())]
     return "\n".join(lines) + "\n"
+
+
+def cause_run_entries(client: Any, run_ids: list[str], experiment_id: str) -> list[dict[str, str]]:
+    """The monitoring window runs that started a release, as the report links them: each run's
+    experiment and name from MLflow; a run MLflow cannot find keeps its id, in the release's
+    experiment, and says so (the release itself does not depend on it)."""
+    from mlflow.exceptions import MlflowException
+
+    out = []
+    for rid in run_ids:
+        try:
+            run = client.get_run(rid)
+            out.append({"run_id": rid, "experiment_id": run.info.experiment_id,
+                        "name": run.info.run_name or rid, "reasons": run.data.tags.get("reasons", "")})
+        except MlflowException:
+            out.append({"run_id": rid, "experiment_id": experiment_id, "name": f"{rid} (not found)"})
+    return out
+
+
+def cause_lines(result: dict[str, Any]) -> list[str]:
+    """The report's "What triggered it" section: a link per monitoring window run (none when the
+    release was not started by the monitor)."""
+    from flows.links import mlflow_run_url, mlflow_ui_base
+
+    causes = result.get("cause_runs") or []
+    if not causes:
+        return []
+    base = result.get("mlflow_ui") or mlflow_ui_base("")
+    lines = ["", "## What triggered it", "",
+             "The monitoring windows (MLflow runs tagged `edgeops.stage=drift`) whose verdict fired "
+             "the retrain:", ""]
+    for c in causes:
+        url = mlflow_run_url(base, c["experiment_id"], c["run_id"])
+        why = str(c.get("reasons", "")).split(" | ")[0]
+        lines.append(f"- [{c['name']}]({url})" + (f": {why[:200]}" if why else ""))
+    return lines
 
 
 def _replaced(p: dict[str, Any]) -> str:

@@ -16,6 +16,14 @@ from prefect.cache_policies import NO_CACHE
 log = logging.getLogger(__name__)
 
 
+def run_ids(value: list[str] | str | None) -> list[str]:
+    """Run ids from a list, or from the text a deployment trigger's template renders it as."""
+    if value is None:
+        return []
+    items = value.strip().strip("[]").split(",") if isinstance(value, str) else value
+    return [i for i in (str(v).strip().strip("'\"").strip() for v in items) if i]
+
+
 @task(name="merge-feedback", cache_policy=NO_CACHE)
 def merge_feedback_task(data_dir: str) -> dict[str, Any]:
     """Write labelled thumbnails from the compacted telemetry into the image folder."""
@@ -62,13 +70,20 @@ def retrain(
     reason: str = "manual",
     merge_feedback: bool = True,
     overrides: dict[str, Any] | None = None,
+    cause_runs: list[str] | str | None = None,
 ) -> dict[str, Any]:
-    """Merge feedback, version the data, and run the release pipeline as a canary."""
+    """Merge feedback, version the data, and run the release pipeline as a canary.
+
+    `cause_runs`: the MLflow runs of the monitoring windows that fired the retrain
+    (flows.monitoring.retrain_trigger); the release run is tagged with them and its report links
+    them. A deployment trigger renders the event's list as text ("a,b" or "['a', 'b']"): both read.
+    """
     from flows.release import release_pipeline
 
     merged = merge_feedback_task(data_dir) if merge_feedback else {"offered": 0, "written": 0}
     version = version_data_task(data_dir)
     print(f"retrain ({reason}): {merged['written']} feedback images merged, data version {version}")
-    result = release_pipeline(data_dir, trigger=f"retrain: {reason}", rollout=True, overrides=overrides)
+    result = release_pipeline(data_dir, trigger=f"retrain: {reason}", rollout=True, overrides=overrides,
+                              cause_runs=run_ids(cause_runs))
     result["feedback"] = merged
     return result

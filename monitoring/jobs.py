@@ -54,6 +54,7 @@ class WindowReport:
     trigger: str = "drift"
     late_rows: int = 0
     status: str = "judged"  # judged | late (only late rows counted for a window judged before)
+    run_id: str | None = None  # the MLflow child run the window was logged under (flows.monitoring)
 
     @property
     def scope(self) -> str:

@@ -404,11 +404,6 @@ def set_bundle_id(client: MlflowClient, name: str, version: str | int, bundle_id
         client.set_model_version_tag(name, str(version), f"bundle_id.{cohort}", bundle_id)
 
 
-def set_release_notes(client: MlflowClient, name: str, version: str | int, notes: str) -> None:
-    """Release notes live in the model version description (shown in the MLflow UI)."""
-    client.update_model_version(name, str(version), description=notes)
-
-
 def cohort_alias(cohort: str, role: str) -> str:
     if role not in ("stable", "canary"):
         raise RegistryError(f"alias role must be stable or canary, not {role!r}")

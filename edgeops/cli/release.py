@@ -107,11 +107,15 @@ def _show_state(state: RolloutState, as_json: bool, title: str) -> None:
 def plan_cmd(
     cohort: Cohort,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Registered model, e.g. digits-tflite-f32.")
-    ],
+        str | None,
+        typer.Option("--model", "-m", help="Registered model, e.g. digits-tflite-f32 (default: that "
+                     "of the newest candidate, see `release candidates`)."),
+    ] = None,
     version: Annotated[
-        str, typer.Option("--version", "-v", help="Registry version of the candidate.")
-    ],
+        str | None,
+        typer.Option("--version", "-v", help="Registry version of the candidate (default: the newest "
+                     "blessed version the cohort can run, of --model when given)."),
+    ] = None,
     steps: Annotated[
         str, typer.Option(help="Percentages, comma-separated, ending at 100.")
     ] = "1,5,25,50,100",
@@ -121,21 +125,47 @@ def plan_cmd(
     actor: Actor = None,
     as_json: Json = False,
 ) -> None:
-    """Plan a rollout: only a blessed, releasable version whose target the cohort can run."""
-    state = _run(
-        lambda: _manager().plan(
-            cohort,
-            model,
-            version,
-            actor=_actor(actor),
-            reason=reason,
-            steps=parse_steps(steps),
-            min_dwell_s=parse_duration(dwell),
-            min_count=min_count,
-        )
-    )
+    """Plan a rollout: only a blessed, releasable version whose target the cohort can run.
+    Without --model/--version, the newest such version (the first row of `release candidates`)."""
+    def plan() -> tuple[RolloutState, str, str, str | None]:
+        mgr = _manager()
+        picked = None
+        name, ver = model, version
+        if ver is None:
+            row = newest_candidate(mgr, cohort, name)
+            name, ver = row["registered_model"], row["version"]
+            picked = (f"no {'--version' if model else '--model/--version'} given: planning {name} "
+                      f"version {ver} ({row['target']}, test accuracy {row['accuracy'] or 'not recorded'}), "
+                      f"the newest blessed version {cohort} can run (see `edgeops release candidates "
+                      f"{cohort}`)")
+        elif name is None:
+            raise ConfigError("--version needs --model (or give neither: the newest candidate)")
+        state = mgr.plan(cohort, name, ver, actor=_actor(actor), reason=reason, steps=parse_steps(steps),
+                         min_dwell_s=parse_duration(dwell), min_count=min_count)
+        return state, name, ver, picked
+
+    state, name, ver, picked = _run(plan)
+    if picked and not as_json:  # --json: the state names the model and version
+        console.print(picked, highlight=False, soft_wrap=True)
     _show_state(state, as_json, f"planned on {cohort}")
-    _show_evidence(model, version, as_json)
+    _show_evidence(name, ver, as_json)
+
+
+def newest_candidate(mgr: RolloutManager, cohort: str, model: str | None = None) -> dict[str, Any]:
+    """The newest version `release candidates` lists for the cohort (of `model` when given); one
+    that already runs there as stable or candidate is refused with the reason, not re-planned."""
+    from edgeops.errors import RolloutError
+
+    rows = [r for r in mgr.candidates(cohort) if model is None or r["registered_model"] == model]
+    if not rows:
+        of = f" of {model}" if model else ""
+        raise RolloutError(f"no blessed, releasable version{of} for {cohort}'s profile: nothing to plan")
+    row = rows[0]
+    if row["on_cohort"]:
+        raise RolloutError(f"the newest candidate for {cohort}, {row['registered_model']} version "
+                           f"{row['version']}, is already there ({row['on_cohort']}); name another "
+                           "with --model/--version")
+    return row
 
 
 def _show_evidence(model: str, version: str, as_json: bool) -> None:

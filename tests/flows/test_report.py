@@ -102,3 +102,29 @@ def test_version_notes_open_with_the_verdict_and_name_each_reference() -> None:
                           {"pi": blessed}, "old.dir")
     assert notes.startswith("Verdict: Blessed for pi.") and "no stable yet" in notes
     assert "Conversion: +0.0000 against the float model it was converted from" in notes
+
+
+def test_report_links_the_monitoring_runs_that_triggered_the_retrain(tmp_path: Path) -> None:
+    """A retrain's release names the drift runs that fired it, each a link into the MLflow UI
+    (flows.links), in the report and the Prefect summary; a run MLflow lacks keeps its id."""
+    from mlflow import MlflowClient
+
+    from flows.report import cause_run_entries
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("edgeops", artifact_location=str(tmp_path / "artifacts"))
+    run = client.create_run(exp, run_name="pi-fleet-eu v3 window 2026-11-20 10:00",
+                            tags={"edgeops.stage": "drift",
+                                  "reasons": "harm: estimated accuracy 0.800 vs reference 0.970 | data drift"})
+    rid, missing = run.info.run_id, "0" * 32
+    causes = cause_run_entries(client, [rid, missing], exp)
+    result = {**_result(), "variants": {}, "registered": {}, "mlflow_ui": "http://mlflow.example:5000",
+              "cause_runs": causes}
+    text = release_report(result, "retrain: harm in pi-fleet-eu")
+    assert "## What triggered it" in text
+    assert (f"- [pi-fleet-eu v3 window 2026-11-20 10:00](http://mlflow.example:5000/#/experiments/{exp}/runs/{rid})"
+            ": harm: estimated accuracy 0.800 vs reference 0.970\n") in text
+    assert f"- [{missing} (not found)](http://mlflow.example:5000/#/experiments/{exp}/runs/{missing})" in text
+    assert text.index("## What triggered it") < text.index("## What shipped where")
+    assert f"/runs/{rid})" in release_markdown(result)
+    assert "What triggered it" not in release_report(_result(), "manual")  # a manual release has no cause

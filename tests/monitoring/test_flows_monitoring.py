@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -89,6 +90,8 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     assert [d[2] for d in trig.decisions] == [False, False, True]  # debounced: 2 windows needed
     assert [d[4] for d in trig.decisions] == ["none", "hold", "retrain"]
     assert "drift" in calls[0]["reason"]
+    assert calls[0]["cause_runs"] == [r.run_id for r in reports if r.drifted]  # the drifted windows' runs
+    assert all(calls[0]["cause_runs"])
     assert detect_drift(embeddings=False) == []  # judged windows are not re-run
 
 
@@ -133,7 +136,7 @@ def test_monitor_flows_catch_darkening_and_retrain_once(
     assert w["drifted_features"]  # the darkening is the explanation
 
 
-def _harmful(cohort: str, hour: int, version: str = "1"):
+def _harmful(cohort: str, hour: int, version: str = "1", harmful: bool = True):
     from monitoring.jobs import WindowReport
     from monitoring.performance import AccuracyEstimate, HarmVerdict
 
@@ -141,8 +144,8 @@ def _harmful(cohort: str, hour: int, version: str = "1"):
     return WindowReport(
         cohort, version, f"bundle-{cohort}", T0 + timedelta(hours=hour), 500, {}, est,
         AccuracyEstimate(0.97, 0.005, 300, "cbpe"), None,
-        HarmVerdict(True, 0.17, 0.15, "cbpe", "estimated accuracy 0.800 vs reference 0.970"),
-        trigger="harm",
+        HarmVerdict(harmful, 0.17, 0.15, "cbpe", "estimated accuracy 0.800 vs reference 0.970"),
+        trigger="harm", run_id=f"run-{cohort}-{hour}",  # the MLflow run detect_drift logged it under
     )
 
 
@@ -166,10 +169,23 @@ def test_two_harmed_cohorts_start_one_retrain_and_no_labels_means_refused(
 
     (tmp_path / "params.yaml").write_text("monitor:\n  min_new_labels: 0\n")
     later = [_harmful(c, h) for c in ("eu", "us") for h in (2, 3)]
+    later = [*later, _harmful("eu", 4, harmful=False), replace(_harmful("ap", 2), run_id=None)]
     trig = retrain_trigger(later, retrain_fn=lambda **kw: calls.append(kw) or "ok", clock=clock)
     assert trig.launched and trig.how == "in-process" and len(calls) == 1  # one incident
     assert [d[4] for d in trig.decisions].count("retrain") == 1
+    # the drift runs of the harmful windows reach the retrain, in time order; a harmless window's
+    # run and a window never logged (no run id) do not
+    assert calls[0]["cause_runs"] == ["run-eu-2", "run-us-2", "run-eu-3", "run-us-3"]
     again = retrain_trigger([_harmful("us", 4)], retrain_fn=lambda **kw: calls.append(kw),
                             clock=lambda: T0 + timedelta(hours=5))
     assert not again.launched and len(calls) == 1  # the open incident covers it
     assert "covers it" in "; ".join(again.decisions[0][3])
+
+
+def test_retrain_reads_cause_runs_as_a_list_or_as_a_deployment_trigger_renders_them() -> None:
+    """In-process the monitor passes a list; a deployment trigger's template renders it as text."""
+    from flows.retrain import run_ids
+
+    ids = ["a1b2", "c3d4"]
+    assert run_ids(ids) == run_ids("['a1b2', 'c3d4']") == run_ids("a1b2,c3d4") == ids
+    assert run_ids(None) == run_ids("") == run_ids("[]") == []

@@ -275,3 +275,22 @@ def test_candidates_and_one_controller_pass(env) -> None:
     assert out.exit_code == 0 and "pi-fleet-eu" in out.output and "hold" in out.output
     rows = json.loads(r.invoke(release_app, ["candidates", "pi-fleet-eu", "--json"]).output)
     assert rows[0]["on_cohort"] == "canary, candidate (running)"
+
+
+def test_plan_without_model_and_version_takes_the_newest_candidate(env) -> None:
+    """`release plan <cohort>` alone plans the first row of `release candidates` and says so; the
+    same when only --model is given; --version alone is refused; a newest candidate that already
+    runs on the cohort is not planned again."""
+    v1, v2 = env
+    r = CliRunner()
+    out = r.invoke(release_app, ["plan", "pi-fleet-eu", "-v", v2])
+    assert out.exit_code == 2 and "--version needs --model" in out.output
+    out = r.invoke(release_app, ["plan", "pi-fleet-eu"])
+    assert out.exit_code == 0, out.output
+    assert f"planning digits-tflite-f32 version {v2}" in out.output and "newest blessed" in out.output
+    state = json.loads(r.invoke(release_app, ["status", "pi-fleet-eu", "--json"]).output)[0]
+    assert (state["status"], state["model"], state["version"]) == ("planned", "digits-tflite-f32", v2)
+    again = r.invoke(release_app, ["plan", "pi-fleet-eu", "-m", "digits-tflite-f32"])
+    assert again.exit_code == 11 and f"version {v2}, is already there (candidate (planned))" in again.output
+    out = r.invoke(release_app, ["plan", "mcu-line-a"])
+    assert out.exit_code == 11 and "no blessed, releasable version for mcu-line-a" in out.output

@@ -12,7 +12,6 @@ from registry.mlflow_models import (
     Lineage,
     register_variant,
     set_cohort_alias,
-    set_release_notes,
 )
 
 
@@ -71,8 +70,6 @@ def test_register_loads_as_pyfunc_with_lineage(mlflow_client, experiment_run, ti
     set_cohort_alias(mlflow_client, mv.name, "pi-fleet-eu", "stable", None)
     set_cohort_alias(mlflow_client, mv.name, "pi-fleet-eu", "canary", None)  # absent: no error
     assert "pi-fleet-eu-stable" not in mlflow_client.get_registered_model(mv.name).aliases
-    set_release_notes(mlflow_client, mv.name, mv.version, "first release")
-    assert mlflow_client.get_model_version(mv.name, mv.version).description == "first release"
 
 
 def test_releasable_needs_a_passing_blessing(mlflow_client, experiment_run, tiny_tflite) -> None:
