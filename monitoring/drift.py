@@ -10,6 +10,8 @@ Evidently's own `drift_share` rule stays available with `MonitorParams.family_wi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,6 +245,16 @@ def _clustered_ks(
     return out
 
 
+@contextlib.contextmanager
+def _constant_columns_allowed() -> Iterator[None]:
+    """Evidently's drift preset also tabulates feature correlations with numpy; a feature that is
+    constant in a window (a dark frame's max, say) has none, and numpy warns once per column pair
+    and window. The NaN it gets is the right answer and no verdict reads it: silence numpy's
+    floating-point warnings for the report run only, not a process-wide filter."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        yield
+
+
 def data_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -269,17 +281,19 @@ def data_drift(
         preset = DataDriftPreset(
             columns=cols, method=params.stattest, threshold=thr, drift_share=params.drift_share
         )
-        snap = Report([preset]).run(
-            Dataset.from_pandas(current[cols], data_definition=definition),
-            Dataset.from_pandas(reference[cols], data_definition=definition),
-        )
+        with _constant_columns_allowed():
+            snap = Report([preset]).run(
+                Dataset.from_pandas(current[cols], data_definition=definition),
+                Dataset.from_pandas(reference[cols], data_definition=definition),
+            )
         scores = _value_drifts(snap)
     if clustered and html_path is not None:  # the report for people, the clustered test decides
         definition = DataDefinition(numerical_columns=cols)
-        snap = Report([DataDriftPreset(columns=cols, method=params.stattest, threshold=thr)]).run(
-            Dataset.from_pandas(current[cols], data_definition=definition),
-            Dataset.from_pandas(reference[cols], data_definition=definition),
-        )
+        with _constant_columns_allowed():
+            snap = Report([DataDriftPreset(columns=cols, method=params.stattest, threshold=thr)]).run(
+                Dataset.from_pandas(current[cols], data_definition=definition),
+                Dataset.from_pandas(reference[cols], data_definition=definition),
+            )
     drifted, share, reasons = _verdict("data", scores, thr, params)
     metrics = {
         "data_drift_share": share,

@@ -47,6 +47,8 @@ def _records(x, y, runner, spec, device: str, seq0: int, hour: int) -> list[Tele
 
 
 @pytest.mark.slow
+# a dark window has constant features: Evidently's correlation table must not flood the console
+@pytest.mark.filterwarnings("error:invalid value encountered in divide:RuntimeWarning")
 def test_monitor_flows_catch_darkening_and_retrain_once(
     tmp_path, monkeypatch, digits16, tiny_model
 ) -> None:
