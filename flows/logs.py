@@ -23,6 +23,10 @@ def quiet_third_party() -> None:
         return
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # coremltools warns at every conversion that its untested TF/sklearn versions and its macOS-only
+    # runtime are missing (the release records Core ML as "converted, not run" on its own).
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category, module=NOISY_WARNING_MODULES)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools' per-pass bars; progress is edgeops.progress
