@@ -52,9 +52,10 @@ class Measurement:
     micro_arena_bytes: int | None = None
     micro_agreement: float | None = None
     micro_reason: str = ""
+    wire_bytes: int | None = None  # the model file as a device downloads it (device.wire, zstd)
+    # (new fields go last: records and callers build Measurement positionally)
     micro_min_agreement: float = 0.99  # the conversion's own parity gate (convert.min_agreement)
     micro_parity_split: str = ""  # the split micro_agreement was measured on ("validation"; "" if unrecorded)
-    wire_bytes: int | None = None  # the model file as a device downloads it (device.wire, zstd)
 
     def estimated_latency_ms(self, profile: DeviceProfile) -> float:
         """On-device latency ESTIMATE: the host measurement scaled by the profile's calibration

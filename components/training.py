@@ -126,10 +126,26 @@ def _fit(
     else:
         trainee.compile(optimizer=keras.optimizers.Adam(schedule))
     val = split_batches(prepared.x_val, prepared.y_val, spec, EVAL_BATCH) if len(prepared.x_val) else None
-    hist = trainee.fit(ds, epochs=epochs, validation_data=val, verbose=0)
+    hist = trainee.fit(ds, epochs=epochs, validation_data=val, verbose=0, callbacks=[_EpochProgress(epochs)])
     if not np.isfinite(hist.history["loss"][-1]):
         raise TrainingError(f"training diverged: loss {hist.history['loss'][-1]} (lower learning_rate)")
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+class _EpochProgress(keras.callbacks.Callback):
+    """Each finished epoch as a progress sub-step of the train stage (edgeops.progress: a log
+    record, drawn only by a terminal's display)."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        from edgeops.progress import report
+
+        val = (logs or {}).get("val_accuracy")
+        report("train", "epoch" + (f" (validation {val:.3f})" if val is not None else ""),
+               done=epoch + 1, total=self.epochs)
 
 
 def _evaluate(model: keras.Model, prepared: PreparedData) -> tuple[float, float, np.ndarray]:

@@ -33,7 +33,9 @@ def report(stage: str, message: str, *, done: int | None = None, total: int | No
     """Say what a stage is doing now ("epoch 3/20", "variant tflite-int8", "window 14:00")."""
     counter = f" {done}/{total}" if done is not None and total is not None else ""
     logging.getLogger(PROGRESS_LOGGER).info(
-        "%s: %s%s", stage, message, counter, extra={"edgeops_stage": stage, "edgeops_step": message + counter}
+        "%s: %s%s", stage, message, counter,
+        extra={"edgeops_stage": stage, "edgeops_step": message + counter,
+               "edgeops_last": done is not None and total is not None and done >= total},
     )
 
 
@@ -76,6 +78,9 @@ class ProgressDisplay(logging.Handler):
         try:
             if record.name == PROGRESS_LOGGER:
                 stage = str(getattr(record, "edgeops_stage", "") or "working")
+                if getattr(record, "edgeops_last", False):  # the last of a counted sequence
+                    self._running.pop(stage, None)
+                    return
                 started = self._running.get(stage, (time.monotonic(), ""))[0]
                 self._running[stage] = (started, str(getattr(record, "edgeops_step", record.getMessage())))
             else:
@@ -90,6 +95,7 @@ class ProgressDisplay(logging.Handler):
         message = record.getMessage()
         if message.startswith("Finished in state") or message.startswith("Crash"):
             started, _ = self._running.pop(name, (None, ""))
+            self._running.pop(name.rsplit("-", 1)[0], None)  # sub-steps reported as "train" for "train-5e1"
             state = message.removeprefix("Finished in state ").rstrip("()").split("(")[0] or "finished"
             took = f" in {time.monotonic() - started:.1f} s" if started is not None else ""
             mark = "[green]done[/]" if state.startswith("Completed") else f"[yellow]{state.lower()}[/]"

@@ -24,6 +24,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from edgeops.errors import MonitoringError
+from edgeops.progress import report
 from edgeops.settings import Settings
 from monitoring.ingest import IngestReport, known_versions
 from monitoring.jobs import WindowReport, run_window
@@ -304,7 +305,8 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
                 fut = drift_window_task.submit(reference, rows, params, sp.scope,
                                                f"{plan.start:%Y%m%dT%H%M}", meta, None)
                 jobs.append((sp, plan, reference, rows, meta, fut))
-    for sp, plan, reference, rows, meta, fut in jobs:
+    for done, (sp, plan, reference, rows, meta, fut) in enumerate(jobs, start=1):
+        report("monitor", f"window {sp.scope} {plan.start:%Y-%m-%d %H:%M}", done=done, total=len(jobs))
         rep = fut.result()
         flags = flag_segments_from_stats(
             window_moments(moments, sp.model_version, sp.bundle_id, plan.start), params.segment_fdr)

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from edgeops.progress import report as report_progress
 from flows import publish, release_logging, stages
 from flows.links import link_in_prefect, mlflow_model_version_url, mlflow_run_url, mlflow_ui_base
 from flows.report import cause_run_entries, release_headline, release_markdown, release_report
@@ -157,7 +158,8 @@ def release_pipeline(
         futures = {v: convert_task.submit(parents[stages.variant_method(v)], v, prepared, params.convert, work)
                    for v in stages.variant_names(targets, list(parents))}
         variants, failures = {}, {}
-        for target, fut in futures.items():
+        for done, (target, fut) in enumerate(futures.items(), start=1):
+            report_progress("convert", target, done=done, total=len(futures))
             with child_run(client, experiment_id, run_id, f"convert-{target}",
                            {"edgeops.target": stages.variant_target(target)}) as rid:
                 fut.wait()

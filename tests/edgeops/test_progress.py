@@ -42,3 +42,16 @@ def test_nothing_is_drawn_into_a_file() -> None:
         report("train", "epoch 1")
         assert display not in logging.getLogger("edgeops.progress").handlers
     assert out.getvalue() == ""
+
+
+def test_a_counted_sequence_ends_its_line_and_a_task_ends_its_sub_steps() -> None:
+    console, _ = _terminal()
+    with ProgressDisplay(console) as display:
+        report("convert", "tflite-f32", done=1, total=2)
+        assert display._running["convert"][1] == "tflite-f32 1/2"
+        report("convert", "tflite-int8", done=2, total=2)
+        assert "convert" not in display._running  # the last of the sequence
+        report("train", "epoch", done=1, total=8)
+        logging.getLogger(PREFECT_TASK_LOGGER).info("Finished in state Completed()",
+                                                    extra={"task_run_name": "train-5e1"})
+        assert "train" not in display._running and "train-5e1" not in display._running
