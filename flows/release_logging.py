@@ -93,11 +93,21 @@ def log_training(client: MlflowClient, run_id: str, trained: TrainResult, prepar
         for path in (curves, cm):
             log_artifact(client, run_id, path, "plots")
     x = normalize(prepared.x_test[:8], prepared.spec)
-    with mlflow.start_run(run_id=run_id, nested=True):
-        info = mlflow.tensorflow.log_model(
-            trained.model, name="float-model", signature=infer_signature(x, trained.model.predict(x, verbose=0)),
-            input_example=x[:1], pip_requirements=TF_REQUIREMENTS,
-        )
+    # MLflow validates the input example by loading the model and predicting with Keras's default
+    # progress bar ("1/1 [=====]" in the console): route Keras's bars to its (quieted) log instead.
+    from components.keras import keras
+
+    interactive = keras.utils.is_interactive_logging_enabled()
+    keras.utils.disable_interactive_logging()
+    try:
+        with mlflow.start_run(run_id=run_id, nested=True):
+            info = mlflow.tensorflow.log_model(
+                trained.model, name="float-model", signature=infer_signature(x, trained.model.predict(x, verbose=0)),
+                input_example=x[:1], pip_requirements=TF_REQUIREMENTS,
+            )
+    finally:
+        if interactive:
+            keras.utils.enable_interactive_logging()
     return info.model_uri
 
 
