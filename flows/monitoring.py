@@ -278,7 +278,7 @@ def _judge_cohort(cohort: str, ctx: dict[str, Any]) -> tuple[list[WindowReport],
         for p in sp.plans:
             if sp.bundle_id in refs and p.status in ("judge", "rejudge") and p.total_rows >= least:
                 wanted.setdefault((sp.model_version, sp.bundle_id), set()).add(p.start)
-    samples = sample_windows(store, cohort, wanted, ctx["hours"], ctx["max_rows"])
+    samples = sample_windows(store, cohort, wanted, ctx["hours"], ctx["max_rows"], label_dates=sigs)
     out: list[WindowReport] = []
     jobs, pending, unsettled = [], 0, set()
     for sp in scopes:

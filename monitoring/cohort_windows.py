@@ -153,11 +153,14 @@ def sample_windows(
     wanted: dict[tuple[str, str], set[pd.Timestamp]],
     hours: float,
     max_rows: int,
+    label_dates: Iterable[str] | None = None,
 ) -> dict[tuple[str, str, pd.Timestamp], pd.DataFrame]:
     """Inference rows of the wanted windows ((model_version, bundle_id) -> starts), at most
     `max_rows` per window by bottom-k on a hash of (device, seq); duplicates dropped. Labels
     that arrived later as `label` events are joined onto their sampled inference
-    (`_late_labels`)."""
+    (`_late_labels`), read from the cohort's table partitions of `label_dates` (the dates its
+    window statistics name, `stats_dates`: a day holding only label events has statistics
+    rows too) from the first wanted window's date on."""
     if not wanted:
         return {}
     length_ms = int(hours * 3_600_000)
@@ -184,7 +187,9 @@ def sample_windows(
     if keep is None:
         return out
     keep = keep.unique(["device_id", "seq"], keep="first")
-    keep = _late_labels(store, keep, _label_keys(store, cohort, min(dates), {v for v, _ in wanted}))
+    first = min(dates)
+    later = [d for d in (stats_dates(store, cohort) if label_dates is None else label_dates) if d >= first]
+    keep = _late_labels(store, keep, _table_keys(store, cohort, later, {v for v, _ in wanted}))
     for (v, b, s), part in keep.group_by(["model_version", "bundle_id", "start"]):
         part = part.sort(["ts", "device_id", "seq"]).drop("start", "_k")
         pdf = part.to_arrow().to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
@@ -194,18 +199,6 @@ def sample_windows(
 
 
 _LABEL_COLUMNS = ("device_id", "inference_id", "label", "ts", "seq")
-
-
-def _label_keys(store: ObjectStore, cohort: str, first: str, versions: set[str]) -> list[str]:
-    """Table files that may hold late labels of windows from date `first` on: this cohort and
-    these model versions (a label event carries its inference's model), that date or later."""
-    out = []
-    for key in store.list(TABLE_PREFIX):
-        part = dict(p.split("=", 1) for p in key.split("/") if "=" in p)
-        if (key.endswith(".parquet") and part.get("cohort") == cohort
-                and part.get("date", "") >= first and part.get("model_version") in versions):
-            out.append(key)
-    return sorted(out)
 
 
 def _late_labels(store: ObjectStore, keep: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
