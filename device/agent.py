@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from device.capabilities import DeviceCaps
+from device.capabilities import CapabilityError, DeviceCaps
 from device.channel import ChannelClient, ChannelSession
 from device.identity import DeviceIdentity, load_or_create_key
 from device.preprocessing import normalize, to_unit
@@ -226,8 +226,14 @@ class DeviceAgent:
                 on_disk = self.slots.ref("previous") == ref
                 loaded = self._open(ref, None if on_disk else session)
         except IntegrityError as exc:
-            self._refused[ref.bundle_id] = str(exc)
-            return self._refuse(ref, str(exc))
+            # a valid bundle made for another class of device: the line names this cohort too
+            reason = (
+                f"cohort {cfg.cohort} cannot run this bundle: {exc}"
+                if isinstance(exc, CapabilityError)
+                else str(exc)
+            )
+            self._refused[ref.bundle_id] = reason
+            return self._refuse(ref, reason)
         except StoreError as exc:
             return self._unreachable(ref, exc)
         self._swap(ref, loaded)

@@ -110,8 +110,16 @@ def test_tampered_onnx_refused_and_onnx_on_tflite_device_refused(
     pi = _agent(release, tmp_path, DeviceCaps(name="raspberry-pi-4"), cohort="pi", device="pi-1")
     res = pi.sync()
     assert res.action == "refused" and pi.model is None
-    assert "profile raspberry-pi-4 runs tflite-f32, tflite-f16, tflite-dynamic, tflite-int8, not onnx" in res.reason
+    assert res.reason.startswith(
+        "cohort pi cannot run this bundle: profile raspberry-pi-4 runs tflite-f32, tflite-f16, "
+        "tflite-dynamic, tflite-int8, not onnx"
+    )
     assert "\n" not in res.reason
+    assert pi.sync().reason == res.reason  # remembered: the same line, not fetched again
+    pi.flush()
+    t = _telemetry(release.store, "pi")
+    refusals = t.filter(pc.equal(t.column("event"), "refusal"))
+    assert refusals.column("error").to_pylist() == [res.reason]  # the same line in telemetry
 
 
 def test_onnx_fallback_to_previous_model(release, tiny_models, onnx_model, tmp_path):
