@@ -443,8 +443,8 @@ def request_retrain(
 def cause_runs(judged: list[WindowReport]) -> list[str]:
     """The MLflow runs (one per window, `edgeops.stage=drift`) of the windows whose signal the
     policy acted on in this pass (harmful, or drifted under `monitor.trigger: drift`), in time
-    order: what the release run of the retrain links back to. Windows of a streak judged in an
-    earlier pass are not among them (their runs carry the same cohort and model version tags)."""
+    order: what the release run of the retrain links back to. The windows of the firing streak
+    judged in earlier passes come from the policy state (`PolicyDecision.cause_runs`)."""
     return list(dict.fromkeys(r.run_id for r in judged if r.deciding and r.run_id))
 
 
@@ -479,10 +479,10 @@ def retrain_trigger(
             _emit("edgeops.retrain.alert", None, {"alert": note})
     since = guard.triggers[-1] if guard.triggers else None
     labels = _new_labels(store, since) if any(r.deciding for r in judged) else 0
-    decisions, fire, harmed = [], [], {}
+    decisions, fire, harmed, streak_runs = [], [], {}, []
     for rep in judged:
         ev = WindowEvidence(rep.window_start, rep.n_current, rep.deciding, rep.drifted_kinds,
-                            "harm" if rep.trigger == "harm" else "drift")
+                            "harm" if rep.trigger == "harm" else "drift", rep.run_id or "")
         blocked = blocked_reason(guard, params, now(), labels) if not fire else (
             "one retrain per monitor run: already requested for " + fire[0].split(" @")[0])
         d = evaluate(store, rep.scope, ev, params, now, blocked)
@@ -491,6 +491,7 @@ def retrain_trigger(
         if rep.deciding:
             harmed.setdefault(rep.cohort, rep.model_version)
         if d.retrain:
+            streak_runs.extend(d.cause_runs)
             fire.append(f"{rep.scope} @ {rep.window_start:%Y-%m-%d %H:%M}: {'; '.join(d.reasons)}")
     rows = [[s, w, dec, "; ".join(why)[:160]] for s, w, _, why, dec in decisions]
     create_markdown_artifact(
@@ -505,7 +506,7 @@ def retrain_trigger(
     reason = f"{signal}: " + " | ".join(fire)
     guard = open_incident(guard, now(), reason[:300], harmed)
     save_guard(store, guard, etag)  # before the run: a concurrent monitor cannot start a second
-    causes = cause_runs(judged)
+    causes = list(dict.fromkeys([*streak_runs, *cause_runs(judged)]))
     print(f"retraining: {reason}" + (f" (drift runs {', '.join(causes)})" if causes else ""))
     how, result = request_retrain(settings, reason[:500], sorted(harmed), retrain_fn,
                                   {**(retrain_kwargs or {}), "cause_runs": causes})

@@ -26,6 +26,7 @@ from edgeops.params import MonitorParams
 
 STATE_KEY = "monitoring/policy_state.json"
 _CAS_TRIES = 5
+_MAX_RUNS = 24
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class WindowEvidence:
     drifted: bool
     kinds: tuple[str, ...] = ()  # which drift jobs said drift (data, prediction, concept...)
     signal: str = "drift"  # what `drifted` stands for: "drift" or "harm" (monitor.trigger)
+    run_id: str = ""  # the MLflow run the window was logged under ("" when none)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class PolicyState:
     last_window: datetime | None = None
     last_trigger: datetime | None = None
     triggers: tuple[datetime, ...] = field(default=())
+    runs: tuple[str, ...] = ()  # MLflow runs of the current streak's windows, oldest first
 
     def to_dict(self) -> dict[str, object]:
         iso = lambda t: t.isoformat() if t else None  # noqa: E731
@@ -51,6 +54,7 @@ class PolicyState:
             "last_window": iso(self.last_window),
             "last_trigger": iso(self.last_trigger),
             "triggers": [t.isoformat() for t in self.triggers],
+            "runs": list(self.runs),
         }
 
     @classmethod
@@ -61,6 +65,7 @@ class PolicyState:
             parse(d.get("last_window")),
             parse(d.get("last_trigger")),
             tuple(datetime.fromisoformat(t) for t in d.get("triggers", [])),
+            tuple(str(r) for r in d.get("runs", [])),
         )
 
 
@@ -69,6 +74,7 @@ class PolicyDecision:
     retrain: bool
     reasons: tuple[str, ...]
     state: PolicyState
+    cause_runs: tuple[str, ...] = ()  # on a retrain: the runs of the streak's windows, in time order
 
 
 def decide(
@@ -87,7 +93,9 @@ def decide(
         reason = f"{ev.n_current} samples < {params.min_samples}: window neither counts for nor against drift"
         return PolicyDecision(False, (reason,), replace(state, last_window=ev.window_start))
     streak = state.streak + 1 if ev.drifted else 0
-    state = replace(state, streak=streak, last_window=ev.window_start)
+    # the streak's runs, across monitor passes (bounded: a long streak under a cap keeps its newest)
+    runs = ((*state.runs, ev.run_id) if ev.run_id else state.runs)[-_MAX_RUNS:] if ev.drifted else ()
+    state = replace(state, streak=streak, last_window=ev.window_start, runs=runs)
     if not ev.drifted:
         return PolicyDecision(False, (f"no {ev.signal} in this window",), state)
     what = (
@@ -112,8 +120,9 @@ def decide(
         )
     if blocked:
         return PolicyDecision(False, (f"{what}, but {blocked}",), replace(state, triggers=recent))
-    new = replace(state, streak=0, last_trigger=now, triggers=(*recent, now))
-    return PolicyDecision(True, (f"{what} with >= {params.min_samples} samples: retrain",), new)
+    new = replace(state, streak=0, last_trigger=now, triggers=(*recent, now), runs=())
+    return PolicyDecision(True, (f"{what} with >= {params.min_samples} samples: retrain",), new,
+                          state.runs)
 
 
 def _utcnow() -> datetime:

@@ -175,9 +175,11 @@ def test_two_harmed_cohorts_start_one_retrain_and_no_labels_means_refused(
     trig = retrain_trigger(later, retrain_fn=lambda **kw: calls.append(kw) or "ok", clock=clock)
     assert trig.launched and trig.how == "in-process" and len(calls) == 1  # one incident
     assert [d[4] for d in trig.decisions].count("retrain") == 1
-    # the drift runs of the harmful windows reach the retrain, in time order; a harmless window's
-    # run and a window never logged (no run id) do not
-    assert calls[0]["cause_runs"] == ["run-eu-2", "run-us-2", "run-eu-3", "run-us-3"]
+    # the drift runs of the harmful windows reach the retrain: first the firing streak's, the
+    # refused first pass's windows included (kept in the policy state), then this pass's in time
+    # order; a harmless window's run and a window never logged (no run id) do not
+    assert calls[0]["cause_runs"] == ["run-eu-0", "run-eu-1", "run-eu-2", "run-us-2", "run-eu-3",
+                                      "run-us-3"]
     again = retrain_trigger([_harmful("us", 4)], retrain_fn=lambda **kw: calls.append(kw),
                             clock=lambda: T0 + timedelta(hours=5))
     assert not again.launched and len(calls) == 1  # the open incident covers it

@@ -65,3 +65,24 @@ def test_state_persists_in_the_store_per_scope(tmp_path) -> None:
     states, _ = load_states(store)
     assert states["eu/1"].last_trigger == now[0] and states["eu/1"].streak == 0
     assert states["us/1"].streak == 0 and states["us/1"].last_trigger is None
+
+
+def test_a_retrain_names_every_window_of_its_streak_across_passes(tmp_path) -> None:
+    """The streak's windows may be judged in different monitor passes: the persisted state
+    carries their runs, so the retrain links back to all of them, and a clean window drops them."""
+    store = open_store(str(tmp_path / "s"))
+
+    def ev(h: int, drifted: bool = True) -> WindowEvidence:
+        return WindowEvidence(T0 + timedelta(hours=h), 500, drifted, ("data",) if drifted else (),
+                              "harm", f"run-{h}")
+
+    def clock() -> datetime:
+        return T0 + timedelta(hours=9)
+
+    assert not evaluate(store, "c/1", ev(0), P, clock).retrain  # pass 1: one harmful window
+    assert not evaluate(store, "c/1", ev(1, False), P, clock).retrain  # clean: streak and runs reset
+    assert not evaluate(store, "c/1", ev(2), P, clock).retrain  # pass 2
+    assert load_states(store)[0]["c/1"].runs == ("run-2",)
+    d = evaluate(store, "c/1", ev(3), P, clock)  # pass 3: the second in a row fires
+    assert d.retrain and d.cause_runs == ("run-2", "run-3")
+    assert load_states(store)[0]["c/1"].runs == ()  # the next incident starts its own list
