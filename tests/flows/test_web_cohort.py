@@ -90,3 +90,62 @@ def test_browser_cohort_runs_its_published_page(tmp_path: Path, monkeypatch: pyt
                        state_dir=state)
     assert ingest(settings.store(), ["web-users"], None, devices={},
                   now=start + timedelta(hours=2)).quarantined_batches == 2
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A digits-shaped ONNX model (flatten, matmul, softmax) built with onnx's helpers: no training."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["y"])], "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 8, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_browser_that_cannot_start_or_is_missing_is_one_line_naming_the_cohort(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fleet run's browser cohort when Chromium exits at once (a broken install) or is not
+    installed: the cohort's line says which cohort and why, and returns (the fleet run goes on)."""
+    from components.web_target import ort_web_dir
+    from device.preprocessing import PreprocessingSpec
+    from edgeops.settings import Settings
+    from flows.web_cohort import run_browser_cohort
+    from registry.bundles import publish_bundle
+    from registry.channel_access import ensure_channel
+    from registry.channels import set_stable
+
+    ort_web_dir()  # the page's runtime is installed (make test): what fails here is the browser
+    for key, value in {"EDGEOPS_HOME": tmp_path / "home", "EDGEOPS_STORE_URL": tmp_path / "store",
+                       "EDGEOPS_KEYS_DIR": tmp_path / "keys", "EDGEOPS_DEVICES": REPO / "devices.yaml"}.items():
+        monkeypatch.setenv(key, str(value))
+    settings = Settings.from_env()
+    repo = ensure_channel(settings, settings.devices())
+    spec = PreprocessingSpec(8, 8, 1, (0.5,), (0.25,), tuple("0123456789"))
+    ref = publish_bundle(repo, _tiny_onnx(tmp_path / "m.onnx"), spec, model_name="digits", model_version="1",
+                         target="onnx")
+    set_stable(repo, "web-users", ref)
+    rng = np.random.default_rng(0)
+    field, labels = rng.random((20, 8, 8, 1)).astype(np.float32), rng.integers(0, 10, 20)
+    params = settings.params().fleet.model_copy(update={"devices_per_cohort": 2, "hours": 1.0,
+                                                        "inferences_per_hour": 10, "step_minutes": 30.0})
+
+    broken = tmp_path / "bin" / "chromium"
+    broken.parent.mkdir()
+    broken.write_text("#!/bin/sh\necho 'error while loading shared libraries: libnss3.so' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("EDGEOPS_CHROMIUM", str(broken))
+    line = run_browser_cohort(settings, "web-users", field, labels, params=params, state_dir=tmp_path / "fleet")
+    assert line.startswith("cohort web-users: browser check not run: the browser page gave no result "
+                           "(exited with 127; last line: error while loading shared libraries: libnss3.so)"), line
+    assert str(broken) in line and "\n" not in line
+
+    monkeypatch.setenv("EDGEOPS_CHROMIUM", str(tmp_path / "no-such-browser"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no chromium / chromium-browser either
+    assert run_browser_cohort(settings, "web-users", field, labels, params=params, state_dir=tmp_path / "fleet") == (
+        "cohort web-users: browser check not run: no Chromium found: install Debian's `chromium` package "
+        "(make test does)")
