@@ -1,6 +1,7 @@
 """The server cohort in the fleet run: field frames as real HTTP requests through the share router
 to MLflow's scoring server, scored ones carrying their labels, logged to the store; stable and
-canary in their shares; a version whose server cannot start is one line naming the cohort."""
+canary in their shares; a version whose server cannot start (its scoring server exits, or its
+files cannot be loaded) is one line naming the cohort."""
 
 from __future__ import annotations
 
@@ -96,6 +97,13 @@ def _fleet_run(settings: Any, tmp_path: Path) -> None:
     assert "canary at 50% of requests: canary v2: top-1" in line and "; stable v1: top-1" in line, line
     rows = read_requests(settings.store(), COHORT, start + timedelta(hours=1), start + timedelta(hours=2))
     assert {r["version"] for r in rows} == {"1", "2"}
+
+    # the canary's files gone: its scoring server exits at start (the stable's is stopped with it);
+    # one line naming the cohort and the server's own reason, no exception: the fleet run goes on
+    shutil.rmtree(urlparse(model_location(client, name, versions[1])).path)
+    line = run_server_cohort(settings, COHORT, field, labels, params=params, timeout_s=900)
+    assert line.startswith(f"cohort {COHORT}: the model server exited with "), line
+    assert f"(models:/{name}/{versions[1]})" in line and "\n" not in line, line
 
     # the stable's files gone: its server cannot start; one line naming the cohort, no exception
     shutil.rmtree(urlparse(model_location(client, name, versions[0])).path)

@@ -167,3 +167,27 @@ def test_the_controllers_pass_steps_server_cohorts_beside_device_rollouts(versio
     out = control_pass(manager)
     assert out[COHORT]["action"] == "advance" and "pi-fleet-eu" not in out  # no device rollout running
     assert cohort_versions(client, NAME, COHORT) == ("1", "2", 50.0)
+
+
+def test_one_server_cohorts_trouble_does_not_stop_the_others_step(versions, tmp_path) -> None:
+    """A second server cohort whose canary alias is ambiguous (set by hand in the MLflow UI on two
+    registered models): its entry in the pass is a hold naming the cohort and why; the cohort after
+    it still steps."""
+    client, store = versions, open_store(str(tmp_path / "store"))
+    profile = {"targets": ["savedmodel"], "runs_on": "server", "max_model_bytes": 10**9, "arena_bytes": 10**9,
+               "latency_budget_ms": 10, "throughput_macs_per_s": 1e11}
+    catalog = DeviceCatalog.model_validate({"profiles": {"server": profile},
+                                            "cohorts": {"api-eu": {"profile": "server"}, COHORT: {"profile": "server"}}})
+    for other in ("digits-a", "digits-b"):
+        client.create_registered_model(other)
+        client.create_model_version(other, source=str(tmp_path / "1"))
+        client.set_registered_model_alias(other, "api-eu-canary", "1")  # by hand: no uniqueness check
+    start_share_rollout(client, NAME, COHORT, "2", T0, PLAN)
+    log = RequestLog(store, COHORT)
+    _traffic(log, T0 + timedelta(minutes=1), "2", "canary", 100, 0.95)
+    _traffic(log, T0 + timedelta(minutes=1), "1", "stable", 400, 0.95, seed=1)
+    out = control_server_cohorts(client, store, catalog, T0 + timedelta(minutes=11))
+    assert list(out) == ["api-eu", COHORT]  # the troubled cohort came first in the pass
+    assert out["api-eu"]["action"] == "hold" and out["api-eu"]["applied"] == "no change"
+    assert out["api-eu"]["reasons"] == ["cohort api-eu: api-eu-canary is set on several models: digits-a, digits-b"]
+    assert out[COHORT]["action"] == "advance" and cohort_versions(client, NAME, COHORT) == ("1", "2", 50.0)
