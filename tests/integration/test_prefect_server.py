@@ -104,3 +104,54 @@ def test_drift_fires_retrain_deployment_on_worker(prefect_stack: PrefectStack, t
     versions = client.search_model_versions(f"tags.run_id = '{runs[0].info.run_id}'")
     assert {v.tags.get("target") for v in versions} >= {"tflite-f32", "tflite-int8"}
     assert (home / "store" / "tuf" / "metadata" / "timestamp.json").is_file()  # the update channel
+
+    # The monitor's own path on a server: request_retrain emits `edgeops.retrain.requested` and
+    # the deployment trigger in prefect.yaml (not our code) creates the retrain run, rendering the
+    # event's reason and cause runs into its parameters. The pool is paused first so the run is
+    # only created, not executed (that part is the run above).
+    with temporary_settings(updates={PREFECT_API_URL: prefect_stack.api_url}):
+        triggered = _triggered_retrain(prefect_stack, "harm: pi-fleet-eu/1 @ 2026-11-20 10:00",
+                                       ["run-a", "run-b"])
+    assert triggered.parameters["reason"] == "harm: pi-fleet-eu/1 @ 2026-11-20 10:00"
+    from flows.retrain import run_ids
+
+    assert run_ids(triggered.parameters["cause_runs"]) == ["run-a", "run-b"]
+
+
+def _triggered_retrain(stack: PrefectStack, reason: str, causes: list[str], timeout: float = 120):
+    """Emit the retrain event the way the monitor does (a separate process pointed at the
+    server, as a monitor flow run is) and wait for the flow run the trigger creates."""
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from flows.monitoring import RETRAIN_DEPLOYMENT
+
+    with get_client(sync_client=True) as client:
+        client.update_work_pool("edgeops-process", WorkPoolUpdate(is_paused=True))
+        deployment = client.read_deployment_by_name(RETRAIN_DEPLOYMENT)
+        emit = (
+            "import sys; from edgeops.settings import Settings; from flows.monitoring import request_retrain;"
+            "from prefect.events.worker import EventsWorker;"
+            "how, event = request_retrain(Settings.from_env(), sys.argv[1], ['pi-fleet-eu'], None,"
+            " {'cause_runs': sys.argv[2:]});"
+            "EventsWorker.drain_all(); assert how == 'event' and event, (how, event)"
+        )
+        done = subprocess.run([sys.executable, "-c", emit, reason, *causes], env=stack.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+            found = [r for r in runs if r.parameters.get("reason") == reason]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert found, f"no retrain run from the trigger within {timeout:.0f} s"
+        client.delete_flow_run(found[0].id)
+        client.update_work_pool("edgeops-process", WorkPoolUpdate(is_paused=False))
+    return found[0]
