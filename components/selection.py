@@ -7,8 +7,10 @@ device downloads, device.wire), then the lowest estimated latency on the profile
 margin" is a paired one-sided non-inferiority test on the same validation images
 (components.evidence) when per-image predictions are there, a point comparison otherwise (and
 the reason says which). The test split never enters the choice: it judges only the chosen
-variant, once, in its blessing (components.blessing). A profile whose chosen variant is not
-blessed gets a Selection with target None and the reasons: a report, not a release.
+variant, once, in its blessing (components.blessing). Selection walks validation's order and
+passes over a variant only for a check that reads no test label (components.blessing's
+non_test_checks); a profile whose chosen variant fails on test gets a Selection with target
+None and the reasons, never another variant: a report, not a release.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Selection:
     bytes: int | None = None
     candidates: int = 0
     blessed: int = 0
-    candidate: str | None = None  # what validation chose, blessed or not
+    candidate: str | None = None  # what validation chose (past non-test check failures), blessed or not
     val_accuracy: float | None = None
     outcome: str = ""  # the chosen variant's blessing verdict: pass, fail, not enough evidence
     wire_bytes: int | None = None
@@ -146,49 +148,129 @@ def choose(
     return c.name, c.reason
 
 
+def validation_order(choice: Choice, variants: dict[str, Variant], profile: DeviceProfile) -> list[str]:
+    """The order selection walks: validation's choice, then the other variants within the margin
+    of the best on validation (all that fit where none has a validation accuracy), cheapest first.
+    Built from validation figures and costs only."""
+    if choice.name is None:
+        return []
+    verdicts = choice.verdicts or {}
+    scored = any(not math.isnan(_val(variants[n])) for n in choice.fit)
+    rest = [n for n in choice.fit if n != choice.name and (verdicts.get(n) == "pass" or not scored)]
+    return [choice.name, *sorted(rest, key=lambda n: cost(n, variants[n], profile))]
+
+
+def _non_test_failures(v: Variant, b: Blessing | None, profile: DeviceProfile) -> list[str]:
+    """The failed checks that read no test label, "check: reason": the variant's own, and any its
+    blessing recorded (a record made against other budgets says so here)."""
+    from components.blessing import non_test_checks
+
+    found = [f"{check}: {reason}" for check, reason in non_test_checks(v, profile)]
+    return found + [r for r in (b.non_test if b is not None else ()) if r not in found]
+
+
+def _better_but_excluded(variants: dict[str, Variant], choice: Choice, v: Variant,
+                         profile: DeviceProfile) -> list[tuple[str, list[str]]]:
+    """Variants of a target the profile runs, better than `v` on validation, that rank left out
+    for a failed check that reads no test label: (name, ["check: reason", ...])."""
+    from components.blessing import non_test_checks
+
+    out = []
+    for n, u in sorted(variants.items(), key=lambda kv: -_val(kv[1])):
+        if n in choice.fit or not profile.allows(u.target) or not _val(u) > _val(v):
+            continue
+        if failed := [f"{check}: {reason}" for check, reason in non_test_checks(u, profile)]:
+            out.append((n, failed))
+    return out
+
+
+def _over(items: list[tuple[str, list[str]]]) -> str:
+    return "; ".join(f"{n} passed over: {', '.join(f)}" for n, f in items)
+
+
+def _test_evidence(v: Variant, b: Blessing) -> str:
+    """The test verdict's figures: the accuracy with its 95% interval, each paired difference with
+    its one-sided lower bound."""
+    from components.evidence import wilson
+
+    m = b.metrics
+    if m.get("accuracy_ci"):
+        lo, hi = m["accuracy_ci"]
+        n = m.get("n_test")
+    else:
+        n = v.n_test
+        lo, hi = wilson(round(v.accuracy * n), n)
+    parts = [f"test accuracy {v.accuracy:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={n}"
+             + ("" if m.get("accuracy_ci") else ", point-estimate gates: no paired test predictions") + ")"]
+    for key, what in (("vs_float", "float parent"), ("vs_stable", "cohort's stable")):
+        if isinstance(m.get(key), dict):
+            d = m[key]
+            parts.append(f"vs its {what} {d['difference']:+.4f}, one-sided {100 * (1 - d['alpha']):g}% lower "
+                         f"bound {d['low']:+.4f}, margin {d['margin']:g}")
+    return "; ".join(parts)
+
+
 def select(
     variants: dict[str, Variant], blessings: dict[str, Blessing], profile: DeviceProfile,
     margin: float = 0.0, alpha: float = 0.05, y_val: Any = None,
 ) -> Selection:
-    """The validation choice if blessed (else the cheapest blessed within the margin); blessings
-    are keyed like `variants`."""
+    """The variant to release for the profile, or None with the reasons; blessings are keyed
+    like `variants`.
+
+    Walk `validation_order` (validation's choice first, then the others within the margin,
+    cheapest first); the first whose checks that read no test label pass is THE choice
+    (components.blessing.non_test_checks, and those its blessing recorded). Its blessing's
+    test-scored checks then judge that one variant, once: if it fails on test, nothing is
+    released for the profile. No test score ever moves the choice to another variant."""
     choice = rank(variants, profile, margin, alpha, y_val)
-    candidate = choice.name
-    within = choice.verdicts or {}
-    ok = sorted((cost(n, v, profile), n) for n, v in variants.items()
-                if n in blessings and blessings[n].blessed and within.get(n) == "pass")
-    if not ok:
-        if candidate is not None and candidate in blessings:
-            b = blessings[candidate]
-            why = f"{candidate} (chosen on validation): {b.verdict}: {'; '.join(b.reasons)}"
-        elif candidate is None:
-            why = choice.reason
-        else:
-            why = "; ".join(f"{n}: {', '.join(b.reasons)}" for n, b in sorted(blessings.items()))
+    if choice.name is None:
+        return Selection(profile.name, None, f"nothing released for profile {profile.name}: {choice.reason}",
+                         candidates=len(blessings))
+    skipped: list[tuple[str, list[str]]] = []
+    name = None
+    for n in validation_order(choice, variants, profile):
+        failures = _non_test_failures(variants[n], blessings.get(n), profile)
+        if not failures:
+            name = n
+            break
+        skipped.append((n, failures))
+    if name is None:
         return Selection(
-            profile.name,
-            None,
-            f"nothing released for profile {profile.name}: {why or 'no candidates'}",
-            candidates=len(blessings),
-            candidate=candidate,
-            val_accuracy=variants[candidate].val_accuracy if candidate else None,
-            outcome=blessings[candidate].verdict if candidate in blessings else "",
+            profile.name, None,
+            f"nothing released for profile {profile.name}: no variant in validation order passes the checks "
+            f"that read no test label ({_over(skipped)})",
+            candidates=len(blessings), candidate=None,
         )
-    name = ok[0][1]
     v = variants[name]
+    head = choice.reason if not skipped else (
+        f"{name}: the next in validation order ({v.wire_bytes} wire bytes, validation {_val(v):.4f}) after a "
+        f"check that reads no test label failed ({_over(skipped)}); validation's choice: {choice.reason}")
+    if excluded := _better_but_excluded(variants, choice, v, profile):
+        head += f"; better on validation but failing a check that reads no test label: {_over(excluded)}"
+    b = blessings.get(name)
+    common = dict(candidates=len(blessings), candidate=name, val_accuracy=v.val_accuracy)
+    if b is None or b.outcome == "not chosen":
+        why = "; ".join(b.reasons) if b is not None else "no blessing given"
+        return Selection(profile.name, None, f"nothing released for profile {profile.name}: {head}; not judged "
+                         f"on test for this profile ({why})", outcome=b.verdict if b is not None else "", **common)
+    evidence = _test_evidence(v, b)
+    if not b.blessed:
+        return Selection(
+            profile.name, None,
+            f"nothing released for profile {profile.name}: {head}; {b.verdict} on test: {'; '.join(b.reasons)}; "
+            f"{evidence}; the test verdict judges this variant only (no other variant is tried on test)",
+            outcome=b.verdict, **common,
+        )
     return Selection(
         profile.name,
         name,
-        f"{choice.reason if name == candidate else name}; blessed ({len(ok)} blessed within the margin); "
-        f"test {v.accuracy:.4f}, {v.bytes} file bytes, {v.wire_bytes} wire bytes",
+        f"{head}; blessed on test: {evidence}; {v.bytes} file bytes, {v.wire_bytes} wire bytes",
         accuracy=v.accuracy,
         bytes=v.bytes,
-        candidates=len(blessings),
-        blessed=len(ok),
-        candidate=candidate,
-        val_accuracy=v.val_accuracy,
-        outcome=blessings[name].verdict,
+        blessed=1,
+        outcome=b.verdict,
         wire_bytes=v.wire_bytes,
+        **common,
     )
 
 

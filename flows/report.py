@@ -110,7 +110,7 @@ def release_report(result: dict[str, Any], trigger: str) -> str:
               "|---|---|---|---|"]
     for variant, per_profile in sorted(result["selection"].get("blessings", {}).items()):
         for profile, b in sorted(per_profile.items()):
-            verdict = "blessed" if b.get("blessed") else "not blessed"
+            verdict = ("blessed" if b.get("blessed") else "not blessed") + (f" (conversion gate on {g})" if (g := b.get("metrics", {}).get("gate_split")) else "")
             lines.append(f"| {variant} | {profile} | {verdict} | {'; '.join(b.get('reasons', ())) or '-'} |")
     failures = result.get("conversion_failures") or {}
     if failures:

@@ -119,7 +119,7 @@ def evaluate(variants: dict[str, Variant], float_accuracy: float, catalog: Devic
                     f"not chosen: {choice.name} is cheaper within {margin:g} of the best on validation"
                     if (choice.verdicts or {}).get(t) == "pass" else
                     f"not chosen: not shown within {margin:g} of the best ({choice.best}) on validation"]
-                blessings[t][name] = Blessing(False, v.target, name, tuple(why), {"val_accuracy": v.val_accuracy},
+                blessings[t][name] = Blessing(False, v.target, name, tuple(why), {"val_accuracy": v.val_accuracy, "gate_split": v.gate_split},
                                               "not chosen")
     per_profile: dict[str, Any] = {}
     for name, profile in catalog.profiles.items():

@@ -91,3 +91,32 @@ def test_paired_verdicts_pass_fail_and_not_enough_evidence(variants, digits) -> 
     worse = bless(v, _profile(), v.float_accuracy, 0.0, EVAL, Paired(y, parent, stable))
     assert not worse.blessed and worse.outcome == "fail"
     assert worse.metrics["vs_stable"]["losses"] == min(30, len(wrong)) and "cohort's stable" in worse.reasons[0]
+
+
+def test_checks_that_read_no_test_label_are_kept_apart_and_the_gate_split_is_reported(variants) -> None:
+    import dataclasses
+
+    from components.blessing import scored_on_test
+    from flows.report import release_report
+
+    f32 = variants["tflite-f32"]
+    tight = _profile(max_model_bytes=100, arena_bytes=10, latency_budget_ms=1e-6)
+    b = bless(f32, tight, f32.accuracy + 0.05, None, EVAL)  # over every budget, and 5 points down on test
+    assert [r.split(":")[0] for r in b.non_test] == ["size budget", "arena budget", "latency budget"]
+    assert "below its float parent" in b.reasons[0] and not any("float parent" in r for r in b.non_test)
+    assert set(b.reasons) == {b.reasons[0], *(r.split(": ", 1)[1] for r in b.non_test)}
+    # the test-scored checks alone: no budget enters them
+    metrics: dict = {}
+    reasons, undecided = scored_on_test(f32, f32.accuracy + 0.05, None, EVAL, None, metrics)
+    assert reasons == [b.reasons[0]] and not undecided and "arena_bytes" not in metrics
+    passing = bless(f32, _profile(), f32.float_accuracy, None, EVAL)
+    assert passing.blessed and passing.non_test == () and passing.to_dict()["non_test"] == []
+    # where the conversion gate decided: this fixture has no validation split, so test, and says so
+    assert (b.metrics["gate_split"], b.metrics["gate_n"]) == ("test", f32.gate_n) and f32.gate_n > 0
+    on_val = dataclasses.replace(f32, gate_split="validation", gate_n=50, gate_agreement=1.0)
+    judged = bless(on_val, _profile(), f32.float_accuracy, None, EVAL)
+    assert (judged.metrics["gate_split"], judged.metrics["gate_agreement"]) == ("validation", 1.0)
+    report = release_report({"model_name": "m", "data_version": "d", "float": {"test_accuracy": 0.9, "params": 1},
+                             "published": {}, "selection": {"per_profile": {}, "blessings": {
+                                 "tflite-f32": {"p": judged.to_dict()}}}}, "manual")
+    assert "| tflite-f32 | p | blessed (conversion gate on validation) | - |" in report

@@ -150,3 +150,111 @@ def test_variant_round_trips_through_json(variants) -> None:
     v = variants["tflite-int8"]
     again = Variant.from_dict(json.loads(json.dumps(v.to_dict())))
     assert again == v
+
+
+def _on_test(v: Variant, y: np.ndarray, wrong: int = 0) -> Variant:
+    """`v` with its test top-1 set to its float parent's, `wrong` of the parent's right answers flipped."""
+    pred = np.asarray(v.float_predictions).copy()
+    flip = np.flatnonzero(pred == y)[:wrong]
+    pred[flip] = (y[flip] + 1) % 10
+    return dataclasses.replace(v, predictions=tuple(int(i) for i in pred), accuracy=float((pred == y).mean()))
+
+
+def _paired_blessings(vs, profile, y):
+    from components.blessing import Paired
+
+    return {n: bless(v, profile, v.float_accuracy, None, EVAL, Paired(y, np.asarray(v.float_predictions)))
+            for n, v in vs.items()}
+
+
+def _validation_ranked(variants, y, chosen_wrong: int = 0) -> dict[str, Variant]:
+    # margin 0.03: all three within it of the best (f16); int8 is the cheapest, so validation chooses it
+    vals = {"tflite-f32": 0.95, "tflite-f16": 0.96, "tflite-int8": 0.94}
+    vs = {n: _on_test(dataclasses.replace(v, val_accuracy=vals[n]), y) for n, v in variants.items()}
+    vs["tflite-int8"] = _on_test(vs["tflite-int8"], y, chosen_wrong)
+    return vs
+
+
+def test_test_figures_of_variants_not_chosen_never_change_the_choice(variants, digits) -> None:  # noqa: F811
+    y = np.asarray(digits.y_test)
+    p = _profile()
+    for chosen_wrong in (0, 60):  # the chosen variant passes on test, then fails on test
+        vs = _validation_ranked(variants, y, chosen_wrong)
+        assert rank(vs, p, 0.03).name == "tflite-int8"
+        reference = select(vs, _paired_blessings(vs, p, y), p, 0.03)
+        assert reference.candidate == "tflite-int8"
+        assert reference.target == ("tflite-int8" if chosen_wrong == 0 else None)
+        for wrong in (0, 150):  # the others perfect on test, then poisoned on test
+            others = {n: (_on_test(v, y, wrong) if n != "tflite-int8" else v) for n, v in vs.items()}
+            if wrong == 0:
+                others = {n: (dataclasses.replace(v, predictions=tuple(int(i) for i in y), accuracy=1.0)
+                              if n != "tflite-int8" else v) for n, v in others.items()}
+            blessings = _paired_blessings(others, p, y)
+            assert all(blessings[n].blessed == (wrong == 0) for n in others if n != "tflite-int8")
+            assert select(others, blessings, p, 0.03) == reference, (chosen_wrong, wrong)
+    # poisoned test labels: the same variant is chosen; only its own test figures change (its
+    # verdict is paired with its float parent on the same labels, so it holds)
+    vs = _validation_ranked(variants, y)
+    blessings = _paired_blessings(vs, p, (y + 1) % 10)
+    poisoned = select(vs, blessings, p, 0.03)
+    assert poisoned.candidate == poisoned.target == "tflite-int8"
+    assert blessings["tflite-int8"].metrics["accuracy_ci"][1] < 0.2
+    lo, hi = blessings["tflite-int8"].metrics["accuracy_ci"]
+    assert f"(95% CI {lo:.4f}-{hi:.4f}, n={len(y)})" in poisoned.reason
+
+
+def test_chosen_variant_failing_on_test_releases_nothing(variants, digits) -> None:  # noqa: F811
+    y = np.asarray(digits.y_test)
+    p = _profile()
+    # f32 best on validation; f16 within 0.02 of it and cheaper: validation chooses f16. int8 is
+    # cheaper still but 7 points down on validation: outside the margin
+    vals = {"tflite-f32": 0.97, "tflite-f16": 0.96, "tflite-int8": 0.90}
+    vs = {n: _on_test(dataclasses.replace(v, val_accuracy=vals[n]), y) for n, v in variants.items()}
+    vs["tflite-f16"] = _on_test(vs["tflite-f16"], y, 30)  # 10 points below its float parent on test
+    blessings = _paired_blessings(vs, p, y)
+    assert blessings["tflite-f32"].blessed and blessings["tflite-int8"].blessed  # both would pass on test
+    assert not blessings["tflite-f16"].blessed and blessings["tflite-f16"].non_test == ()
+    s = select(vs, blessings, p, 0.02)
+    assert s.target is None and s.candidate == "tflite-f16" and s.outcome == "fail" and s.blessed == 0
+    assert s.reason.startswith("nothing released for profile p: tflite-f16: cheapest of 2 within 0.02")
+    lo, hi = blessings["tflite-f16"].metrics["accuracy_ci"]
+    assert f"fail on test: against its float parent: worse by more than {EVAL.max_accuracy_drop:g}" in s.reason
+    assert f"test accuracy {vs['tflite-f16'].accuracy:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={len(y)})" in s.reason
+    assert "one-sided 95% lower bound" in s.reason and "tflite-f32" not in s.reason.split("; fail on test")[1]
+    assert s.accuracy is None  # nothing released: no test accuracy reported as shipped
+    table = candidate_table(vs, blessings, p, 0.02)
+    assert not table.selected.any() and table.accuracy.isna().all()
+
+
+def test_a_failed_check_that_reads_no_test_label_moves_to_the_next_on_validation(variants, digits) -> None:  # noqa: F811
+    from components.blessing import non_test_checks
+
+    y = np.asarray(digits.y_test)
+    vs = _validation_ranked(variants, y)
+    # a size budget validation's best (f16, 0.96) does not fit: the next on validation is chosen,
+    # and the reason names the check that passed over the better one
+    small = _profile(max_model_bytes=vs["tflite-f16"].bytes - 1)
+    assert [c for c, _ in non_test_checks(vs["tflite-f16"], small)] == ["size budget"]
+    s = select(vs, _paired_blessings(vs, small, y), small)
+    assert s.target == s.candidate == "tflite-int8"
+    assert ("better on validation but failing a check that reads no test label: tflite-f16 passed over: "
+            "size budget: ") in s.reason
+    # validation chooses int8 (cheapest within 0.03), but its blessing recorded a failed latency
+    # budget (blessed on a profile with 1 us): selection walks on to the next within the margin,
+    # cheapest first (f16), and that one's test verdict decides
+    p = _profile()
+    slow = _profile(latency_budget_ms=1e-6)
+    blessings = {**_paired_blessings(vs, p, y), "tflite-int8": bless(
+        vs["tflite-int8"], slow, vs["tflite-int8"].float_accuracy, None, EVAL)}
+    assert rank(vs, p, 0.03).name == "tflite-int8"
+    assert [r.split(":")[0] for r in blessings["tflite-int8"].non_test] == ["latency budget"]
+    moved = select(vs, blessings, p, 0.03)
+    assert moved.target == moved.candidate == "tflite-f16" and moved.blessed == 1
+    assert moved.reason.startswith("tflite-f16: the next in validation order")
+    assert "tflite-int8 passed over: latency budget: estimated latency" in moved.reason
+    # the next one failing on test: nothing released, and f32 (still within the margin) is not tried
+    vs_bad = {**vs, "tflite-f16": _on_test(vs["tflite-f16"], y, 30)}
+    blessings = {**_paired_blessings(vs_bad, p, y), "tflite-int8": blessings["tflite-int8"]}
+    assert blessings["tflite-f32"].blessed
+    held = select(vs_bad, blessings, p, 0.03)
+    assert held.target is None and held.candidate == "tflite-f16" and "fail on test" in held.reason
