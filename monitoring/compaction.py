@@ -13,12 +13,14 @@ import io
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from device.store import ObjectStore
+from device.telemetry import SCHEMA
 from monitoring.stats import STATS_PREFIX, merge
 
 if TYPE_CHECKING:
@@ -47,26 +49,59 @@ def _name(files: list[str]) -> str:
     return COMPACTED + hashlib.sha256("\n".join(files).encode()).hexdigest()[:16] + ".parquet"
 
 
-def compact_table_partition(store: ObjectStore, folder: str, files: list[str]) -> str:
-    """Stream every file of one table partition into one; returns the new key."""
-    key = f"{folder}/{_name(files)}"
+# Rows per compacted file: a reader (monitoring.cohort_windows) holds one file's bytes at a time,
+# so a day of a large fleet becomes several files of this size, never one of the whole day.
+MAX_FILE_ROWS = 250_000
+# Dictionary pages only for the strings (a few distinct values per file): a float column's
+# dictionary is built and then dropped by the writer, a third of the write time for larger files.
+WRITE_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": [f.name for f in SCHEMA if pa.types.is_string(f.type)],
+}
+
+
+def compact_table_partition(
+    store: ObjectStore, folder: str, files: list[str], max_rows: int = MAX_FILE_ROWS
+) -> str:
+    """Stream every file of one table partition, in order, into files of at most `max_rows`
+    rows: one, `part-compacted-<hash>.parquet`, unless the partition is larger (then
+    `...-001.parquet` and on). Returns the first new key."""
+    name = _name(files).removesuffix(".parquet")
+    keys: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edgeops-compact-") as tmp:
         path = Path(tmp) / "part.parquet"
-        writer = None
+        writer: pq.ParquetWriter | None = None
+        rows = 0
+
+        def close() -> None:
+            nonlocal writer
+            if writer is not None:
+                writer.close()
+                key = f"{folder}/{name}{f'-{len(keys):03d}' if keys else ''}.parquet"
+                store.upload_file(key, path)
+                keys.append(key)
+                writer = None
+
         try:
             for f in files:
                 t = pq.read_table(io.BytesIO(store.get(f)))
-                if writer is None:
-                    writer = pq.ParquetWriter(path, t.schema, compression="zstd")
-                writer.write_table(t, row_group_size=256_000)
+                start = 0
+                while start < t.num_rows or (writer is None and not keys):
+                    if writer is None:
+                        writer, rows = pq.ParquetWriter(path, t.schema, **WRITE_OPTIONS), 0
+                    take = min(t.num_rows - start, max_rows - rows)
+                    writer.write_table(t.slice(start, take), row_group_size=256_000)
+                    start, rows = start + take, rows + take
+                    if rows >= max_rows:
+                        close()
+                    if t.num_rows == 0:
+                        break
         finally:
-            if writer is not None:
-                writer.close()
-        store.upload_file(key, path)
+            close()
     for f in files:
-        if f != key:
+        if f not in keys:
             store.delete(f)
-    return key
+    return keys[0]
 
 
 def compact_stats_partition(store: ObjectStore, folder: str, files: list[str]) -> str:

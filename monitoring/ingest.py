@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,12 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from device.identity import open_frame, verify_frame
+from device.identity import is_frame, open_frame, verify_frame
 from device.store import ObjectStore
-from device.telemetry import read_batch
+from device.telemetry import SCHEMA, read_batch, validate_batch
 from edgeops.errors import IntegrityError, StoreError, TelemetryError
 from edgeops.params import IngestParams
-from monitoring.compaction import TABLE_PREFIX, compact_before
+from monitoring.compaction import TABLE_PREFIX, WRITE_OPTIONS, compact_before
 from monitoring.ledger import LEDGER_KEY
 from monitoring.seen import SeenLedger
 from monitoring.stats import merge, window_stats, write_stats
@@ -129,25 +129,32 @@ def partition_key(date: str, cohort: str, model_version: str, part: str) -> str:
     return f"{TABLE_PREFIX}date={date}/cohort={cohort}/model_version={model_version or '_'}/part-{part}.parquet"
 
 
+_DAY_MS = 86_400_000
+
+
+def _write_table(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **WRITE_OPTIONS)
+    return buf.getvalue()
+
+
 def _write_partitions(store: ObjectStore, tables: list[pa.Table], part: str) -> tuple[str, ...]:
+    """One Parquet file per (date, cohort, model_version) of these rows, in row order."""
     if not tables:
         return ()
     table = pa.concat_tables(tables)
-    dates = pc.strftime(table.column("ts"), format="%Y-%m-%d").to_numpy(zero_copy_only=False)
-    groups = np.rec.fromarrays(
-        [
-            dates,
-            table.column("cohort").to_numpy(zero_copy_only=False),
-            table.column("model_version").to_numpy(zero_copy_only=False),
-        ]
-    )
+    if not table.num_rows:
+        return ()
+    day = np.floor_divide(table.column("ts").cast(pa.int64()).to_numpy(), _DAY_MS)
+    by = pl.DataFrame({"day": day, "cohort": table.column("cohort"),
+                       "model_version": table.column("model_version")})
+    groups = by.with_row_index("i").group_by(["day", "cohort", "model_version"]).agg(pl.col("i").sort())
     keys = []
-    for g in np.unique(groups):
-        mask = (dates == g[0]) & (groups.f1 == g[1]) & (groups.f2 == g[2])
-        buf = io.BytesIO()
-        pq.write_table(table.filter(pa.array(mask)), buf, compression="zstd")
-        key = partition_key(str(g[0]), str(g[1]), str(g[2]), part)
-        store.put(key, buf.getvalue())
+    for d, cohort, version, rows in sorted(groups.iter_rows()):
+        date = datetime.fromtimestamp(d * (_DAY_MS // 1000), tz=UTC).strftime("%Y-%m-%d")
+        part_rows = table if len(rows) == table.num_rows else table.take(pa.array(rows, pa.uint32()))
+        key = partition_key(date, cohort, version, part)
+        store.put(key, _write_table(part_rows))
         keys.append(key)
     return tuple(keys)
 
@@ -181,24 +188,48 @@ def _verified(
         raise _Quarantine(
             f"stored under {'/'.join(prefix)}/, signed by {dev.device_id} of {dev.cohort}", claimed
         )
-    rows = _footer_rows(frame.payload)
+    meta = _footer(frame.payload)
+    rows = meta.num_rows if meta is not None else 0
     if rows > p.max_batch_rows:
         raise _Quarantine(f"batch has {rows} rows, over the limit {p.max_batch_rows}", 0)
     if rows != st.rows:
         raise _Quarantine(f"batch has {rows} rows, the signature says {st.rows}", rows)
     try:
-        table = read_batch(frame.payload, where=key)
+        table = _decode(frame.payload, meta, key)
     except TelemetryError as exc:
         raise _Quarantine(str(exc), rows) from exc
     return table, dev, (st.seq_first, st.seq_last)
 
 
+def _decode(payload: bytes, meta: pq.FileMetaData | None, key: str) -> pa.Table:
+    """`device.telemetry.read_batch(payload)`, faster for a batch in today's schema: the footer
+    already parsed is reused, no thread pool is started for one small file, and no column is
+    added. Anything else (an older agent's batch, an unreadable one) goes through read_batch
+    itself, so its errors and upgrades are exactly read_batch's."""
+    if meta is not None and not is_frame(payload):
+        try:
+            table = pq.ParquetFile(pa.BufferReader(payload), metadata=meta,
+                                   pre_buffer=False).read(use_threads=False)
+        except Exception:  # noqa: BLE001 - read_batch below says what is wrong
+            table = None
+        if table is not None and table.schema.equals(SCHEMA, check_metadata=False):
+            validate_batch(table, key)
+            return table
+    return read_batch(payload, where=key)
+
+
+def _footer(data: bytes) -> pq.FileMetaData | None:
+    """The Parquet footer of these bytes; None when none can be read."""
+    try:
+        return pq.read_metadata(pa.BufferReader(data))
+    except Exception:  # noqa: BLE001 - any garbage: nothing countable
+        return None
+
+
 def _footer_rows(data: bytes) -> int:
     """Rows an unreadable batch's Parquet footer still claims; 0 when nothing can be read."""
-    try:
-        return pq.read_metadata(io.BytesIO(data)).num_rows
-    except Exception:  # noqa: BLE001 - any garbage: nothing countable
-        return 0
+    meta = _footer(data)
+    return meta.num_rows if meta is not None else 0
 
 
 def _suite_failures(
@@ -303,16 +334,15 @@ def _fetch_verify(
 
 def _chunk(
     run: _Run,
-    keys: list[str],
+    results: list[tuple[str, bytes | None, object]],
     ctx: dict[str, Any],
     seen: SeenLedger,
     part: str,
 ) -> None:
-    """Verify, validate (columnar), de-duplicate and store one chunk of raw batches."""
-    store, devices, p = run.store, ctx["devices"], ctx["params"]
+    """Validate (columnar), de-duplicate and store one chunk of fetched and verified batches
+    (`_fetch_verify`'s results, in key order)."""
+    store = run.store
     verified = []
-    with ThreadPoolExecutor(max_workers=ctx["threads"]) as pool:
-        results = list(pool.map(lambda k: _fetch_verify(store, k, devices, p), keys))
     for key, data, res in results:  # in key order, as the row-wise path
         if data is None:
             run.n["deferred"] += 1
@@ -362,13 +392,15 @@ def _chunk(
     run.n["duplicates"] += int((keep & ~fresh).sum())
     for i in np.flatnonzero(ok_batch):
         run.handled[verified[i][0]] = run.at
-    stored = table.filter(pa.array(fresh))
+    stored = table if fresh.all() else table.filter(pa.array(fresh))
     if stored.num_rows:
         run.partitions += _write_partitions(store, [stored], part)
         moments, sketches, tails = window_stats(stored, seen.tails().rename({"device": "device_id"}))
         seen.set_tails(tails.rename({"device_id": "device"}))
         run.moments.append(moments)
         run.sketches.append(sketches)
+        if len(run.sketches) >= 4:  # merged as the run goes: bounded by the day's buckets,
+            run.moments, run.sketches = [merge(run.moments)], [merge(run.sketches)]  # not chunks
         if ctx["sample"]:
             idx = np.random.default_rng(len(run.handled)).permutation(stored.num_rows)[: ctx["sample"]]
             run.sample.append(stored.take(pa.array(np.sort(idx))))
@@ -396,7 +428,7 @@ def ingest_partition(
     devices: Mapping[str, EnrolledDevice] | None = None,
     params: IngestParams | None = None,
     now: datetime | None = None,
-    chunk_batches: int = 2000,
+    chunk_batches: int = 500,
     sample_rows: int = 0,
     threads: int = 4,
 ) -> tuple[IngestReport, pa.Table | None]:
@@ -416,10 +448,22 @@ def ingest_partition(
     new = sorted(k for k, old in zip(raw, is_old, strict=True) if not old)[:max_batches]
     run = _Run(store, int(now.timestamp() * 1000))
     ctx = {"devices": devices or {}, "params": p, "window": window, "cohorts": known_cohorts,
-           "versions": known_versions, "sample": sample_rows, "threads": threads}
+           "versions": known_versions, "sample": sample_rows}
     tag = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
-    for c in range(0, len(new), chunk_batches):
-        _chunk(run, new[c : c + chunk_batches], ctx, seen, f"{tag}-{c // chunk_batches:04d}")
+    chunks = [new[c : c + chunk_batches] for c in range(0, len(new), chunk_batches)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def fetch(keys: list[str]) -> list[Future[tuple[str, bytes | None, object]]]:
+            return [pool.submit(_fetch_verify, store, k, ctx["devices"], p) for k in keys]
+
+        # the next chunk is fetched and verified (threads) while this one is validated and
+        # written: at most two chunks in memory
+        pending = fetch(chunks[0]) if chunks else []
+        for i in range(len(chunks)):
+            results = [f.result() for f in pending]
+            pending = fetch(chunks[i + 1]) if i + 1 < len(chunks) else []
+            _chunk(run, results, ctx, seen, f"{tag}-{i:04d}")
+            del results
     moments, sketches = merge(run.moments), merge(run.sketches)
     stats = write_stats(store, "moments", moments, tag) + write_stats(store, "sketches", sketches, tag)
     ledger_rows = 0
@@ -476,7 +520,7 @@ def ingest(
     devices: Mapping[str, EnrolledDevice] | None = None,
     params: IngestParams | None = None,
     now: datetime | None = None,
-    chunk_batches: int = 2000,
+    chunk_batches: int = 500,
     suite_sample_rows: int = 1000,
     threads: int = 4,
 ) -> IngestReport:

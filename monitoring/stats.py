@@ -69,9 +69,10 @@ def _inference_frames(t: pl.DataFrame, tails: pl.DataFrame | None) -> pl.DataFra
     """Inference rows with features, in (device, seq) order, with `repeated` against the
     device's previous inference (from `tails` for the first row of a device)."""
     inf = t.filter((pl.col("event") == "inference") & pl.col(FEATURE_COLUMNS[0]).is_not_null())
-    inf = inf.sort(["device_id", "seq"])
+    # hash first, then sort only the narrow columns used below (not every feature and list)
     h = frame_hash(inf.select(FEATURE_COLUMNS).to_numpy()) if inf.height else np.zeros(0, np.uint64)
-    inf = inf.with_columns(_h=pl.Series(h, dtype=pl.UInt64))
+    inf = inf.select(*SEGMENT, "seq").with_columns(_h=pl.Series(h, dtype=pl.UInt64))
+    inf = inf.sort(["device_id", "seq"], maintain_order=True)
     prev = pl.col("_h").shift(1).over("device_id")
     if tails is not None and tails.height:
         inf = inf.join(tails.rename({"last_hash": "_th", "last_seq": "_ts"}), on="device_id",
@@ -81,12 +82,28 @@ def _inference_frames(t: pl.DataFrame, tails: pl.DataFrame | None) -> pl.DataFra
     return inf.with_columns(repeated=(pl.col("_h") == prev).fill_null(False))
 
 
+_USED = ("ts", "cohort", "model_version", "bundle_id", "device_id", "seq", "event", "top1",
+         "label", "thumb", "confidence", "latency_ms", *FEATURE_COLUMNS)
+
+
+def _count(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """`np.unique(keys, return_counts=True)`; by counting into `bound` bins (no sort) when the
+    keys lie in [0, bound) and the bins are not much more than the keys."""
+    if len(keys) and bound <= max(4 * len(keys), 1 << 20) and keys.min() >= 0 and keys.max() < bound:
+        counts = np.bincount(keys, minlength=bound)
+        present = np.flatnonzero(counts)
+        return present.astype(keys.dtype), counts[present]
+    return np.unique(keys, return_counts=True)
+
+
 def window_stats(
     table: pa.Table | pl.DataFrame, tails: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(moments per device segment, sketches per scope, new device tails) of these rows.
     `tails`: (device_id, last_seq, last_hash) of inferences stored before."""
-    t = table if isinstance(table, pl.DataFrame) else pl.from_arrow(table)
+    if not isinstance(table, pl.DataFrame):  # only the columns read here cross over
+        table = pl.from_arrow(table.select([c for c in _USED if c in table.column_names]))
+    t = table
     assert isinstance(t, pl.DataFrame)
     t = t.with_columns(slot=(pl.col("ts").dt.epoch("ms") // SLOT_MS) * SLOT_MS)
     inf = _inference_frames(t, tails)
@@ -117,7 +134,7 @@ def window_stats(
         v = t.get_column(col).cast(pl.Float64).to_numpy()
         ok = np.isfinite(v)
         b = bucket(v[ok]) if col != "top1" else v[ok].astype(np.int32)
-        keys, counts = np.unique(sid[ok] * 16384 + (b.astype(np.int64) + 8192), return_counts=True)
+        keys, counts = _count(sid[ok] * 16384 + (b.astype(np.int64) + 8192), len(scopes) * 16384)
         parts.append(pl.DataFrame({"sid": (keys // 16384).astype(np.uint32), "metric": [col] * len(keys),
                                    "bucket": (keys % 16384 - 8192).astype(np.int32),
                                    "count": counts.astype(np.int64)}))
