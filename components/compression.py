@@ -133,7 +133,31 @@ def qat(
         scheme = q.default_8bit.Default8BitQuantizeScheme()
     with q.quantize_scope():
         wrapped = q.quantize_apply(annotated, scheme)
+    if preserve == "clusters":
+        _freeze_cluster_replaced_weights(wrapped)
     return wrapped, tuner.fit(wrapped, params.qat_epochs)
+
+
+def _freeze_cluster_replaced_weights(model: keras.Model) -> list[str]:
+    """Take the weights tfmot's cluster-preserving quantizer overwrites out of training.
+
+    Where that quantizer keeps a layer's clusters (on our models, tfmot 0.8: the Dense logits;
+    the conv wrappers came out without its variables), it trains its own copy of the weight
+    (`ori_weights_vars_tf`) and the centroids, and each training step ASSIGNS the clustered
+    result to the layer's weight: that weight is off the loss path, yet QuantizeWrapper lists it
+    as trainable ("Gradients do not exist for variables ['logits/kernel:0']"), so the optimizer
+    kept slots for it and Keras warned every epoch. It stays a (non-trainable) weight: the
+    converter reads the clustered values from it. Returns the names of the weights moved."""
+    moved = []
+    for layer in model.layers:
+        for weight, _quantizer, qvars in getattr(layer, "_weight_vars", ()):
+            if isinstance(qvars, dict) and "ori_weights_vars_tf" in qvars:
+                kept = [w for w in layer._trainable_weights if w is not weight]
+                if len(kept) < len(layer._trainable_weights):
+                    layer._trainable_weights = kept
+                    layer._non_trainable_weights.append(weight)
+                    moved.append(weight.name)
+    return moved
 
 
 def structured(model: keras.Model, tuner: Tuner, params: CompressParams) -> tuple[keras.Model, dict]:

@@ -60,3 +60,26 @@ def test_pqat_keeps_sparsity_and_converts_to_full_int8(compressed, digits, tmp_p
 def test_unknown_method_is_refused(digits, digits_model) -> None:  # noqa: F811
     with pytest.raises(TrainingError, match="unknown compression methods"):
         compress(digits_model, digits, FAST.model_copy(update={"methods": ["zip"]}))
+
+
+def test_pcqat_trains_every_trainable_weight_and_keeps_the_logits_codebook(digits) -> None:  # noqa: F811
+    """tfmot's cluster-preserving quantizer overwrites the logits kernel from its own copy each
+    step: that kernel is off the loss path and must not be listed as trainable (it was: Keras
+    warned "Gradients do not exist for variables ['logits/kernel:0']" every PCQAT epoch)."""
+    from components.architectures import build_mobilenet
+    from components.keras import tf
+    from device.preprocessing import normalize
+
+    tf.random.set_seed(0)
+    model = build_mobilenet((8, 8, 1), 10, alpha=0.5)
+    params = FAST.model_copy(update={"methods": ["prune", "prune_cluster", "pcqat"], "prune_epochs": 1})
+    pcqat = compress(model, digits, params)["pcqat"].model
+    x, y = normalize(digits.x_train[:64], digits.spec), digits.y_train[:64]
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, pcqat(x, training=True)))
+    grads = tape.gradient(loss, pcqat.trainable_variables)
+    assert [v.name for v, g in zip(pcqat.trainable_variables, grads, strict=True) if g is None] == []
+    logits = next(layer for layer in pcqat.layers if layer.name.endswith("logits"))
+    kernel = next(w for w in logits.weights if w.name.endswith("logits/kernel:0"))
+    assert any(w is kernel for w in logits.non_trainable_weights)
+    assert len(np.unique(kernel.numpy())) <= params.clusters  # still written with the clustered values
