@@ -236,6 +236,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     else:
         rep = ingest_rowwise(store, cohorts, ["1"], devices=devices, now=now)
     ingest_s, ingest_cpu = time.perf_counter() - t, time.process_time() - c
+    ingest_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the peak so far
     assert rep.reconciles and rep.quarantined_batches == 0, rep.as_dict()
     ref = reference(args.seed)
     t, c = time.perf_counter(), time.process_time()
@@ -247,7 +248,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mb": round(peak, 1), "windows": judged,
             # CPU seconds of this process (all its threads): on a shared machine the wall-clock
             # figures above include time spent waiting for a core
-            "ingest_cpu_s": round(ingest_cpu, 2), "monitor_cpu_s": round(monitor_cpu, 2)}
+            "ingest_cpu_s": round(ingest_cpu, 2), "monitor_cpu_s": round(monitor_cpu, 2),
+            # peak_rss_mb is the process's (ingest, then monitor in the same process); this is
+            # the peak when ingest ended
+            "ingest_peak_rss_mb": round(ingest_peak, 1)}
 
 
 def _phase(store: Path, n: int, cohorts: int, day: int, path: str, seed: int) -> dict[str, Any]:
@@ -300,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(run)
                         print(f"{path:3} devices={n:6} day={day} rows={run['rows']:>9} "
                               f"ingest={run['ingest_s']:7.1f}s monitor={run['monitor_s']:6.1f}s "
-                              f"peak={run['peak_rss_mb']:7.0f} MB windows={run['windows']} "
+                              f"peak={run['peak_rss_mb']:7.0f} MB (ingest {run.get('ingest_peak_rss_mb', 0):.0f}) "
+                              f"windows={run['windows']} "
                               f"cpu={run.get('ingest_cpu_s', 0):.0f}+{run.get('monitor_cpu_s', 0):.0f}s "
                               f"(generated in {gen:.0f}s)", flush=True)
                         if args.json:  # after every phase: a long run that is stopped keeps its figures

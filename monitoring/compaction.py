@@ -51,7 +51,7 @@ def _name(files: list[str]) -> str:
 
 # Rows per compacted file: a reader (monitoring.cohort_windows) holds one file's bytes at a time,
 # so a day of a large fleet becomes several files of this size, never one of the whole day.
-MAX_FILE_ROWS = 250_000
+MAX_FILE_ROWS = 125_000
 # Dictionary pages only for the strings (a few distinct values per file): a float column's
 # dictionary is built and then dropped by the writer, a third of the write time for larger files.
 WRITE_OPTIONS: dict[str, Any] = {

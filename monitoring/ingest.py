@@ -38,7 +38,7 @@ from edgeops.params import IngestParams
 from monitoring.compaction import TABLE_PREFIX, WRITE_OPTIONS, compact_before
 from monitoring.ledger import LEDGER_KEY
 from monitoring.seen import SeenLedger
-from monitoring.stats import merge, window_stats, write_stats
+from monitoring.stats import SketchCounts, merge, window_counts, write_stats
 from monitoring.telemetry_suite import ROW_RULES, TelemetrySuite, batch_checks, row_codes
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ class _Run:
         self.handled: dict[str, int] = {}
         self.partitions: list[str] = []
         self.moments: list[pl.DataFrame] = []
-        self.sketches: list[pl.DataFrame] = []
+        self.sketches = SketchCounts()
         self.sample: list[pa.Table] = []
 
     def reject(self, key: str, data: bytes, exc: BaseException) -> None:
@@ -395,12 +395,12 @@ def _chunk(
     stored = table if fresh.all() else table.filter(pa.array(fresh))
     if stored.num_rows:
         run.partitions += _write_partitions(store, [stored], part)
-        moments, sketches, tails = window_stats(stored, seen.tails().rename({"device": "device_id"}))
+        moments, sketches, tails = window_counts(stored, seen.tails().rename({"device": "device_id"}))
         seen.set_tails(tails.rename({"device_id": "device"}))
         run.moments.append(moments)
-        run.sketches.append(sketches)
-        if len(run.sketches) >= 4:  # merged as the run goes: bounded by the day's buckets,
-            run.moments, run.sketches = [merge(run.moments)], [merge(run.sketches)]  # not chunks
+        run.sketches.merge(sketches)  # integer keys: bounded by the day's buckets, not chunks
+        if len(run.moments) >= 8:
+            run.moments = [merge(run.moments)]
         if ctx["sample"]:
             idx = np.random.default_rng(len(run.handled)).permutation(stored.num_rows)[: ctx["sample"]]
             run.sample.append(stored.take(pa.array(np.sort(idx))))
@@ -464,7 +464,7 @@ def ingest_partition(
             pending = fetch(chunks[i + 1]) if i + 1 < len(chunks) else []
             _chunk(run, results, ctx, seen, f"{tag}-{i:04d}")
             del results
-    moments, sketches = merge(run.moments), merge(run.sketches)
+    moments, sketches = merge(run.moments), run.sketches.frame()
     stats = write_stats(store, "moments", moments, tag) + write_stats(store, "sketches", sketches, tag)
     ledger_rows = 0
     if run.handled or seen.dirty:  # after the table: a crash re-ingests, never loses

@@ -96,11 +96,23 @@ def _count(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     return np.unique(keys, return_counts=True)
 
 
+_METRICS = (*SKETCHED, "top1")
+_SPAN = 16384  # buckets per (scope, metric): signed buckets of values the suite lets through
+
+
 def window_stats(
     table: pa.Table | pl.DataFrame, tails: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(moments per device segment, sketches per scope, new device tails) of these rows.
     `tails`: (device_id, last_seq, last_hash) of inferences stored before."""
+    moments, counts, new_tails = window_counts(table, tails)
+    return moments, counts.frame(), new_tails
+
+
+def window_counts(
+    table: pa.Table | pl.DataFrame, tails: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, SketchCounts, pl.DataFrame]:
+    """`window_stats` with the sketches as SketchCounts (integer keys: cheap to merge)."""
     if not isinstance(table, pl.DataFrame):  # only the columns read here cross over
         table = pl.from_arrow(table.select([c for c in _USED if c in table.column_names]))
     t = table
@@ -126,22 +138,83 @@ def window_stats(
     ).select(*SEGMENT, *[pl.col(m).cast(pl.Float64 if "sum" in m else pl.Int64) for m in MOMENTS])
     # per column: buckets counted with numpy against a small scope id (a long table of every
     # value with its scope strings was the largest allocation of an ingestion run)
-    scopes = t.select(SCOPE).unique(maintain_order=True).with_row_index("sid")
-    sid = t.select(SCOPE).join(scopes, on=list(SCOPE), how="left", maintain_order="left")[
-        "sid"].to_numpy().astype(np.int64)
-    parts = []
-    for col in (*SKETCHED, "top1"):
+    scopes = t.select(SCOPE).unique(maintain_order=True)
+    sid = t.select(SCOPE).join(scopes.with_row_index("sid"), on=list(SCOPE), how="left",
+                               maintain_order="left")["sid"].to_numpy().astype(np.int64)
+    counts = SketchCounts()
+    for m, col in enumerate(_METRICS):
         v = t.get_column(col).cast(pl.Float64).to_numpy()
         ok = np.isfinite(v)
         b = bucket(v[ok]) if col != "top1" else v[ok].astype(np.int32)
-        keys, counts = _count(sid[ok] * 16384 + (b.astype(np.int64) + 8192), len(scopes) * 16384)
-        parts.append(pl.DataFrame({"sid": (keys // 16384).astype(np.uint32), "metric": [col] * len(keys),
-                                   "bucket": (keys % 16384 - 8192).astype(np.int32),
-                                   "count": counts.astype(np.int64)}))
-    sketches = pl.concat(parts).join(scopes, on="sid").select(*SCOPE, "metric", "bucket", "count")
+        keys, n = _count(sid[ok] * _SPAN + (b.astype(np.int64) + _SPAN // 2), len(scopes) * _SPAN)
+        counts.add(scopes, m, keys, n)
     new_tails = inf.group_by("device_id").agg(
         last_seq=pl.col("seq").max(), last_hash=pl.col("_h").sort_by("seq").last())
-    return moments, sketches, new_tails
+    return moments, counts, new_tails
+
+
+class SketchCounts:
+    """Sketch counts under integer keys ((scope id * metrics + metric) * span + bucket), scopes
+    numbered as they come: merging many ingest chunks is adding integer arrays, not grouping
+    frames of strings (that was an ingestion run's largest transient allocation)."""
+
+    def __init__(self) -> None:
+        self.scopes: dict[tuple[object, ...], int] = {}
+        self.schema: dict[str, pl.DataType] | None = None
+        self.keys: list[np.ndarray] = []
+        self.counts: list[np.ndarray] = []
+        self.pending = 0
+
+    def add(self, scopes: pl.DataFrame, metric: int, keys: np.ndarray, counts: np.ndarray) -> None:
+        """Counts of one metric; `keys` are local scope row in `scopes` * _SPAN + bucket offset."""
+        if self.schema is None:
+            self.schema = dict(scopes.schema)
+        ids = np.array([self.scopes.setdefault(r, len(self.scopes)) for r in scopes.iter_rows()],
+                       dtype=np.int64)
+        local = keys // _SPAN
+        self.keys.append((ids[local] * len(_METRICS) + metric) * _SPAN + keys % _SPAN)
+        self.counts.append(np.asarray(counts, np.int64))
+        self.pending += len(keys)
+
+    def merge(self, other: SketchCounts) -> None:
+        """Add another's counts (its scopes renumbered into these)."""
+        if other.schema is None or not other._compact():
+            return
+        if self.schema is None:
+            self.schema = other.schema
+        per = len(_METRICS) * _SPAN
+        ids = np.array([self.scopes.setdefault(r, len(self.scopes)) for r in other.scopes],
+                       dtype=np.int64)  # other's scopes in the order of their ids
+        k = other.keys[0]
+        self.keys.append(ids[k // per] * per + k % per)
+        self.counts.append(other.counts[0])
+        self.pending += len(k)
+        if self.pending > 4_000_000:  # bounded by the distinct keys, not by the chunks added
+            self._compact()
+
+    def _compact(self) -> list[np.ndarray]:
+        if len(self.keys) > 1:
+            keys, inverse = np.unique(np.concatenate(self.keys), return_inverse=True)
+            self.counts = [np.bincount(inverse, weights=np.concatenate(self.counts),
+                                       minlength=len(keys)).astype(np.int64)]
+            self.keys, self.pending = [keys], len(keys)
+        return self.keys
+
+    def frame(self) -> pl.DataFrame:
+        """The sketch rows: SCOPE columns, metric, bucket, count (as merge() would give)."""
+        keys = self._compact()
+        if not keys or self.schema is None:
+            return pl.DataFrame()
+        k, c = keys[0], self.counts[0]
+        per = len(_METRICS) * _SPAN
+        scopes = pl.DataFrame(list(self.scopes), schema=self.schema, orient="row").with_row_index("sid")
+        out = pl.DataFrame({"sid": (k // per).astype(np.uint32),
+                            "metric": np.array(_METRICS, dtype=object)[(k % per) // _SPAN],
+                            "bucket": (k % _SPAN - _SPAN // 2).astype(np.int32),
+                            "count": c.astype(np.int64)},
+                           schema={"sid": pl.UInt32, "metric": pl.String, "bucket": pl.Int32,
+                                   "count": pl.Int64})
+        return out.join(scopes, on="sid").select(*SCOPE, "metric", "bucket", "count")
 
 
 def canonical(df: pl.DataFrame) -> pl.DataFrame:

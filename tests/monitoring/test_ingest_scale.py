@@ -21,7 +21,15 @@ from device.telemetry import SCHEMA, read_batch, records_to_table, write_batch
 from edgeops.errors import TelemetryError
 from monitoring.compaction import TABLE_PREFIX, compact_table_partition
 from monitoring.ingest import _decode, _footer, _write_partitions, ingest
-from monitoring.stats import _count, canonical, read_stats
+from monitoring.stats import (
+    SketchCounts,
+    _count,
+    canonical,
+    merge,
+    read_stats,
+    window_counts,
+    window_stats,
+)
 from monitoring.table import read_table
 from tests.monitoring.conftest import device_key, enrolled, put_batch, telemetry_records
 
@@ -157,3 +165,22 @@ def test_a_run_in_many_chunks_stores_what_one_chunk_does(tmp_path, monkeypatch) 
         assert a.drop(floats).equals(b.drop(floats))
         for c in floats:
             assert a[c].to_numpy() == pytest.approx(b[c].to_numpy(), rel=1e-9)
+
+
+def test_sketch_counts_merged_across_chunks_equal_merged_frames() -> None:
+    rng = np.random.default_rng(2)
+    parts = [records_to_table(telemetry_records("dev-a", range(0, 90), rng=rng)),  # 2 hours
+             records_to_table(telemetry_records("dev-b", range(0, 40), model_version="2", rng=rng,
+                                                start="2026-11-20T11:30:00Z")),
+             records_to_table(telemetry_records("dev-a", range(90, 150), rng=rng,
+                                                start="2026-11-20T11:30:00Z"))]
+    acc = SketchCounts()
+    for t in parts:  # scopes come in a different order in each part
+        acc.merge(window_counts(t)[1])
+    acc._compact()
+    want = merge([window_stats(t)[1] for t in parts])
+    whole = window_stats(pa.concat_tables(parts))[1]
+    assert canonical(acc.frame()).equals(canonical(want))
+    assert canonical(acc.frame()).equals(canonical(whole))
+    assert acc.frame().schema == whole.schema
+    assert SketchCounts().frame().is_empty()
