@@ -5,8 +5,9 @@
 
 Synthetic raw batches are written straight into a local store, signed by enrolled device keys
 as the agent signs them (no inference: features, probabilities and labels are drawn), 1,000
-records per device and day in batches of 250, over `--cohorts` cohorts. Then, each in a fresh
-process (so peak RSS is that phase's): ingest day 1 and one monitor run (every hourly window of
+records per device and day in batches of 250, over `--cohorts` cohorts. Then, each day in a fresh
+process (so peak RSS is that day's; ingest and monitor share it, as in the `monitor` flow, and the
+peak when ingest ended is recorded too): ingest day 1 and one monitor run (every hourly window of
 the day judged: drift, CBPE harm, device segments), then day 2 on top of day 1. The monitor run
 is the flow's work without MLflow and Prefect (the same component calls flows.monitoring makes).
 The row-wise path of issue 12 (monitoring.ingest_rowwise, then read_table and every window's
