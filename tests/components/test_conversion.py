@@ -164,7 +164,10 @@ def test_agreement_gate_decides_on_validation_not_test(digits, digits_model, tmp
 def test_micro_parity_runs_on_the_gate_split_and_old_records_load(digits, digits_model, tmp_path) -> None:  # noqa: F811
     x, y = digits.x_test, digits.y_test
     with_val = _WithVal(digits.x_train, digits.y_train, x[:40], y[:40], x, y, digits.spec)
-    v = convert_and_verify(digits_model, "tflite-int8", with_val, PARAMS, tmp_path)
+    # 40 validation images: one int8 disagreement is 0.975, so the shipped 0.99 gate would make
+    # this test about chance; the split is what it checks (the gate has its own tests)
+    params = PARAMS.model_copy(update={"min_agreement": 0.9})
+    v = convert_and_verify(digits_model, "tflite-int8", with_val, params, tmp_path)
     m = v.measurement
     assert m.micro_parity_split == "validation" and m.micro_agreement is not None
     # variants.json written before the gate moved: no gate fields, no micro_parity_split
