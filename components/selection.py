@@ -77,6 +77,8 @@ class Choice:
     best: str | None = None
     verdicts: dict[str, str] | None = None  # variant -> "pass" / "fail" / "not enough evidence"
     fit: tuple[str, ...] = ()
+    # variant -> its failed checks that read no test label ("check: reason"): why rank left it out
+    excluded: dict[str, tuple[str, ...]] | None = None
 
 
 def _val(v: Variant) -> float:
@@ -113,18 +115,21 @@ def rank(
 ) -> Choice:
     """The cheapest variant the profile can run that is non-inferior (within `margin`) to the
     best one on validation; reads no test label."""
-    from components.blessing import constraint_reasons
+    from components.blessing import non_test_checks
 
-    why = {n: constraint_reasons(v, profile) for n, v in variants.items()}
-    runnable = {n: v for n, v in variants.items() if not why[n]}
+    checks = {n: non_test_checks(v, profile) for n, v in variants.items()}
+    excluded = {n: tuple(f"{check}: {reason}" for check, reason in c) for n, c in checks.items() if c}
+    runnable = {n: v for n, v in variants.items() if n not in excluded}
     if not runnable:
-        listed = "; ".join(f"{n}: {', '.join(r)}" for n, r in sorted(why.items()))
-        return Choice(None, f"no variant fits profile {profile.name}: {listed or 'no candidates'}")
+        listed = "; ".join(f"{n}: {', '.join(r for _, r in c)}" for n, c in sorted(checks.items()))
+        return Choice(None, f"no variant fits profile {profile.name}: {listed or 'no candidates'}",
+                      excluded=excluded)
     fit = {n: v for n, v in runnable.items() if not math.isnan(_val(v))}
     if not fit:  # records without a validation split (older variants.json): cost alone decides
         name = min(runnable, key=lambda n: cost(n, runnable[n], profile))
         return Choice(name, f"{name}: cheapest of {len(runnable)} that fit {profile.name}; no validation "
-                      "accuracy recorded to compare them on", name, {name: "pass"}, tuple(sorted(runnable)))
+                      "accuracy recorded to compare them on", name, {name: "pass"}, tuple(sorted(runnable)),
+                      excluded)
     best = min(fit, key=lambda n: (-_val(fit[n]), *cost(n, fit[n], profile)))
     verdicts, reasons = {}, {}
     for n, v in fit.items():
@@ -136,7 +141,7 @@ def rank(
               f"on validation ({best}, {_val(fit[best]):.4f}) among {len(fit)} that fit {profile.name}: "
               f"{v.wire_bytes} wire bytes, {estimated_latency(v, profile):.3g} ms estimated, validation "
               f"{_val(v):.4f}; {reasons[name]}")
-    return Choice(name, reason, best, verdicts, tuple(sorted(fit)))
+    return Choice(name, reason, best, verdicts, tuple(sorted(fit)), excluded)
 
 
 def choose(
@@ -160,28 +165,13 @@ def validation_order(choice: Choice, variants: dict[str, Variant], profile: Devi
     return [choice.name, *sorted(rest, key=lambda n: cost(n, variants[n], profile))]
 
 
-def _non_test_failures(v: Variant, b: Blessing | None, profile: DeviceProfile) -> list[str]:
-    """The failed checks that read no test label, "check: reason": the variant's own, and any its
-    blessing recorded (a record made against other budgets says so here)."""
-    from components.blessing import non_test_checks
-
-    found = [f"{check}: {reason}" for check, reason in non_test_checks(v, profile)]
-    return found + [r for r in (b.non_test if b is not None else ()) if r not in found]
-
-
 def _better_but_excluded(variants: dict[str, Variant], choice: Choice, v: Variant,
                          profile: DeviceProfile) -> list[tuple[str, list[str]]]:
     """Variants of a target the profile runs, better than `v` on validation, that rank left out
     for a failed check that reads no test label: (name, ["check: reason", ...])."""
-    from components.blessing import non_test_checks
-
-    out = []
-    for n, u in sorted(variants.items(), key=lambda kv: -_val(kv[1])):
-        if n in choice.fit or not profile.allows(u.target) or not _val(u) > _val(v):
-            continue
-        if failed := [f"{check}: {reason}" for check, reason in non_test_checks(u, profile)]:
-            out.append((n, failed))
-    return out
+    better = [(n, list(failed)) for n, failed in (choice.excluded or {}).items()
+              if profile.allows(variants[n].target) and _val(variants[n]) > _val(v)]
+    return sorted(better, key=lambda item: -_val(variants[item[0]]))
 
 
 def _over(items: list[tuple[str, list[str]]]) -> str:
@@ -229,7 +219,9 @@ def select(
     skipped: list[tuple[str, list[str]]] = []
     name = None
     for n in validation_order(choice, variants, profile):
-        failures = _non_test_failures(variants[n], blessings.get(n), profile)
+        # rank let through only variants whose own checks pass: what remains is what a blessing
+        # recorded (a record made against other budgets says so here)
+        failures = list(b.non_test) if (b := blessings.get(n)) is not None else []
         if not failures:
             name = n
             break
