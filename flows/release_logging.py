@@ -5,7 +5,6 @@ one child run per variant with its verification figures.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,12 +99,6 @@ def log_training(client: MlflowClient, run_id: str, trained: TrainResult, prepar
 
     interactive = keras.utils.is_interactive_logging_enabled()
     keras.utils.disable_interactive_logging()
-    # ...and its load-back warns "Compiled the loaded model, but the compiled metrics have yet to
-    # be built" (twice on the console, through Prefect too): true and harmless for a model that
-    # only predicts, so TensorFlow's Python logger is held at ERROR for this call only
-    tf_log = logging.getLogger("tensorflow")
-    level = tf_log.level
-    tf_log.setLevel(logging.ERROR)
     try:
         with mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.tensorflow.log_model(
@@ -113,7 +106,6 @@ def log_training(client: MlflowClient, run_id: str, trained: TrainResult, prepar
                 input_example=x[:1], pip_requirements=TF_REQUIREMENTS,
             )
     finally:
-        tf_log.setLevel(level)
         if interactive:
             keras.utils.enable_interactive_logging()
     return info.model_uri
