@@ -144,3 +144,29 @@ def test_estimate_harm_sees_what_labels_show_and_stays_quiet_under_the_null() ->
     no_labels = wrong.assign(label=pd.array([pd.NA] * len(wrong), dtype="Int32"))
     est, _, lab, verdict = estimate_harm(ref, no_labels, params, 1.0)
     assert est.method == "cbpe" and lab is None and not verdict.harmful  # CBPE alone cannot see it
+
+
+def test_few_labels_correct_the_reported_estimate_but_do_not_vote() -> None:
+    """A window with fewer labels than harm_min_labels: the estimate it reports is label-corrected
+    (CBPE alone reads a confidently wrong camera as fine), the verdict stays CBPE's, and the reason
+    says how many labels corrected it. Under 5 labels the estimate is CBPE's."""
+    rng = np.random.default_rng(4)
+    params = MonitorParams()
+    ref = _frame(rng, 2000, 0.95, 0.95, label_rate=1.0)
+    errors: dict[str, list[float]] = {"ppi": []}
+    for _ in range(30):
+        wrong = _frame(rng, 240, 0.95, 0.60, label_rate=0.05)  # ~12 labels
+        n_lab = int(wrong["label"].notna().sum())
+        if not 5 <= n_lab < params.harm_min_labels:
+            continue
+        est, _, lab, verdict = estimate_harm(ref, wrong, params, 1.0)
+        assert lab is None  # no measured accuracy, no label vote
+        assert est.method == "ppi" and f"from {n_lab} labels" in verdict.reason
+        low, high = est.interval()
+        assert high - low > 0.1  # the scarcity shows in the interval
+        errors[est.method].append(est.accuracy - 0.60)
+    assert len(errors["ppi"]) >= 15 and abs(np.mean(errors["ppi"])) < 0.06  # CBPE alone: ~+0.35
+    few = _frame(rng, 240, 0.95, 0.60, label_rate=0.0)
+    few.loc[few.index[:3], "label"] = 0
+    est, _, _, verdict = estimate_harm(ref, few, params, 1.0)
+    assert est.method == "cbpe" and "label-corrected" not in verdict.reason
