@@ -161,12 +161,37 @@ def _freeze_cluster_replaced_weights(model: keras.Model) -> list[str]:
 
 
 def structured(model: keras.Model, tuner: Tuner, params: CompressParams) -> tuple[keras.Model, dict]:
-    """Remove the least important share of every conv's channels, rebuild, fine-tune."""
+    """Remove the least important share of every conv's channels, rebuild, fine-tune; in
+    params.structured_rounds rounds (each removes the same share of the channels left, so the
+    rounds compound to structured_ratio; importance is re-ranked on the fine-tuned network)."""
     from components.structured_pruning import plan, remove_channels
 
-    keep = plan(model, params.structured_ratio, params.structured_importance)
-    smaller = remove_channels(model, keep)
-    return smaller, tuner.fit(smaller, params.structured_epochs)
+    rounds = params.structured_rounds
+    per_round = 1.0 - (1.0 - params.structured_ratio) ** (1.0 / rounds)
+    epochs = [params.structured_epochs // rounds + (i < params.structured_epochs % rounds) for i in range(rounds)]
+    hist: dict[str, list[float]] = {}
+    smaller = model
+    for i in range(rounds):
+        if i == rounds - 1:  # the last round aims at the overall ratio (channel counts are rounded)
+            per_round = _remaining_ratio(model, smaller, params.structured_ratio)
+        keep = plan(smaller, per_round, params.structured_importance)
+        smaller = remove_channels(smaller, keep)
+        if epochs[i]:
+            for k, v in tuner.fit(smaller, epochs[i], learning_rate=params.structured_learning_rate).items():
+                hist.setdefault(k, []).extend(v)
+    return smaller, hist
+
+
+def _remaining_ratio(original: keras.Model, current: keras.Model, ratio: float) -> dict[str, float]:
+    """Per conv, the share of `current`'s channels to remove so that `ratio` of `original`'s are gone."""
+    from components.structured_pruning import channel_importance
+
+    now = channel_importance(current)
+    out = {}
+    for name, score in channel_importance(original).items():
+        target = (1.0 - ratio) * len(score)
+        out[name] = min(0.99, max(0.0, 1.0 - target / len(now[name])))
+    return out
 
 
 def unique_weights(model: keras.Model) -> dict[str, int]:

@@ -87,13 +87,17 @@ class Tuner:
     def steps(self, epochs: int) -> int:
         return int(np.ceil(len(self.x01) / self.params.batch_size)) * epochs
 
-    def fit(self, model: keras.Model, epochs: int, callbacks: list | None = None) -> dict[str, list[float]]:
-        """Fine-tune `model` (softmax output) in place; returns the per-epoch history."""
+    def fit(
+        self, model: keras.Model, epochs: int, callbacks: list | None = None, learning_rate: float | None = None
+    ) -> dict[str, list[float]]:
+        """Fine-tune `model` (softmax output) in place at `learning_rate` (params.learning_rate
+        when None), cosine-decayed over the fine-tune; returns the per-epoch history."""
         p = self.params
         ds = training_dataset(
             self.x01, self.y, self.mean, self.std, p.batch_size, self.augment, p.seed, augment=p.augment
         )
-        schedule = keras.optimizers.schedules.CosineDecay(p.learning_rate, max(1, self.steps(epochs)), alpha=0.05)
+        rate = learning_rate if learning_rate is not None else p.learning_rate
+        schedule = keras.optimizers.schedules.CosineDecay(rate, max(1, self.steps(epochs)), alpha=0.05)
         student = student_logits(model)
         if self.teacher is not None:
             trainee: keras.Model = Distiller(student, self.teacher, p.temperature, p.soft_weight)

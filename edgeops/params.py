@@ -97,7 +97,15 @@ class CompressParams(_Params):
     seed: int = 42
     structured_ratio: float = Field(0.4, ge=0, lt=1, description="share of each conv's channels removed")
     structured_importance: Literal["l1", "bn"] = Field("l1", description="BN-folded filter L1 norm, or |gamma|")
-    structured_epochs: int = Field(10, ge=1)
+    structured_epochs: int = Field(10, ge=1, description="fine-tune epochs after removing channels (over all rounds)")
+    structured_learning_rate: float | None = Field(
+        None, gt=0, description="structured fine-tune rate (None: learning_rate); the rebuilt network has lost "
+        "whole channels and recovers like a short training run, near the training rate",
+    )
+    structured_rounds: int = Field(
+        1, ge=1, le=4, description="prune-then-fine-tune rounds, each removing an equal share of the channels "
+        "left so the total is structured_ratio (Li et al. 2017's iterative recipe); epochs split evenly",
+    )
     cluster_per_channel: bool = Field(True, description="per-output-channel codebooks on a BN-folded copy")
 
 

@@ -107,3 +107,27 @@ def test_clustered_int8_file_keeps_the_codebook_per_channel(digits, tmp_path) ->
                            tmp_path / "s", measure=False)
     assert count_cost(out["structured"].model).macs < 0.6 * count_cost(model).macs
     assert s.bytes < v.bytes
+
+
+def test_structured_rounds_compound_to_the_configured_ratio(digits) -> None:  # noqa: F811
+    """Two prune-then-fine-tune rounds end with the same channel counts as one round (the last
+    round aims at the overall ratio), and both rounds fine-tune (one epoch each)."""
+    import dataclasses
+
+    from components.compression import compress
+    from device.preprocessing import normalize
+    from edgeops.params import CompressParams
+
+    digits = dataclasses.replace(digits, x_train=digits.x_train[:200], y_train=digits.y_train[:200])
+    model = build_mobilenet((8, 8, 1), 10, alpha=1.0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(normalize(digits.x_train, digits.spec), digits.y_train, epochs=1, verbose=0)
+    base = CompressParams(methods=["structured"], structured_epochs=2, structured_ratio=0.5, distill=False,
+                          structured_learning_rate=1e-3)
+    one = compress(model, digits, base)["structured"]
+    two = compress(model, digits, base.model_copy(update={"structured_rounds": 2}))["structured"]
+    widths = {name: len(score) for name, score in channel_importance(one.model).items()}
+    assert widths == {name: len(score) for name, score in channel_importance(two.model).items()}
+    full = {name: len(score) for name, score in channel_importance(model).items()}
+    assert all(widths[n] < full[n] for n in full if full[n] > 4), (widths, full)
+    assert len(one.history["loss"]) == len(two.history["loss"]) == 2
