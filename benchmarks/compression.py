@@ -11,8 +11,11 @@ Models:
   eight depthwise-separable blocks up to 1024 channels, ~1.1M parameters) on an RGB shapes data
   set generated offline (10 classes: shape x clutter, colour, position, scale, rotation, noise).
 
-Per model and seed: the float model, its structured-pruned child, tfmot's pruned, clustered and
-PCQAT children, and the same chain on the structured child, each converted and VERIFIED by
+Per model and seed: the float model, its structured-pruned child (STRUCTURED_RATIO of each conv's
+channels removed, then STRUCTURED_EPOCHS of distilled fine-tuning at --structured-lr: the child is
+~2.7x cheaper per epoch, so its recovery gets its own schedule, not tfmot's --tune-epochs),
+tfmot's pruned (80%), clustered and PCQAT children of the float model, and the structured child
+pruned to STRUCTURED_SPARSITY and clustered ("structured+prune_cluster"), each converted and VERIFIED by
 components.conversion (accuracy measured from the file in its runtime; int8 also in TFLite
 Micro), measured by components.measure (file, weight and wire bytes, MACs, host latency).
 Every non-QAT parent with an int8 file (PER_TENSOR_PARENTS) also gets a per-tensor int8 child,
@@ -21,12 +24,26 @@ Cortex-M profile's TFLite Micro checks apply): per-channel int8 stores a float32
 int64 zero point per output channel for the weights and again for the int32 biases, which is
 ~9% of the MobileNet-class file and 30% of the student's. QAT parents keep per-channel: their
 fake-quant ranges were trained per channel.
+Not adopted (measured 2026-12-03, student seed 0): stripping tensor names from the flatbuffers
+(tensorflow.lite.tools.flatbuffer_utils, signatures kept) saves 2.4 kB of the float file (79,492 ->
+77,128) but only 0.5 kB of the int8 file on the wire (25,091 -> 24,618: names compress well), so
+every float-file/wire ratio would fall, not rise.
 Choices are made on VALIDATION: the int8 headline is the smallest int8 file of the float parent
 (per-channel or per-tensor) whose validation accuracy is within MARGIN (1 point, point estimate)
 of the float file's, per-channel when neither is; best wire within MARGIN of the float file's
 validation accuracy; Cortex-M by the pipeline's selection (cheapest non-inferior to the best,
 paired, params.yaml's evaluate.selection_margin). Test accuracy only reports what was chosen.
 Means with 95% t-intervals across seeds.
+
+Last full default run (2026-12-03, 3 seeds, 30.1 min on 2 cores, student then MobileNet; every
+goal met on the mean): MobileNet int8 3.91x at -0.04 pts; structured 2.68x fewer MACs, 2.33x
+[2.26, 2.39] lower latency, -2.2 [-5.5, 1.1] pts lost (the child GAINS: its 25 fine-tune epochs
+are extra training for a 30-epoch parent); best wire 27.0x [26.6, 27.4]
+(structured+prune_cluster/tflite-int8-pt, every seed) at -0.9 [-4.4, 2.6] pts. Student:
+structured 2.81x fewer MACs, 1.56x [1.26, 1.86] lower latency (0.02 ms runs: per seed 1.65,
+1.42, 1.61), 0.73 [-0.31, 1.77] pts lost; Cortex-M choice 7.45x on the wire
+(structured/tflite-int8-pt in two seeds at 9.2x; seed 2 it was not non-inferior on validation
+and float/tflite-int8-pt, 3.97x, was chosen).
 """
 
 from __future__ import annotations
