@@ -167,14 +167,18 @@ def structured(model: keras.Model, tuner: Tuner, params: CompressParams) -> tupl
     from components.structured_pruning import plan, remove_channels
 
     rounds = params.structured_rounds
+    final = plan(model, params.structured_ratio, params.structured_importance)
     per_round = 1.0 - (1.0 - params.structured_ratio) ** (1.0 / rounds)
     epochs = [params.structured_epochs // rounds + (i < params.structured_epochs % rounds) for i in range(rounds)]
     hist: dict[str, list[float]] = {}
     smaller = model
     for i in range(rounds):
-        if i == rounds - 1:  # the last round aims at the overall ratio (channel counts are rounded)
-            per_round = _remaining_ratio(model, smaller, params.structured_ratio)
-        keep = plan(smaller, per_round, params.structured_importance)
+        if i == 0 and rounds == 1:
+            keep = final
+        elif i == rounds - 1:  # the last round ends at one round's widths (channel counts are rounded)
+            keep = _most_important(smaller, {name: len(k) for name, k in final.items()}, params.structured_importance)
+        else:
+            keep = plan(smaller, per_round, params.structured_importance)
         smaller = remove_channels(smaller, keep)
         if epochs[i]:
             for k, v in tuner.fit(smaller, epochs[i], learning_rate=params.structured_learning_rate).items():
@@ -182,16 +186,14 @@ def structured(model: keras.Model, tuner: Tuner, params: CompressParams) -> tupl
     return smaller, hist
 
 
-def _remaining_ratio(original: keras.Model, current: keras.Model, ratio: float) -> dict[str, float]:
-    """Per conv, the share of `current`'s channels to remove so that `ratio` of `original`'s are gone."""
+def _most_important(model: keras.Model, widths: dict[str, int], method: str) -> dict[str, np.ndarray]:
+    """Per prunable conv, the indices of its `widths[name]` most important channels (plan's order)."""
     from components.structured_pruning import channel_importance
 
-    now = channel_importance(current)
-    out = {}
-    for name, score in channel_importance(original).items():
-        target = (1.0 - ratio) * len(score)
-        out[name] = min(0.99, max(0.0, 1.0 - target / len(now[name])))
-    return out
+    return {
+        name: np.sort(np.argsort(-score, kind="stable")[: widths[name]])
+        for name, score in channel_importance(model, method).items()
+    }
 
 
 def unique_weights(model: keras.Model) -> dict[str, int]:

@@ -227,19 +227,19 @@ def estimate_harm(
         ref_est = replace(ref_est, se=max(ref_est.se, ref_se))
     enough = min(len(lab_ref), len(lab_cur)) >= params.harm_min_labels
     labels = current["label"].astype("Float64").fillna(np.nan).to_numpy(np.float64)
+    min_labels = params.harm_min_labels if enough else ESTIMATE_MIN_LABELS
+    est = ppi_accuracy(list(current["probs"]), labels, temperature, groups, min_labels)
     if not enough:
         verdict = harm(ref_est, cbpe_win, params.harm_margin, params.harm_alpha)
-        if len(lab_cur) < ESTIMATE_MIN_LABELS:
+        if est.method != "ppi":
             return cbpe_win, ref_est, None, verdict
         # too few labels to vote, enough to keep the reported estimate honest: CBPE alone reads
         # an inverted or darkened camera as 20-30 points better than it is, and the rectifier
         # removes that bias at the price of a wide (reported) interval
-        est = ppi_accuracy(list(current["probs"]), labels, temperature, groups, ESTIMATE_MIN_LABELS)
         lo, hi = est.interval()
         note = (f"label-corrected estimate {est.accuracy:.3f} [{lo:.3f}, {hi:.3f}] from "
                 f"{len(lab_cur)} labels (a vote needs {params.harm_min_labels})")
         return est, ref_est, None, replace(verdict, reason=f"{verdict.reason}; {note}")
-    est = ppi_accuracy(list(current["probs"]), labels, temperature, groups, params.harm_min_labels)
     lab = measured_accuracy(lab_cur["top1"], lab_cur["label"], _groups(lab_cur))
     ref_lab = measured_accuracy(lab_ref["top1"], lab_ref["label"])
     alpha = params.harm_alpha / 2
